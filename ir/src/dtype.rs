@@ -1,0 +1,240 @@
+//! Element types of the target and the exact conversions between them.
+//!
+//! Every value the emulator moves is stored in its dtype's bit encoding; engines compute on the
+//! decoded value (see [`DType::decode`]) and round on every store (see [`DType::encode`]). This
+//! file is the one place where those roundings are defined.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An element type of a tensor or tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    /// IEEE binary32.
+    F32,
+    /// bfloat16: binary32 with the low 16 mantissa bits dropped (round to nearest even).
+    Bf16,
+    /// IEEE binary16.
+    F16,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinities (OCP "E4M3FN"), max 448.
+    Fp8E4m3,
+    /// 8-bit float, 5 exponent and 2 mantissa bits (OCP "E5M2"), max finite 57344.
+    Fp8E5m2,
+    /// Signed 8-bit integer.
+    I8,
+    /// Signed 16-bit integer.
+    I16,
+    /// Signed 32-bit integer.
+    I32,
+    /// Signed 64-bit integer.
+    I64,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// Boolean, one byte holding 0 or 1.
+    Bool,
+}
+
+/// Every dtype, in declaration order (handy for tests and tables).
+pub const ALL_DTYPES: [DType; 11] = [
+    DType::F32,
+    DType::Bf16,
+    DType::F16,
+    DType::Fp8E4m3,
+    DType::Fp8E5m2,
+    DType::I8,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::Bool,
+];
+
+impl DType {
+    /// Bytes one element occupies in memory.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::Bf16 | DType::F16 | DType::I16 => 2,
+            DType::Fp8E4m3 | DType::Fp8E5m2 | DType::I8 | DType::U8 | DType::Bool => 1,
+            DType::I64 => 8,
+        }
+    }
+
+    /// True for the floating-point types.
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            DType::F32 | DType::Bf16 | DType::F16 | DType::Fp8E4m3 | DType::Fp8E5m2
+        )
+    }
+
+    /// True for the integer types and bool.
+    pub fn is_integer(self) -> bool {
+        !self.is_float()
+    }
+
+    /// The name used in the text format and in messages (`f32`, `bf16`, `fp8e4m3`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+            DType::F16 => "f16",
+            DType::Fp8E4m3 => "fp8e4m3",
+            DType::Fp8E5m2 => "fp8e5m2",
+            DType::I8 => "i8",
+            DType::I16 => "i16",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+        }
+    }
+
+    /// Rounds `v` to the nearest value this dtype can hold, as a store would.
+    ///
+    /// Floats round to nearest, ties to even; the fp8 types saturate to their largest finite
+    /// value (the `float8` crate's saturating conversion), the others overflow to infinity.
+    /// Integers truncate toward zero and saturate at their range, NaN becomes 0 (the rule the
+    /// ISA reference states for float-to-integer casts). Bool is `v != 0`.
+    pub fn round(self, v: f64) -> f64 {
+        match self {
+            DType::F32 => v as f32 as f64,
+            DType::Bf16 => half::bf16::from_f64(v).to_f64(),
+            DType::F16 => half::f16::from_f64(v).to_f64(),
+            DType::Fp8E4m3 => float8::F8E4M3::from_f64(v).to_f64(),
+            DType::Fp8E5m2 => float8::F8E5M2::from_f64(v).to_f64(),
+            DType::I8 => sat_int(v, i8::MIN as f64, i8::MAX as f64),
+            DType::I16 => sat_int(v, i16::MIN as f64, i16::MAX as f64),
+            DType::I32 => sat_int(v, i32::MIN as f64, i32::MAX as f64),
+            // i64::MAX is not representable in f64; `as` saturates correctly.
+            DType::I64 => {
+                if v.is_nan() {
+                    0.0
+                } else {
+                    (v.trunc() as i64) as f64 + 0.0
+                }
+            }
+            DType::U8 => sat_int(v, 0.0, u8::MAX as f64),
+            DType::Bool => {
+                if v != 0.0 && !v.is_nan() {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// Writes `v` (rounded as by [`DType::round`]) into `out`, which holds `size_bytes()` bytes,
+    /// little-endian.
+    pub fn encode(self, v: f64, out: &mut [u8]) {
+        match self {
+            DType::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
+            DType::Bf16 => out.copy_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
+            DType::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
+            DType::Fp8E4m3 => out[0] = float8::F8E4M3::from_f64(v).to_bits(),
+            DType::Fp8E5m2 => out[0] = float8::F8E5M2::from_f64(v).to_bits(),
+            DType::I8 => out[0] = (self.round(v) as i8) as u8,
+            DType::I16 => out.copy_from_slice(&(self.round(v) as i16).to_le_bytes()),
+            DType::I32 => out.copy_from_slice(&(self.round(v) as i32).to_le_bytes()),
+            DType::I64 => {
+                let i = if v.is_nan() { 0 } else { v.trunc() as i64 };
+                out.copy_from_slice(&i.to_le_bytes())
+            }
+            DType::U8 => out[0] = self.round(v) as u8,
+            DType::Bool => out[0] = self.round(v) as u8,
+        }
+    }
+
+    /// Reads one element from `bytes` (little-endian, `size_bytes()` long).
+    pub fn decode(self, bytes: &[u8]) -> f64 {
+        match self {
+            DType::F32 => f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64,
+            DType::Bf16 => half::bf16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+            DType::F16 => half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+            DType::Fp8E4m3 => float8::F8E4M3::from_bits(bytes[0]).to_f64(),
+            DType::Fp8E5m2 => float8::F8E5M2::from_bits(bytes[0]).to_f64(),
+            DType::I8 => bytes[0] as i8 as f64,
+            DType::I16 => i16::from_le_bytes([bytes[0], bytes[1]]) as f64,
+            DType::I32 => i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64,
+            DType::I64 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[..8]);
+                i64::from_le_bytes(b) as f64
+            }
+            DType::U8 | DType::Bool => bytes[0] as f64,
+        }
+    }
+}
+
+fn sat_int(v: f64, lo: f64, hi: f64) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        // `+ 0.0` turns -0 into 0: integers have no negative zero.
+        v.trunc().clamp(lo, hi) + 0.0
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a dtype name that is not one of [`ALL_DTYPES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown dtype `{0}` (expected one of f32, bf16, f16, fp8e4m3, fp8e5m2, i8, i16, i32, i64, u8, bool)")]
+pub struct UnknownDType(pub String);
+
+impl FromStr for DType {
+    type Err = UnknownDType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL_DTYPES
+            .iter()
+            .copied()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| UnknownDType(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in ALL_DTYPES {
+            assert_eq!(d.name().parse::<DType>().unwrap(), d);
+        }
+        assert!("f64".parse::<DType>().is_err());
+    }
+
+    #[test]
+    fn encode_decode_agrees_with_round() {
+        let samples = [0.0, -0.0, 1.0, -1.5, 3.14159, 1e-8, 65504.0, 70000.0, 500.0, -129.7, 1e20];
+        for d in ALL_DTYPES {
+            let mut buf = vec![0u8; d.size_bytes()];
+            for &v in &samples {
+                d.encode(v, &mut buf);
+                let back = d.decode(&buf);
+                assert_eq!(back.to_bits(), d.round(v).to_bits(), "{d} {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn hand_checked_roundings() {
+        // bf16 keeps 8 significant bits: 1 + 2^-8 is a tie between 1 and 1 + 2^-7; even is 1.
+        assert_eq!(DType::Bf16.round(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(DType::Bf16.round(1.0 + 3.0 / 256.0), 1.0 + 1.0 / 64.0);
+        // e4m3 saturates at 448; e5m2 at 57344.
+        assert_eq!(DType::Fp8E4m3.round(1000.0), 448.0);
+        assert_eq!(DType::Fp8E5m2.round(1e6), 57344.0);
+        assert_eq!(DType::I8.round(-300.7), -128.0);
+        assert_eq!(DType::I32.round(-2.9), -2.0);
+        assert_eq!(DType::U8.round(-4.0), 0.0);
+        assert_eq!(DType::Bool.round(0.25), 1.0);
+        assert_eq!(DType::I64.round(f64::NAN), 0.0);
+    }
+}

@@ -1,0 +1,33 @@
+//! # tessera-ir
+//!
+//! The vocabulary every other tessera crate speaks:
+//!
+//! - [`DType`]: element types with the exact rounding of every store.
+//! - [`TargetSpec`]: the machine's numbers (`trn1`, `trn2`), each with its public source.
+//! - [`TileProgram`]: a kernel at the tile level: HBM tensors, SBUF/PSUM [`Buffer`]s, and the
+//!   [`Op`]s of the tile ISA ([`isa`]) operating on [`TileAccess`] views.
+//! - [`verify`]: every hardware rule, checked with messages naming the instruction and rule.
+//! - [`text`]: a printer and parser for the `.tile` text format (round-trips exactly).
+//! - [`HostTensor`]: tensors in host memory, in their dtype's encoding.
+//!
+//! `tessera-ir` depends on no other tessera crate.
+#![deny(missing_docs)]
+
+pub mod access;
+pub mod dtype;
+pub mod host;
+pub mod isa;
+pub mod program;
+pub mod target;
+pub mod text;
+pub mod verify;
+
+pub use access::{BufId, Dim, DmaOperand, HbmAccess, TensorId, TileAccess};
+pub use dtype::{ALL_DTYPES, DType};
+pub use host::HostTensor;
+pub use isa::{ActFunc, AffineExpr, AluOp, CmpOp, Engine, Op, ReduceOp, Scalar, ScalarStep};
+pub use program::{
+    Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
+};
+pub use target::TargetSpec;
+pub use verify::{Rule, VerifyError, Verifier, verify};

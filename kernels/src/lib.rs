@@ -1,0 +1,4 @@
+//! # tessera-kernels
+//!
+//! The kernel builder DSL and the kernel library.
+#![deny(missing_docs)]
