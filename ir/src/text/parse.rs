@@ -673,3 +673,151 @@ impl Parser<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "kernel k {\n  input @x: f32[4, 8]\n  alloc %t: sbuf f32[4, 8]\n";
+
+    /// Parses `HEAD + body + "}"` and returns the error as `line:column: message`.
+    fn error(body: &str) -> String {
+        let src = format!("{HEAD}{body}\n}}\n");
+        match parse(&src, "t.tile") {
+            Ok(_) => panic!("expected an error for {body:?}"),
+            Err(e) => format!("{}:{}: {}", e.line, e.column, e.message),
+        }
+    }
+
+    #[test]
+    fn locations_point_at_the_first_token() {
+        let src = format!("{HEAD}\n    dve.memset %t[0:4][0; 1*8], 1.5\n  free %t\n}}\n");
+        let p = parse(&src, "t.tile").unwrap();
+        let locs: Vec<_> = p.insts.iter().map(|i| i.loc.clone().unwrap()).collect();
+        assert_eq!(
+            locs[0],
+            SourceLoc {
+                file: "t.tile".into(),
+                line: 3,
+                column: 3
+            }
+        );
+        assert_eq!((locs[1].line, locs[1].column), (5, 5));
+        assert_eq!((locs[2].line, locs[2].column), (6, 3));
+    }
+
+    #[test]
+    fn unknown_names_list_the_choices() {
+        let e = error("  dve.tensor_foo %t[0:4][0; 1*8]");
+        assert!(
+            e.starts_with("4:3: unknown opcode `tensor_foo` (expected one of alloc, free"),
+            "{e}"
+        );
+        let e = error("  gpu.memset %t[0:4][0; 1*8], 0.0");
+        assert!(
+            e.starts_with("4:3: unknown engine `gpu` (expected one of pe, act"),
+            "{e}"
+        );
+        let e =
+            error("  act.activation %t[0:4][0; 1*8], %t[0:4][0; 1*8], swish, scale=1.0, bias=0.0");
+        assert!(
+            e.contains("unknown activation function `swish` (expected one of identity"),
+            "{e}"
+        );
+        let e = error("  dve.tensor_scalar %t[0:4][0; 1*8], %t[0:4][0; 1*8], plus.rev 1.0");
+        assert!(e.contains("unknown ALU operation `plus`"), "{e}");
+        let e = error("  alloc %u: dram f32[4]");
+        assert!(
+            e.contains("unknown memory space `dram` (expected sbuf or psum)"),
+            "{e}"
+        );
+        let e = error("  alloc %u: sbuf f64[4]");
+        assert!(e.contains("unknown dtype `f64`"), "{e}");
+    }
+
+    #[test]
+    fn names_are_declared_before_use_and_once() {
+        assert_eq!(
+            error("  dve.memset %u[0:4][0; 1*8], 0.0"),
+            "4:15: unknown buffer `%u` (a buffer is declared by an earlier `alloc`)"
+        );
+        assert!(
+            error("  dma.dma_copy @y[0;], %t[0:4][0;]").starts_with("4:17: unknown tensor `@y`")
+        );
+        assert_eq!(
+            error("  alloc %t: psum f32[4]"),
+            "4:10: buffer `%t` is already allocated on line 3"
+        );
+        assert_eq!(
+            error("  output @x: f32[1]"),
+            "4:11: tensor `@x` is already declared on line 2"
+        );
+    }
+
+    #[test]
+    fn fixed_engines_and_syntax_errors() {
+        let e = error("  dve.nc_matmul %t[0:4][0;], %t[0:4][0;], %t[0:4][0;]");
+        assert_eq!(e, "4:3: `nc_matmul` runs only on pe: write `pe.nc_matmul`");
+        assert_eq!(
+            error("  dve.alloc %u: sbuf f32[4]"),
+            "4:3: `alloc` takes no engine prefix"
+        );
+        assert_eq!(
+            error("  free %t extra"),
+            "4:11: expected the end of the line, found `extra`"
+        );
+        assert_eq!(
+            error("  dve.memset %t[2:1][0;], 0.0"),
+            "4:19: partition range 2:1 must have 0 to 2^32-1 partitions"
+        );
+        assert_eq!(
+            error("  dve.tensor_reduce sum %t[0:4][0;], %t[0:4][0;], axes=256"),
+            "4:56: axes `256` does not fit u8"
+        );
+        assert_eq!(
+            error("  dve.memset %t[0:4][1.5;], 0.0"),
+            "4:22: expected an integer (offset), found `1.5`"
+        );
+        assert_eq!(
+            error("  dve.memset %t[0:4][0;], x"),
+            "4:27: expected a number (memset value), found `x`"
+        );
+        assert!(
+            parse("kernel k {\n", "t")
+                .unwrap_err()
+                .message
+                .contains("`}` closing the kernel")
+        );
+        assert!(
+            parse("kernel k {\n}\nkernel", "t")
+                .unwrap_err()
+                .message
+                .contains("end of file")
+        );
+        assert_eq!(
+            parse("", "t").unwrap_err().message,
+            "expected `kernel`, found end of file"
+        );
+    }
+
+    #[test]
+    fn floats_accept_rust_spellings() {
+        for (text, want) in [
+            ("-inf", f64::NEG_INFINITY),
+            ("inf", f64::INFINITY),
+            ("1e-7", 1e-7),
+            ("-0.0", -0.0),
+        ] {
+            let src = format!("{HEAD}  dve.memset %t[0:4][0;], {text}\n}}\n");
+            let p = parse(&src, "t").unwrap();
+            let Op::Memset { value, .. } = p.insts[1].op else {
+                panic!("not a memset")
+            };
+            assert_eq!(value.to_bits(), want.to_bits(), "{text}");
+        }
+        let src = format!("{HEAD}  dve.memset %t[0:4][0;], NaN\n}}\n");
+        assert!(
+            matches!(parse(&src, "t").unwrap().insts[1].op, Op::Memset { value, .. } if value.is_nan())
+        );
+    }
+}
