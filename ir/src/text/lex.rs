@@ -116,11 +116,12 @@ pub(super) fn lex(src: &str, file: &str) -> Result<Vec<Tok>, ParseError> {
             });
         }
         for &c in &chars[i..end] {
+            // Saturating: a pathological multi-gigabyte line must not overflow.
             if c == '\n' {
-                line += 1;
+                line = line.saturating_add(1);
                 col = 1;
             } else {
-                col += 1;
+                col = col.saturating_add(1);
             }
         }
         i = end;

@@ -287,3 +287,73 @@ fn pattern(offset: u64, dims: &[Dim]) -> String {
 fn affine(e: &AffineExpr) -> String {
     format!("affine({}, {}, [{}])", e.base, e.partition, join(&e.free))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+    use crate::access::Dim;
+    use crate::dtype::DType;
+    use crate::isa::Engine;
+    use crate::program::{Inst, Space};
+
+    fn buffer(name: &str) -> Buffer {
+        Buffer {
+            name: name.into(),
+            space: Space::Sbuf,
+            dtype: DType::F32,
+            partitions: 4,
+            free_shape: vec![8],
+            placement: None,
+        }
+    }
+
+    fn memset(buf: u32) -> Inst {
+        let dst = TileAccess {
+            buf: BufId(buf),
+            start_partition: 0,
+            partitions: 4,
+            offset: 0,
+            dims: vec![Dim::new(1, 8)],
+        };
+        Inst::new(Op::Memset {
+            engine: Engine::Dve,
+            dst,
+            value: 1.0,
+        })
+    }
+
+    #[test]
+    fn buffers_without_alloc_get_one_before_first_use() {
+        let p = TileProgram {
+            name: "k".into(),
+            tensors: vec![],
+            buffers: vec![buffer("a"), buffer("b"), buffer("never_used")],
+            insts: vec![memset(1), Inst::new(Op::Alloc { buf: BufId(0) }), memset(0)],
+        };
+        let text = print(&p);
+        assert_eq!(
+            text,
+            "kernel k {\n  alloc %b: sbuf f32[4, 8]\n  dve.memset %b[0:4][0; 1*8], 1.0\n  \
+             alloc %a: sbuf f32[4, 8]\n  dve.memset %a[0:4][0; 1*8], 1.0\n  \
+             alloc %never_used: sbuf f32[4, 8]\n}\n"
+        );
+        // The text parses, into a program with the invented allocs (so buffers renumbered).
+        let back = parse(&text, "t").unwrap();
+        assert_eq!(back.insts.len(), 5);
+        assert_eq!(print(&back), text);
+    }
+
+    #[test]
+    fn ids_outside_the_program_do_not_panic() {
+        let p = TileProgram {
+            name: "k".into(),
+            tensors: vec![],
+            buffers: vec![],
+            insts: vec![memset(7), Inst::new(Op::Free { buf: BufId(3) })],
+        };
+        let text = print(&p);
+        assert!(text.contains("%invalid_buffer_7[0:4]"), "{text}");
+        assert!(parse(&text, "t").is_err());
+    }
+}
