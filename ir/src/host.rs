@@ -19,7 +19,11 @@ impl HostTensor {
     /// A tensor of zeros.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Self {
         let n: usize = shape.iter().product();
-        HostTensor { dtype, shape: shape.to_vec(), data: vec![0; n * dtype.size_bytes()] }
+        HostTensor {
+            dtype,
+            shape: shape.to_vec(),
+            data: vec![0; n * dtype.size_bytes()],
+        }
     }
 
     /// Number of elements.
@@ -42,7 +46,11 @@ impl HostTensor {
     /// Builds a tensor of `dtype` from f64 values (rounded to the dtype).
     pub fn from_f64(dtype: DType, shape: &[usize], values: &[f64]) -> Self {
         let mut t = HostTensor::zeros(dtype, shape);
-        assert_eq!(values.len(), t.elems(), "value count does not match the shape");
+        assert_eq!(
+            values.len(),
+            t.elems(),
+            "value count does not match the shape"
+        );
         for (i, &v) in values.iter().enumerate() {
             t.set(i, v);
         }
@@ -79,7 +87,8 @@ mod tests {
 
     #[test]
     fn array_round_trip_and_rounding() {
-        let a = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0f32, 2.5, -3.0, 1.0 + 1.0 / 512.0]).unwrap();
+        let a = ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0f32, 2.5, -3.0, 1.0 + 1.0 / 512.0])
+            .unwrap();
         let t = HostTensor::from_array_f32(&a, DType::F32);
         assert_eq!(t.to_array_f32(), a);
         let b = HostTensor::from_array_f32(&a, DType::Bf16);

@@ -10,8 +10,8 @@
 //! - Element-wise instructions pair the i-th element of each operand in element order (see
 //!   [`crate::access`]); operands need the same partition count and free element count.
 
-use crate::access::{DmaOperand, TileAccess};
 use crate::BufId;
+use crate::access::{DmaOperand, TileAccess};
 use std::fmt;
 use std::str::FromStr;
 
@@ -241,7 +241,8 @@ pub enum ReduceOp {
 }
 
 /// Every [`ReduceOp`].
-pub const ALL_REDUCE_OPS: [ReduceOp; 4] = [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod];
+pub const ALL_REDUCE_OPS: [ReduceOp; 4] =
+    [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Prod];
 
 impl ReduceOp {
     /// Name in the text format.
@@ -273,7 +274,14 @@ pub enum CmpOp {
 }
 
 /// Every [`CmpOp`].
-pub const ALL_CMP_OPS: [CmpOp; 6] = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];
+pub const ALL_CMP_OPS: [CmpOp; 6] = [
+    CmpOp::Eq,
+    CmpOp::Ne,
+    CmpOp::Lt,
+    CmpOp::Le,
+    CmpOp::Gt,
+    CmpOp::Ge,
+];
 
 impl CmpOp {
     /// Name in the text format.
@@ -306,11 +314,14 @@ macro_rules! name_parsing {
         impl FromStr for $ty {
             type Err = UnknownName;
             fn from_str(s: &str) -> Result<Self, UnknownName> {
-                $all.iter().copied().find(|v| v.name() == s).ok_or_else(|| UnknownName {
-                    what: $what,
-                    name: s.to_string(),
-                    expected: $all.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
-                })
+                $all.iter()
+                    .copied()
+                    .find(|v| v.name() == s)
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        name: s.to_string(),
+                        expected: $all.iter().map(|v| v.name()).collect::<Vec<_>>().join(", "),
+                    })
             }
         }
         impl fmt::Display for $ty {
@@ -321,7 +332,13 @@ macro_rules! name_parsing {
     };
 }
 
-const ALL_ENGINES: [Engine; 5] = [Engine::Pe, Engine::Act, Engine::Dve, Engine::Pool, Engine::Dma];
+const ALL_ENGINES: [Engine; 5] = [
+    Engine::Pe,
+    Engine::Act,
+    Engine::Dve,
+    Engine::Pool,
+    Engine::Dma,
+];
 name_parsing!(Engine, ALL_ENGINES, "engine");
 name_parsing!(AluOp, ALL_ALU_OPS, "ALU operation");
 name_parsing!(ActFunc, ALL_ACT_FUNCS, "activation function");

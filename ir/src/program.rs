@@ -175,7 +175,10 @@ pub struct TileProgram {
 impl TileProgram {
     /// An empty program.
     pub fn new(name: impl Into<String>) -> Self {
-        TileProgram { name: name.into(), ..Default::default() }
+        TileProgram {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// The tensor with this id. Panics on an id not from this program (an internal bug).
@@ -208,7 +211,11 @@ impl TileProgram {
             && self.tensors == other.tensors
             && self.buffers == other.buffers
             && self.insts.len() == other.insts.len()
-            && self.insts.iter().zip(&other.insts).all(|(a, b)| a.op == b.op)
+            && self
+                .insts
+                .iter()
+                .zip(&other.insts)
+                .all(|(a, b)| a.op == b.op)
     }
 }
 
@@ -248,7 +255,13 @@ impl Op {
                     push("dst", t, Write);
                 }
             }
-            Op::Matmul { dst, stationary, moving, start, .. } => {
+            Op::Matmul {
+                dst,
+                stationary,
+                moving,
+                start,
+                ..
+            } => {
                 push("stationary", stationary, Read);
                 push("moving", moving, Read);
                 if !start {
@@ -260,7 +273,14 @@ impl Op {
                 push("src", src, Read);
                 push("dst", dst, Write);
             }
-            Op::Activation { dst, src, scale, bias, accum, .. } => {
+            Op::Activation {
+                dst,
+                src,
+                scale,
+                bias,
+                accum,
+                ..
+            } => {
                 push("src", src, Read);
                 if let Scalar::PerPartition(t) = scale {
                     push("scale", t, Read);
@@ -278,7 +298,9 @@ impl Op {
                 push("rhs", rhs, Read);
                 push("dst", dst, Write);
             }
-            Op::TensorScalar { dst, src, op0, op1, .. } => {
+            Op::TensorScalar {
+                dst, src, op0, op1, ..
+            } => {
                 push("src", src, Read);
                 if let Scalar::PerPartition(t) = &op0.operand {
                     push("operand0", t, Read);
@@ -295,7 +317,13 @@ impl Op {
                 push("dst", dst, Write);
             }
             Op::Memset { dst, .. } | Op::Iota { dst, .. } => push("dst", dst, Write),
-            Op::Select { dst, pred, on_true, on_false, .. } => {
+            Op::Select {
+                dst,
+                pred,
+                on_true,
+                on_false,
+                ..
+            } => {
                 push("pred", pred, Read);
                 push("on_true", on_true, Read);
                 push("on_false", on_false, Read);

@@ -171,10 +171,19 @@ mod tests {
     #[test]
     fn capacities_match_the_published_totals() {
         let t1 = TargetSpec::trn1();
-        assert_eq!(t1.sbuf_partition_bytes * t1.partitions as u64, 24 * 1024 * 1024);
+        assert_eq!(
+            t1.sbuf_partition_bytes * t1.partitions as u64,
+            24 * 1024 * 1024
+        );
         let t2 = TargetSpec::trn2();
-        assert_eq!(t2.sbuf_partition_bytes * t2.partitions as u64, 28 * 1024 * 1024);
-        assert_eq!(t2.psum_banks as u64 * t2.psum_bank_bytes, t2.psum_partition_bytes);
+        assert_eq!(
+            t2.sbuf_partition_bytes * t2.partitions as u64,
+            28 * 1024 * 1024
+        );
+        assert_eq!(
+            t2.psum_banks as u64 * t2.psum_bank_bytes,
+            t2.psum_partition_bytes
+        );
         // 512 fp32 accumulators per bank is the matmul N limit.
         assert_eq!(t2.psum_bank_bytes / 4, t2.matmul_max_n as u64);
     }
