@@ -30,4 +30,4 @@ pub use program::{
     Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
 };
 pub use target::TargetSpec;
-pub use verify::{Rule, VerifyError, Verifier, verify};
+pub use verify::{Rule, Verifier, VerifyError, verify, verify_all};
