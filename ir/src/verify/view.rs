@@ -76,7 +76,7 @@ pub(super) fn tensor_elems(t: &HbmTensor) -> u64 {
 
 /// `ceil(n / d)` for `d > 0`; 0 when `d == 0` (a degenerate target, reported elsewhere).
 pub(super) fn div_ceil(n: u64, d: u64) -> u64 {
-    n.checked_div(d).map_or(0, |q| q + u64::from(n % d != 0))
+    if d == 0 { 0 } else { n.div_ceil(d) }
 }
 
 #[cfg(test)]
