@@ -82,14 +82,14 @@ impl Rule {
             Rule::UnknownId => "ids refer to the program's buffers and tensors",
             Rule::AlreadyAllocated => "each buffer is allocated once",
             Rule::NotLive => "buffers are used and freed only while live",
-            Rule::BufferPartitions => "buffers have 1 to 128 partitions",
+            Rule::BufferPartitions => "buffers have between one partition and all of them",
             Rule::PlacementOutOfRange => "placed buffers fit in their memory",
             Rule::PsumBankAlignment => "placed PSUM buffers start on a bank boundary",
             Rule::OverlappingAllocation => "live placed buffers do not overlap",
             Rule::SbufCapacity => "live SBUF buffers fit in SBUF",
             Rule::PsumCapacity => "live PSUM buffers fit in the PSUM banks",
             Rule::TilePartitions => "tile views lie within their buffer's partitions",
-            Rule::TooManyDims => "access patterns have at most 4 free dimensions",
+            Rule::TooManyDims => "access patterns have at most the dimensions the hardware walks",
             Rule::EmptyView => "access patterns have no empty dimension",
             Rule::OutOfBounds => "access patterns stay within their buffer or tensor",
             Rule::OverlappingWrite => "a written view addresses each element once",
@@ -101,7 +101,7 @@ impl Rule {
             Rule::WrongDType => "operands have the dtypes the instruction accepts",
             Rule::MatmulLimit => "nc_matmul stays within K, M and N limits",
             Rule::PsumBankCrossing => "a matmul result stays within one PSUM bank",
-            Rule::TransposeLimit => "nc_transpose inputs stay within 128 x 128",
+            Rule::TransposeLimit => "nc_transpose inputs fit the tensor engine",
         }
     }
 }
@@ -452,7 +452,7 @@ impl<'t> Verifier<'t> {
                     "{} cannot run on {}; it runs on {}",
                     op.opcode(),
                     engine.name(),
-                    allowed.join(" or ")
+                    one_of(&allowed)
                 ),
             );
         }
@@ -460,7 +460,7 @@ impl<'t> Verifier<'t> {
             operands::check_partition_start(self.target, engine, o, buffer(buffers, o.tile.buf)?)?;
         }
         operands::check_spaces(op, engine, &operands, buffers)?;
-        shapes::check(self.target, buffers, op)
+        shapes::check(self.target, tensors, buffers, op)
     }
 }
 
@@ -492,6 +492,15 @@ fn space_name(space: Space) -> &'static str {
     match space {
         Space::Sbuf => "SBUF",
         Space::Psum => "PSUM",
+    }
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
     }
 }
 
@@ -544,6 +553,13 @@ mod tests {
     fn biggest_lists_three_largest_first() {
         let s = biggest(vec![(1, "a"), (9, "b"), (5, "c"), (7, "d")], " banks");
         assert_eq!(s, "%b 9 banks, %d 7 banks, %c 5 banks");
+    }
+
+    #[test]
+    fn lists_read_as_prose() {
+        assert_eq!(one_of(&["pe"]), "pe");
+        assert_eq!(one_of(&["dve", "pool"]), "dve or pool");
+        assert_eq!(one_of(&["dve", "act", "pool"]), "dve, act or pool");
     }
 
     #[test]

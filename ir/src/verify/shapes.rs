@@ -8,7 +8,7 @@ use super::{Fail, Rule, buffer, fail, view};
 use crate::access::{DmaOperand, TileAccess};
 use crate::dtype::DType;
 use crate::isa::{AffineExpr, Op, Scalar};
-use crate::program::Buffer;
+use crate::program::{Buffer, HbmTensor};
 use crate::target::TargetSpec;
 
 /// An operand with its role, for messages.
@@ -37,10 +37,15 @@ impl Role<'_> {
     }
 }
 
-pub(super) fn check(t: &TargetSpec, buffers: &[Buffer], op: &Op) -> Result<(), Fail> {
+pub(super) fn check(
+    t: &TargetSpec,
+    tensors: &[HbmTensor],
+    buffers: &[Buffer],
+    op: &Op,
+) -> Result<(), Fail> {
     match op {
         Op::Alloc { .. } | Op::Free { .. } | Op::Memset { .. } => Ok(()),
-        Op::DmaCopy { dst, src } => dma_counts(dst, src),
+        Op::DmaCopy { dst, src } => dma_counts(tensors, buffers, dst, src),
         Op::Matmul {
             dst,
             stationary,
@@ -172,18 +177,34 @@ fn per_partition(
     }
 }
 
-fn dma_counts(dst: &DmaOperand, src: &DmaOperand) -> Result<(), Fail> {
-    let count = |end: &DmaOperand| match end {
-        DmaOperand::Hbm(h) => view::view_elems(&h.dims),
-        DmaOperand::Tile(t) => u128::from(t.partitions).saturating_mul(view::view_elems(&t.dims)),
+fn dma_counts(
+    tensors: &[HbmTensor],
+    buffers: &[Buffer],
+    dst: &DmaOperand,
+    src: &DmaOperand,
+) -> Result<(), Fail> {
+    // `dst @y` / `src %a` with the element count moved through that end.
+    let end = |role: &str, end: &DmaOperand| -> Result<(String, u128), Fail> {
+        Ok(match end {
+            DmaOperand::Hbm(h) => {
+                let name = tensors
+                    .get(h.tensor.0 as usize)
+                    .map_or("?", |t| t.name.as_str());
+                (format!("{role} @{name}"), view::view_elems(&h.dims))
+            }
+            DmaOperand::Tile(t) => (
+                format!("{role} %{}", buffer(buffers, t.buf)?.name),
+                u128::from(t.partitions).saturating_mul(view::view_elems(&t.dims)),
+            ),
+        })
     };
-    let (d, s) = (count(dst), count(src));
+    let ((dw, d), (sw, s)) = (end("dst", dst)?, end("src", src)?);
     if d == s {
         return Ok(());
     }
     fail(
         Rule::ShapeMismatch,
-        format!("dst has {d} elements but src has {s}; dma_copy moves element by element"),
+        format!("{dw} has {d} elements but {sw} has {s}; dma_copy moves element by element"),
     )
 }
 
