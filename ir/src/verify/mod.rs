@@ -7,8 +7,8 @@
 //! limit, and carry the [`Rule`] broken for tools and tests.
 //!
 //! Rules are checked in an order where later ones can trust earlier ones: ids and lifetimes,
-//! then each operand's bounds ([`operands`]), then engines and memory spaces, then the
-//! per-instruction shape rules ([`shapes`]). The code map:
+//! then each operand's bounds (`operands.rs`), then engines and memory spaces, then the
+//! per-instruction shape rules (`shapes.rs`). The code map:
 //! - `mod.rs`: the API, buffer lifetimes, placement and capacity at `alloc`.
 //! - `operands.rs`: tile and HBM views (bounds, partition starts, which engine may touch what).
 //! - `shapes.rs`: shape, dtype and limit rules of each opcode (matmul, transpose, ...).
