@@ -215,7 +215,17 @@ mod tests {
     #[test]
     fn encode_decode_agrees_with_round() {
         let samples = [
-            0.0, -0.0, 1.0, -1.5, 1.0e3 + 0.25, 1e-8, 65504.0, 70000.0, 500.0, -129.7, 1e20,
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            1.0e3 + 0.25,
+            1e-8,
+            65504.0,
+            70000.0,
+            500.0,
+            -129.7,
+            1e20,
         ];
         for d in ALL_DTYPES {
             let mut buf = vec![0u8; d.size_bytes()];

@@ -6,7 +6,7 @@
 //! - [`TargetSpec`]: the machine's numbers (`trn1`, `trn2`), each with its public source.
 //! - [`TileProgram`]: a kernel at the tile level: HBM tensors, SBUF/PSUM [`Buffer`]s, and the
 //!   [`Op`]s of the tile ISA ([`isa`]) operating on [`TileAccess`] views.
-//! - [`verify`]: every hardware rule, checked with messages naming the instruction and rule.
+//! - [`verify()`]: every hardware rule, checked with messages naming the instruction and rule.
 //! - [`text`]: a printer and parser for the `.tile` text format (round-trips exactly).
 //! - [`HostTensor`]: tensors in host memory, in their dtype's encoding.
 //!
@@ -30,4 +30,4 @@ pub use program::{
     Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
 };
 pub use target::TargetSpec;
-pub use verify::{Rule, Verifier, VerifyError, verify};
+pub use verify::{Rule, Verifier, VerifyError, verify, verify_all};
