@@ -154,3 +154,28 @@ fn headers_are_kept_and_diffs_are_readable() {
     let d = diff("a\nb\nc\n", "a\nx\nc\n");
     assert_eq!(d, "  a\n- b\n+ x\n  c\n");
 }
+
+/// The golden files are small real kernels: each must also satisfy every hardware rule on both
+/// targets, so the printer, the parser and the verifier are checked against the same programs.
+#[test]
+fn golden_files_pass_the_verifier() {
+    let mut failures = Vec::new();
+    for path in tile_files() {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(&path).expect("readable filetest");
+        let Ok(program) = parse(&text, &name) else {
+            continue; // reported by tile_files_are_in_canonical_form
+        };
+        for target in [
+            tessera_ir::TargetSpec::trn1(),
+            tessera_ir::TargetSpec::trn2(),
+        ] {
+            if let Err(e) = tessera_ir::verify(&program, &target) {
+                failures.push(format!("{name} on {target}: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,95 @@
+//! ONNX input: the protobuf schema subset ([`proto`]) and decoding of `.onnx` bytes.
+
+pub mod proto;
+
+use prost::Message;
+
+/// Why a model could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The bytes are not a protobuf `ModelProto` (truncated, corrupt, or another kind of file).
+    #[error("not a valid ONNX model: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The model decoded but has no graph.
+    #[error("the ONNX model has no graph")]
+    NoGraph,
+}
+
+/// Decodes `.onnx` bytes into a [`proto::ModelProto`], requiring a graph.
+pub fn decode_model(bytes: &[u8]) -> Result<proto::ModelProto, OnnxError> {
+    let model = proto::ModelProto::decode(bytes)?;
+    if model.graph.is_none() {
+        return Err(OnnxError::NoGraph);
+    }
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proto::*;
+    use super::*;
+
+    fn tiny_model() -> ModelProto {
+        let x = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: data_type::FLOAT,
+                    shape: Some(TensorShapeProto {
+                        dim: vec![tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(3)),
+                            denotation: String::new(),
+                        }],
+                    }),
+                })),
+                denotation: String::new(),
+            }),
+            doc_string: String::new(),
+        };
+        let mut y = x.clone();
+        y.name = "y".into();
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: vec![NodeProto {
+                    input: vec!["x".into()],
+                    output: vec!["y".into()],
+                    name: "relu0".into(),
+                    op_type: "Relu".into(),
+                    ..Default::default()
+                }],
+                input: vec![x],
+                output: vec![y],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trips_through_protobuf_bytes() {
+        let model = tiny_model();
+        let bytes = model.encode_to_vec();
+        let back = decode_model(&bytes).unwrap();
+        assert_eq!(back, model);
+        assert_eq!(back.graph.unwrap().node[0].op_type, "Relu");
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_are_errors() {
+        let bytes = tiny_model().encode_to_vec();
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_model(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let noise: Vec<u8> = (0..200u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        assert!(decode_model(&noise).is_err());
+        assert!(matches!(decode_model(&[]), Err(OnnxError::NoGraph)));
+    }
+}
