@@ -3,7 +3,7 @@
 //! [`run`] executes a [`TileProgram`] instruction by instruction on emulated HBM, SBUF and PSUM
 //! and returns the output tensors. It is simple, checked and deterministic:
 //!
-//! - The program is first checked by [`tessera_ir::verify`] (hardware rules, capacities); the
+//! - The program is first checked by [`tessera_ir::verify()`] (hardware rules, capacities); the
 //!   emulator then checks everything it needs to run safely on its own, so a malformed program
 //!   is always an [`InterpError`], never a panic.
 //! - New memory is poisoned: Output and Scratch tensors, and every buffer at its `alloc`.
