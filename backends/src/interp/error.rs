@@ -60,8 +60,10 @@ impl fmt::Display for PoisonedElement {
     }
 }
 
-/// Everything that can stop [`crate::interp::run`].
+/// Everything that can stop [`crate::interp::run`]. More checks may be added, so the enum is
+/// non-exhaustive.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InterpError {
     /// The verifier rejected the program (a hardware rule is broken).
     #[error("the verifier rejected the program: {0}")]

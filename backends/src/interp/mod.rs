@@ -17,7 +17,9 @@
 //!   Moves with equal dtypes copy bytes exactly.
 //! - `nc_matmul` sums each dot product in `f64` and rounds once to fp32; reductions and the
 //!   activation `accum` likewise round once per result. Other backends must match element-wise
-//!   work exactly and may differ in accumulation within a documented tolerance.
+//!   work exactly and may differ in accumulation within a documented tolerance. The `stop` flag
+//!   needs no state here: a `start = false` matmul adds to whatever `dst` holds, and reading it
+//!   is poison-checked like any read.
 //!
 //! The scalar definitions (ALU operations, activation functions, reductions) live in
 //! [`semantics`] so other backends reuse them.
