@@ -953,7 +953,10 @@ mod tests {
         let t = target();
         let mut kb = KernelBuilder::new("k", &t);
         let names: Vec<String> = (0..3)
-            .map(|_| kb.sbuf("acc", DType::F32, 4, &[8]).map(|b| b.name().to_string()))
+            .map(|_| {
+                kb.sbuf("acc", DType::F32, 4, &[8])
+                    .map(|b| b.name().to_string())
+            })
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(names, ["acc", "acc.1", "acc.2"]);
@@ -987,17 +990,32 @@ mod tests {
         assert_eq!((v.access().start_partition, v.access().partitions), (2, 4));
         assert_eq!(v.access().offset, 6 + 2);
         assert_eq!(v.access().dims, vec![Dim::new(6, 2), Dim::new(1, 3)]);
-        assert_eq!(tile.transposed(0..8).access().dims, vec![Dim::new(1, 6), Dim::new(6, 4)]);
-        assert_eq!(tile.bcast_col(0..8, 5, 7).access().dims, vec![Dim::new(0, 7)]);
+        assert_eq!(
+            tile.transposed(0..8).access().dims,
+            vec![Dim::new(1, 6), Dim::new(6, 4)]
+        );
+        assert_eq!(
+            tile.bcast_col(0..8, 5, 7).access().dims,
+            vec![Dim::new(0, 7)]
+        );
         assert_eq!(tile.col(0..8, 5).access().offset, 5);
 
         let x = kb.input("x", DType::F32, &[10, 20]).unwrap();
         let rows = x.block(3..5, 4..10).access().clone();
-        assert_eq!((rows.offset, rows.dims), (64, vec![Dim::new(20, 2), Dim::new(1, 6)]));
+        assert_eq!(
+            (rows.offset, rows.dims),
+            (64, vec![Dim::new(20, 2), Dim::new(1, 6)])
+        );
         let at = x.block_t(3..5, 4..10).access().clone();
-        assert_eq!((at.offset, at.dims), (64, vec![Dim::new(1, 6), Dim::new(20, 2)]));
+        assert_eq!(
+            (at.offset, at.dims),
+            (64, vec![Dim::new(1, 6), Dim::new(20, 2)])
+        );
         let g = x.bcast_row(128, 2, 0..20).access().clone();
-        assert_eq!((g.offset, g.dims), (40, vec![Dim::new(0, 128), Dim::new(1, 20)]));
+        assert_eq!(
+            (g.offset, g.dims),
+            (40, vec![Dim::new(0, 128), Dim::new(1, 20)])
+        );
     }
 
     #[test]
@@ -1008,12 +1026,25 @@ mod tests {
         let foreign = one.sbuf("t", DType::F32, 2, &[2]).unwrap();
         let own = two.sbuf("t", DType::F32, 2, &[2]).unwrap();
         let err = two.tensor_copy(&own, &foreign).unwrap_err();
-        assert!(matches!(err, KernelError::ForeignHandle { what: "view", .. }), "{err}");
+        assert!(
+            matches!(err, KernelError::ForeignHandle { what: "view", .. }),
+            "{err}"
+        );
         let x = one.input("x", DType::F32, &[2, 2]).unwrap();
         let err = two.dma_copy(&own, &x).unwrap_err();
-        assert!(matches!(err, KernelError::ForeignHandle { what: "tensor", .. }), "{err}");
-        assert!(matches!(two.free(foreign), Err(KernelError::ForeignHandle { .. })));
-        assert_eq!(two.program().insts.len(), 1, "refused instructions are not recorded");
+        assert!(
+            matches!(err, KernelError::ForeignHandle { what: "tensor", .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            two.free(foreign),
+            Err(KernelError::ForeignHandle { .. })
+        ));
+        assert_eq!(
+            two.program().insts.len(),
+            1,
+            "refused instructions are not recorded"
+        );
     }
 
     #[test]
@@ -1022,24 +1053,57 @@ mod tests {
         let mut kb = KernelBuilder::new("k", &t);
         let a = kb.sbuf("a", DType::F32, 4, &[8]).unwrap();
         let b = kb.sbuf("b", DType::F32, 4, &[6]).unwrap();
-        assert!(matches!(kb.tensor_copy(&a, &b), Err(KernelError::ShapeMismatch { .. })));
-        assert!(matches!(kb.memset(a.view(0..5, &[]), 0.0), Err(KernelError::BadOperand { .. })));
-        assert!(matches!(kb.memset(a.view(0..4, &[7..20]), 0.0), Err(KernelError::BadOperand { .. })));
-        assert!(matches!(kb.memset(a.ap(0..4, 4, &[(1, 5)]), 0.0), Err(KernelError::BadOperand { .. })));
+        assert!(matches!(
+            kb.tensor_copy(&a, &b),
+            Err(KernelError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            kb.memset(a.view(0..5, &[]), 0.0),
+            Err(KernelError::BadOperand { .. })
+        ));
+        assert!(matches!(
+            kb.memset(a.cols(0..4, 7..20), 0.0),
+            Err(KernelError::BadOperand { .. })
+        ));
+        assert!(matches!(
+            kb.memset(a.ap(0..4, 4, &[(1, 5)]), 0.0),
+            Err(KernelError::BadOperand { .. })
+        ));
         assert!(matches!(
             kb.tensor_copy_on(Engine::Pe, &a, &a),
             Err(KernelError::WrongEngine { .. })
         ));
-        assert!(matches!(kb.sbuf("big", DType::F32, 129, &[1]), Err(KernelError::BadAllocation { .. })));
-        assert!(matches!(kb.sbuf("big", DType::F32, 1, &[usize::MAX, 4]), Err(KernelError::BadAllocation { .. })));
-        assert!(matches!(kb.input("x", DType::F32, &[0]), Err(KernelError::BadAllocation { .. })));
+        assert!(matches!(
+            kb.sbuf("big", DType::F32, 129, &[1]),
+            Err(KernelError::BadAllocation { .. })
+        ));
+        assert!(matches!(
+            kb.sbuf("big", DType::F32, 1, &[usize::MAX, 4]),
+            Err(KernelError::BadAllocation { .. })
+        ));
+        assert!(matches!(
+            kb.input("x", DType::F32, &[0]),
+            Err(KernelError::BadAllocation { .. })
+        ));
         let x = kb.input("x", DType::F32, &[4, 8]).unwrap();
-        assert!(matches!(kb.input("x", DType::F32, &[1]), Err(KernelError::DuplicateTensor(_))));
-        assert!(matches!(kb.dma_copy(&a, x.rows(0..9)), Err(KernelError::BadOperand { .. })));
-        assert!(matches!(kb.dma_copy(&a, x.block(usize::MAX..usize::MAX, 0..1)), Err(KernelError::BadOperand { .. })));
+        assert!(matches!(
+            kb.input("x", DType::F32, &[1]),
+            Err(KernelError::DuplicateTensor(_))
+        ));
+        assert!(matches!(
+            kb.dma_copy(&a, x.rows(0..9)),
+            Err(KernelError::BadOperand { .. })
+        ));
+        assert!(matches!(
+            kb.dma_copy(&a, x.block(usize::MAX..usize::MAX, 0..1)),
+            Err(KernelError::BadOperand { .. })
+        ));
         let view = a.all();
         kb.free(a).unwrap();
-        assert!(matches!(kb.memset(&view, 0.0), Err(KernelError::UseAfterFree { .. })));
+        assert!(matches!(
+            kb.memset(&view, 0.0),
+            Err(KernelError::UseAfterFree { .. })
+        ));
     }
 
     #[test]

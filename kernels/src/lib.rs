@@ -12,10 +12,11 @@
 //!    [`Tile`] of `partitions x free_shape`. Names are made unique (`acc`, `acc.1`, ...), so a
 //!    loop may allocate under one name; [`KernelBuilder::free`] ends a buffer's life.
 //! 3. Describe operands with views. From a tile: [`Tile::all`], [`Tile::view`] (a partition
-//!    range and free ranges), [`Tile::col`] (`[P, 1]`), [`Tile::bcast_col`] (stride 0 along
-//!    the free dimension), [`Tile::transposed`], [`Tile::ap`]. From a tensor, seen as rows x
-//!    last axis: [`Tensor::rows`], [`Tensor::block`], [`Tensor::block_t`] (transposed, for
-//!    `A^T`), [`Tensor::bcast_row`] (stride 0 across partitions), [`Tensor::ap`].
+//!    range and free ranges), [`Tile::cols`] (a flat free range), [`Tile::col`] (`[P, 1]`),
+//!    [`Tile::bcast_col`] (stride 0 along the free dimension), [`Tile::transposed`],
+//!    [`Tile::ap`]. From a tensor, seen as rows x last axis: [`Tensor::rows`],
+//!    [`Tensor::block`], [`Tensor::block_t`] (transposed, for `A^T`), [`Tensor::bcast_row`]
+//!    (stride 0 across partitions), [`Tensor::ap`].
 //! 4. Record instructions: one method per ISA instruction (`dma_copy`, `nc_matmul`,
 //!    `nc_transpose`, `activation`, `tensor_tensor`, `tensor_scalar`, `tensor_reduce`,
 //!    `tensor_copy`, `memset`, `iota`, `affine_select`, `select`). Methods ending in `_on` take

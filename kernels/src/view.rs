@@ -308,6 +308,18 @@ impl Tile {
         self.make(parts, offset, dims)
     }
 
+    /// Partitions `parts` and the free elements `cols` in flat (row-major) order, as one
+    /// contiguous dimension: for a one-dimensional free shape, a range of columns.
+    pub fn cols(&self, parts: Range<u32>, cols: Range<usize>) -> TileView {
+        let total: usize = self.free_shape.iter().product();
+        let dims = if cols.start >= cols.end || cols.end > total {
+            Err(format!("free elements {cols:?} outside 0..{total}"))
+        } else {
+            size_u32(cols.end - cols.start).map(|n| vec![Dim::new(1, n)])
+        };
+        self.make(parts, cols.start as u64, dims)
+    }
+
     /// `[P, 1]`: the element at flat free index `index` of each partition in `parts`, e.g. a
     /// per-partition scalar operand.
     pub fn col(&self, parts: Range<u32>, index: usize) -> TileView {

@@ -29,7 +29,11 @@ const BF16_U: f64 = 1.0 / 256.0; // 2^-8
 const F32_U: f64 = 1.0 / 16_777_216.0; // 2^-24
 
 fn cfg(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// splitmix64: tiny, seeded, good enough for test data.
@@ -88,30 +92,55 @@ fn check_capacity(p: &TileProgram, t: &TargetSpec) {
                 banks = banks.wrapping_add_signed(sign * n as i64);
             }
         }
-        assert!(sbuf <= t.sbuf_partition_bytes, "SBUF over capacity: {sbuf} bytes");
-        assert!(banks <= t.psum_banks as u64, "PSUM over capacity: {banks} banks");
+        assert!(
+            sbuf <= t.sbuf_partition_bytes,
+            "SBUF over capacity: {sbuf} bytes"
+        );
+        assert!(
+            banks <= t.psum_banks as u64,
+            "PSUM over capacity: {banks} banks"
+        );
     }
 }
 
-fn run(p: &TileProgram, t: &TargetSpec, inputs: &[(&str, DType, &ArrayD<f64>)]) -> BTreeMap<String, ArrayD<f64>> {
+fn run(
+    p: &TileProgram,
+    t: &TargetSpec,
+    inputs: &[(&str, DType, &ArrayD<f64>)],
+) -> BTreeMap<String, ArrayD<f64>> {
     check_capacity(p, t);
     let inputs = inputs
         .iter()
         .map(|(name, dtype, a)| {
             let v: Vec<f64> = a.iter().copied().collect();
-            (name.to_string(), HostTensor::from_f64(*dtype, a.shape(), &v))
+            (
+                name.to_string(),
+                HostTensor::from_f64(*dtype, a.shape(), &v),
+            )
         })
         .collect();
-    let out = interp::run(p, t, &inputs).unwrap_or_else(|e| panic!("interp failed on {}: {e}", p.name));
-    out.into_iter().map(|(k, v)| (k, v.to_array_f64())).collect()
+    let out =
+        interp::run(p, t, &inputs).unwrap_or_else(|e| panic!("interp failed on {}: {e}", p.name));
+    out.into_iter()
+        .map(|(k, v)| (k, v.to_array_f64()))
+        .collect()
 }
 
 /// Asserts `|got - want| <= tol(want, i)` element by element.
-fn assert_close(what: &str, got: &ArrayD<f64>, want: &ArrayD<f64>, tol: impl Fn(usize, f64) -> f64) {
+fn assert_close(
+    what: &str,
+    got: &ArrayD<f64>,
+    want: &ArrayD<f64>,
+    tol: impl Fn(usize, f64) -> f64,
+) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
         let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= tol(i, w);
-        assert!(ok, "{what}: element {i}: got {g}, want {w} (tolerance {})", tol(i, w));
+        assert!(
+            ok,
+            "{what}: element {i}: got {g}, want {w} (tolerance {})",
+            tol(i, w)
+        );
     }
 }
 
@@ -133,7 +162,11 @@ fn float_dtype() -> impl Strategy<Value = DType> {
 
 fn f32_rel(dtype: DType) -> f64 {
     // bf16: the fp32 step is one rounding (2^-24, plus the 2^-23 margin of the module docs).
-    if dtype == DType::Bf16 { 2.0 * F32_U } else { 1e-5 }
+    if dtype == DType::Bf16 {
+        2.0 * F32_U
+    } else {
+        1e-5
+    }
 }
 
 // ----- matmul -----
@@ -153,7 +186,10 @@ fn matmul_case(m: usize, k: usize, n: usize, in_dtype: DType, out_dtype: DType, 
     if out_dtype == DType::F32 {
         let err = (got - &want).mapv(|d| d * d).sum().sqrt();
         let norm = want.mapv(|d| d * d).sum().sqrt();
-        assert!(err <= 1e-4 * norm, "matmul {m}x{k}x{n}: error {err} vs norm {norm}");
+        assert!(
+            err <= 1e-4 * norm,
+            "matmul {m}x{k}x{n}: error {err} vs norm {norm}"
+        );
     } else {
         let abs = a2.mapv(f64::abs).dot(&b2.mapv(f64::abs)).into_dyn();
         let abs: Vec<f64> = abs.iter().copied().collect();
@@ -190,12 +226,24 @@ fn np_broadcast(a: &[usize], b: &[usize]) -> Vec<usize> {
 /// An operand shape for `out`: leading dims dropped, dims whose bit is set made 1.
 fn operand_shape(out: &[usize], drop: usize, bits: u8) -> Vec<usize> {
     let drop = drop.min(out.len());
-    out[drop..].iter().enumerate().map(|(i, &d)| if bits >> i & 1 == 1 { 1 } else { d }).collect()
+    out[drop..]
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if bits >> i & 1 == 1 { 1 } else { d })
+        .collect()
 }
 
 const BINARY_OPS: [AluOp; 10] = [
-    AluOp::Add, AluOp::Sub, AluOp::Mul, AluOp::Div, AluOp::Max, AluOp::Min, AluOp::Pow, AluOp::Mod,
-    AluOp::Gt, AluOp::Eq,
+    AluOp::Add,
+    AluOp::Sub,
+    AluOp::Mul,
+    AluOp::Div,
+    AluOp::Max,
+    AluOp::Min,
+    AluOp::Pow,
+    AluOp::Mod,
+    AluOp::Gt,
+    AluOp::Eq,
 ];
 
 fn reference_alu(op: AluOp, a: f64, b: f64) -> f64 {
@@ -286,7 +334,13 @@ fn reference_act(f: ActFunc, x: f64) -> f64 {
         let g = |t: f64| (-t * t).exp();
         let s: f64 = (0..=n)
             .map(|i| {
-                let w = if i == 0 || i == n { 1.0 } else if i % 2 == 1 { 4.0 } else { 2.0 };
+                let w = if i == 0 || i == n {
+                    1.0
+                } else if i % 2 == 1 {
+                    4.0
+                } else {
+                    2.0
+                };
                 w * g(i as f64 * h)
             })
             .sum();
@@ -355,7 +409,12 @@ fn softmax_case(shape: &[usize], dtype: DType, chunk: Option<usize>, seed: u64) 
     let x = array(shape, Rng(seed).values(dtype, n, -4.0, 4.0));
     let got = &run(&p, &t, &[("x", dtype, &x)])["y"];
     let want = reference_softmax(&x);
-    assert_close(&format!("softmax {shape:?} {dtype} chunk {chunk:?}"), got, &want, rel_tol(dtype, 1e-5));
+    assert_close(
+        &format!("softmax {shape:?} {dtype} chunk {chunk:?}"),
+        got,
+        &want,
+        rel_tol(dtype, 1e-5),
+    );
 }
 
 proptest! {
@@ -385,7 +444,15 @@ fn layer_norm_case(shape: &[usize], dtype: DType, chunk: Option<usize>, seed: u6
     let (rows, cols) = rows_of(&x);
     let gamma = array(&[cols], rng.values(dtype, cols, -2.0, 2.0));
     let beta = array(&[cols], rng.values(dtype, cols, -1.0, 1.0));
-    let got = &run(&p, &t, &[("x", dtype, &x), ("gamma", dtype, &gamma), ("beta", dtype, &beta)])["y"];
+    let got = &run(
+        &p,
+        &t,
+        &[
+            ("x", dtype, &x),
+            ("gamma", dtype, &gamma),
+            ("beta", dtype, &beta),
+        ],
+    )["y"];
 
     // The emulator uses fp32 immediates, so the reference's eps is the fp32 value too.
     let eps = eps as f32 as f64;
@@ -409,7 +476,12 @@ fn layer_norm_case(shape: &[usize], dtype: DType, chunk: Option<usize>, seed: u6
             _ => 1e-5 * s,
         }
     };
-    assert_close(&format!("layer_norm {shape:?} {dtype} chunk {chunk:?}"), got, &want, bound);
+    assert_close(
+        &format!("layer_norm {shape:?} {dtype} chunk {chunk:?}"),
+        got,
+        &want,
+        bound,
+    );
 }
 
 proptest! {

@@ -69,7 +69,7 @@ pub fn layer_norm_chunked(
         let part = col(&mut kb, "partial")?;
         let neg_mean = col(&mut kb, "neg_mean")?;
         let rstd = col(&mut kb, "rstd")?;
-        let cv = |t: &Tile, w: usize| t.view(0..p, &[0..w]);
+        let cv = |t: &Tile, w: usize| t.cols(0..p, 0..w);
         let chunks: Vec<Range<usize>> = blocks(cols, chunk).collect();
         let load = |kb: &mut KernelBuilder<'_>, cb: &Range<usize>| {
             kb.dma_copy(cv(&xt, cb.len()), x.block(rb.clone(), cb.clone()))
@@ -167,18 +167,8 @@ fn streamed_affine(
     kb.dma_copy(&g, gamma.bcast_row(p, 0, cb.clone()))?;
     let b = kb.sbuf("beta", DType::F32, p, &[w])?;
     kb.dma_copy(&b, beta.bcast_row(p, 0, cb.clone()))?;
-    kb.tensor_tensor(
-        work.view(0..p, &[0..w]),
-        work.view(0..p, &[0..w]),
-        AluOp::Mul,
-        &g,
-    )?;
-    kb.tensor_tensor(
-        yt.view(0..p, &[0..w]),
-        work.view(0..p, &[0..w]),
-        AluOp::Add,
-        &b,
-    )?;
+    kb.tensor_tensor(work.cols(0..p, 0..w), work.cols(0..p, 0..w), AluOp::Mul, &g)?;
+    kb.tensor_tensor(yt.cols(0..p, 0..w), work.cols(0..p, 0..w), AluOp::Add, &b)?;
     kb.free(g)?;
     kb.free(b)?;
     Ok(())

@@ -71,7 +71,7 @@ pub fn softmax_chunked(
         let chunk_max = col(&mut kb, "chunk_max")?;
         let chunk_sum = col(&mut kb, "chunk_sum")?;
         let rescale = col(&mut kb, "rescale")?;
-        let cv = |t: &Tile, w: usize| t.view(0..p, &[0..w]);
+        let cv = |t: &Tile, w: usize| t.cols(0..p, 0..w);
         // Pass 1: online max and rescaled sum.
         for (i, cb) in blocks(cols, chunk).enumerate() {
             let w = cb.len();

@@ -34,7 +34,7 @@ pub fn unary(
     for piece in &pieces {
         for rb in blocks(piece.rows, p_max) {
             for cb in blocks(piece.cols, FREE_CHUNK) {
-                let view = |t: &crate::Tile| t.view(0..rb.len() as u32, &[0..cb.len()]);
+                let view = |t: &crate::Tile| t.cols(0..rb.len() as u32, 0..cb.len());
                 let (off, dims) = piece.ap(0, &rb, &cb);
                 kb.dma_copy(view(&tx), x.ap(off, &dims))?;
                 kb.act(view(&ty), view(&tx), func)?;
