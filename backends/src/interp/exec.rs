@@ -432,7 +432,9 @@ fn tensor_reduce(
         )));
     }
     let (kept, reduced) = src.dims.split_at(nd - axes);
-    let inner = reduced.iter().map(|d| d.size as usize).product::<usize>();
+    let inner = reduced
+        .iter()
+        .fold(1usize, |acc, d| acc.saturating_mul(d.size as usize));
     let outer = kept
         .iter()
         .fold(1u64, |acc, d| acc.saturating_mul(d.size as u64));
@@ -471,7 +473,7 @@ fn affine_free_values(
             dst.dims.len()
         )));
     }
-    if dst.free_elems() == 0 {
+    if dst.dims.iter().any(|d| d.size == 0) {
         // An empty view; skip the expansion, which could otherwise grow before reaching the
         // zero-sized dimension.
         return Ok(Vec::new());

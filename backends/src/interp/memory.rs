@@ -17,9 +17,10 @@ use tessera_ir::{Buffer, DType, Dim, HbmAccess, HostTensor, TensorKind, TileAcce
 /// error instead of an allocation failure (real capacities are the verifier's business).
 const MAX_STORAGE_BYTES: u64 = 1 << 32;
 
-/// Largest number of elements one operand view may address per partition (broadcast views can
-/// address far more elements than their buffer holds).
-const MAX_VIEW_ELEMS: u64 = 1 << 28;
+/// Largest number of elements one operand view may address over all its partitions (broadcast
+/// views can address far more elements than their buffer holds); bounds the emulator's
+/// temporary vectors.
+const MAX_VIEW_ELEMS: u64 = 1 << 26;
 
 /// Storage of one tensor or buffer.
 #[derive(Debug)]
@@ -139,8 +140,14 @@ impl<'p> Memory<'p> {
         check_inputs(program, inputs)?;
         let mut tensors = Vec::with_capacity(program.tensors.len());
         for t in &program.tensors {
-            let mut region = Region::poisoned(format!("@{}", t.name), true, t.dtype, 1, t.elems())
-                .map_err(|detail| InterpError::BadProgram { detail })?;
+            let mut region = Region::poisoned(
+                format!("@{}", t.name),
+                true,
+                t.dtype,
+                1,
+                checked_product(&t.shape),
+            )
+            .map_err(|detail| InterpError::BadProgram { detail })?;
             if t.kind == TensorKind::Input
                 && let Some(host) = inputs.get(&t.name)
             {
@@ -208,7 +215,7 @@ impl<'p> Memory<'p> {
             false,
             decl.dtype,
             decl.partitions as u64,
-            decl.free_elems(),
+            checked_product(&decl.free_shape),
         )
         .map_err(|detail| ctx.bad(detail))?;
         if let Some(s) = self.buffers.get_mut(slot) {
@@ -282,12 +289,17 @@ impl<'p> Memory<'p> {
                 t.start_partition, region.rows
             )));
         }
-        let offsets = element_offsets(ctx, t.offset, &t.dims, region.row_elems as u64).map_err(
-            |e| match e {
-                OffsetError::Bounds(d) => out_of_bounds(format!("{d} of each partition")),
-                OffsetError::Bad(e) => e,
-            },
-        )?;
+        let offsets = element_offsets(
+            ctx,
+            t.offset,
+            &t.dims,
+            region.row_elems as u64,
+            t.partitions,
+        )
+        .map_err(|e| match e {
+            OffsetError::Bounds(d) => out_of_bounds(format!("{d} of each partition")),
+            OffsetError::Bad(e) => e,
+        })?;
         Ok(View {
             key,
             role,
@@ -314,7 +326,7 @@ impl<'p> Memory<'p> {
                 role,
                 what: format!("tensor #{}", h.tensor.0),
             })?;
-        let offsets = element_offsets(ctx, h.offset, &h.dims, region.row_elems as u64).map_err(
+        let offsets = element_offsets(ctx, h.offset, &h.dims, region.row_elems as u64, 1).map_err(
             |e| match e {
                 OffsetError::Bounds(d) => InterpError::OutOfBounds {
                     site: ctx.site(),
@@ -465,6 +477,14 @@ fn check_len(ctx: Ctx<'_>, view: &View, given: usize) -> Result<(), InterpError>
     }
 }
 
+/// The product of a declared shape, saturating (the ir's `elems()` would overflow on an absurd
+/// declaration; a saturated size is then rejected as too large).
+fn checked_product(shape: &[usize]) -> u64 {
+    shape
+        .iter()
+        .fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
+}
+
 /// Row-major multi-index of element `i` of a tensor of `shape`.
 fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
     let mut index = vec![0; shape.len()];
@@ -490,8 +510,9 @@ fn element_offsets(
     offset: u64,
     dims: &[Dim],
     limit: u64,
+    rows: u32,
 ) -> Result<Vec<usize>, OffsetError> {
-    let mut count: u64 = 1;
+    let mut count: u64 = rows.max(1) as u64;
     for d in dims {
         count = count.saturating_mul(d.size as u64);
     }
@@ -500,7 +521,7 @@ fn element_offsets(
     }
     if count > MAX_VIEW_ELEMS {
         return Err(OffsetError::Bad(ctx.bad(format!(
-            "a view addresses {count} elements per partition, more than the emulator's limit of {MAX_VIEW_ELEMS}"
+            "a view addresses {count} elements, more than the emulator's limit of {MAX_VIEW_ELEMS}"
         ))));
     }
     let (mut lo, mut hi) = (offset as i128, offset as i128);
@@ -518,7 +539,7 @@ fn element_offsets(
         )));
     }
     // Every partial sum lies between lo and hi too, so the usize arithmetic below is exact.
-    let mut out: Vec<usize> = Vec::with_capacity(count as usize);
+    let mut out: Vec<usize> = Vec::with_capacity((count / rows.max(1) as u64) as usize);
     out.push(offset as usize);
     for d in dims {
         if d.size == 1 {
@@ -586,7 +607,7 @@ fn check_inputs(
         if host.dtype != t.dtype || host.shape != t.shape {
             return Err(mismatch(describe(host.dtype, &host.shape)));
         }
-        let want = t.elems().checked_mul(t.dtype.size_bytes() as u64);
+        let want = checked_product(&t.shape).checked_mul(t.dtype.size_bytes() as u64);
         if want != Some(host.data.len() as u64) {
             return Err(mismatch(format!(
                 "{} with {} data bytes (want {})",
@@ -614,16 +635,16 @@ mod tests {
     #[test]
     fn offsets_in_element_order() {
         let dims = [Dim::new(1, 3), Dim::new(4, 2)]; // transposed 2x3 view of a 3-row layout
-        let Ok(o) = element_offsets(ctx(), 1, &dims, 16) else {
+        let Ok(o) = element_offsets(ctx(), 1, &dims, 16, 1) else {
             panic!("in bounds")
         };
         assert_eq!(o, vec![1, 5, 2, 6, 3, 7]);
-        let Ok(neg) = element_offsets(ctx(), 4, &[Dim::new(-2, 3)], 8) else {
+        let Ok(neg) = element_offsets(ctx(), 4, &[Dim::new(-2, 3)], 8, 1) else {
             panic!()
         };
         assert_eq!(neg, vec![4, 2, 0]);
-        assert!(element_offsets(ctx(), 4, &[Dim::new(-3, 3)], 8).is_err());
-        assert!(element_offsets(ctx(), 0, &[Dim::new(i64::MAX, 3)], 8).is_err());
+        assert!(element_offsets(ctx(), 4, &[Dim::new(-3, 3)], 8, 1).is_err());
+        assert!(element_offsets(ctx(), 0, &[Dim::new(i64::MAX, 3)], 8, 1).is_err());
         assert_eq!(unflatten(7, &[2, 3, 2]), vec![1, 0, 1]);
     }
 }
