@@ -1,0 +1,133 @@
+//! `softmax` over the last axis: rows on partitions, 128 rows per block, computed in f32.
+//!
+//! A row that fits (`cols <= chunk`) stays in SBUF: row max (`tensor_reduce`), `exp(x - max)` on
+//! the activation engine with the bias `-max` and `accum` giving the row sum, its reciprocal,
+//! and a multiply by that per-partition scalar. A longer row is streamed in chunks twice: the
+//! first pass keeps an online max and a sum rescaled by `exp(old_max - new_max)` whenever the max
+//! grows, the second recomputes `exp(x - max)` and scales it. So there is no length limit; long
+//! rows cost one extra read of `x`.
+
+use super::{blocks, check_shape, parts, rows_cols};
+use crate::{KernelBuilder, KernelError, Step, Tile};
+use tessera_ir::{ActFunc, AluOp, DType, Engine, ReduceOp, TargetSpec, TileProgram};
+
+/// Rows up to this many columns are processed from SBUF in one pass: x and exp(x) in f32 plus
+/// the output tile take at most 96 KiB per partition, half of trn1's SBUF.
+pub const RESIDENT_COLS: usize = 8192;
+
+/// `x`[shape] -> `y`[shape], softmax over the last axis.
+pub fn softmax(
+    target: &TargetSpec,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<TileProgram, KernelError> {
+    softmax_chunked(target, shape, dtype, RESIDENT_COLS)
+}
+
+/// [`softmax`] with an explicit chunk: rows of at most `chunk` columns are kept in SBUF, longer
+/// rows are streamed `chunk` columns at a time (exposed so tests can exercise the streaming path
+/// on small shapes).
+pub fn softmax_chunked(
+    target: &TargetSpec,
+    shape: &[usize],
+    dtype: DType,
+    chunk: usize,
+) -> Result<TileProgram, KernelError> {
+    check_shape("softmax", "x", shape)?;
+    let chunk = chunk.max(1);
+    let (rows, cols) = rows_cols(shape);
+    let mut kb = KernelBuilder::new("softmax", target);
+    let x = kb.input("x", dtype, shape)?;
+    let y = kb.output("y", dtype, shape)?;
+    for rb in blocks(rows, target.partitions as usize) {
+        let p = parts(&rb);
+        let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);
+        if cols <= chunk {
+            let xt = kb.sbuf("x", DType::F32, p, &[cols])?;
+            kb.dma_copy(&xt, x.rows(rb.clone()))?;
+            let max = col(&mut kb, "max")?;
+            kb.tensor_reduce(&max, &xt, ReduceOp::Max, 1)?;
+            let neg_max = col(&mut kb, "neg_max")?;
+            kb.tensor_scalar(&neg_max, &max, AluOp::Mul, -1.0)?;
+            let e = kb.sbuf("exp", DType::F32, p, &[cols])?;
+            let sum = col(&mut kb, "sum")?;
+            kb.activation(&e, &xt, ActFunc::Exp, 1.0, &neg_max, Some(&sum.all()))?;
+            let recip = col(&mut kb, "recip")?;
+            kb.act(&recip, &sum, ActFunc::Reciprocal)?;
+            let yt = kb.sbuf("y", dtype, p, &[cols])?;
+            kb.tensor_scalar(&yt, &e, AluOp::Mul, &recip)?;
+            kb.dma_copy(y.rows(rb.clone()), &yt)?;
+            for t in [xt, max, neg_max, e, sum, recip, yt] {
+                kb.free(t)?;
+            }
+            continue;
+        }
+
+        let xt = kb.sbuf("x", DType::F32, p, &[chunk])?;
+        let e = kb.sbuf("exp", DType::F32, p, &[chunk])?;
+        let max = col(&mut kb, "max")?;
+        let neg_max = col(&mut kb, "neg_max")?;
+        let sum = col(&mut kb, "sum")?;
+        let chunk_max = col(&mut kb, "chunk_max")?;
+        let chunk_sum = col(&mut kb, "chunk_sum")?;
+        let rescale = col(&mut kb, "rescale")?;
+        let cv = |t: &Tile, w: usize| t.cols(0..p, 0..w);
+        // Pass 1: online max and rescaled sum.
+        for (i, cb) in blocks(cols, chunk).enumerate() {
+            let w = cb.len();
+            kb.dma_copy(cv(&xt, w), x.block(rb.clone(), cb))?;
+            if i == 0 {
+                kb.tensor_reduce(&max, cv(&xt, w), ReduceOp::Max, 1)?;
+                kb.tensor_scalar(&neg_max, &max, AluOp::Mul, -1.0)?;
+                kb.activation(
+                    cv(&e, w),
+                    cv(&xt, w),
+                    ActFunc::Exp,
+                    1.0,
+                    &neg_max,
+                    Some(&sum.all()),
+                )?;
+                continue;
+            }
+            kb.tensor_reduce(&chunk_max, cv(&xt, w), ReduceOp::Max, 1)?;
+            kb.tensor_tensor(&chunk_max, &chunk_max, AluOp::Max, &max)?;
+            kb.tensor_scalar(&neg_max, &chunk_max, AluOp::Mul, -1.0)?;
+            // sum *= exp(old_max - new_max): the terms summed so far, rebased to the new max.
+            kb.activation(&rescale, &max, ActFunc::Exp, 1.0, &neg_max, None)?;
+            kb.tensor_tensor(&sum, &sum, AluOp::Mul, &rescale)?;
+            kb.activation(
+                cv(&e, w),
+                cv(&xt, w),
+                ActFunc::Exp,
+                1.0,
+                &neg_max,
+                Some(&chunk_sum.all()),
+            )?;
+            kb.tensor_tensor(&sum, &sum, AluOp::Add, &chunk_sum)?;
+            kb.tensor_copy(&max, &chunk_max)?;
+        }
+        let recip = col(&mut kb, "recip")?;
+        kb.act(&recip, &sum, ActFunc::Reciprocal)?;
+        // Pass 2: exp(x - max) / sum.
+        let yt = kb.sbuf("y", dtype, p, &[chunk])?;
+        for cb in blocks(cols, chunk) {
+            let w = cb.len();
+            kb.dma_copy(cv(&xt, w), x.block(rb.clone(), cb.clone()))?;
+            kb.activation(cv(&e, w), cv(&xt, w), ActFunc::Exp, 1.0, &neg_max, None)?;
+            kb.tensor_scalar_on(
+                Engine::Dve,
+                cv(&yt, w),
+                cv(&e, w),
+                Step::new(AluOp::Mul, &recip),
+                None,
+            )?;
+            kb.dma_copy(y.block(rb.clone(), cb), cv(&yt, w))?;
+        }
+        for t in [
+            xt, e, max, neg_max, sum, chunk_max, chunk_sum, rescale, recip, yt,
+        ] {
+            kb.free(t)?;
+        }
+    }
+    kb.finish()
+}
