@@ -2,10 +2,111 @@
 //!
 //! A compiler and kernel toolchain for a Trainium/Inferentia-style accelerator, with a CPU
 //! emulator so everything runs without the chip.
+//!
+//! This facade re-exports the workspace crates and adds the helpers that need more than one of
+//! them. The quickest way to try a kernel is [`simulate`]: build a tile program with the kernel
+//! builder (or take one from the library), give it ndarray inputs, and get its outputs back from
+//! the checked reference emulator.
+//!
+//! ```
+//! use ndarray::{ArrayD, IxDyn};
+//! use tessera::ir::{DType, TargetSpec};
+//!
+//! let target = TargetSpec::trn2();
+//! // c[3, 2] = a[3, 4] . b[4, 2], tiled for the tensor engine.
+//! let kernel = tessera::kernels::library::matmul(&target, 3, 4, 2, DType::F32, DType::F32)?;
+//! let a = ArrayD::from_shape_fn(IxDyn(&[3, 4]), |i| (i[0] + i[1]) as f32);
+//! let b = ArrayD::from_shape_fn(IxDyn(&[4, 2]), |i| i[0] as f32 - i[1] as f32);
+//! let out = tessera::simulate(&kernel, &[("a", a), ("b", b)])?;
+//! // Row 0 of a is [0, 1, 2, 3]; column 0 of b is [0, 1, 2, 3]: 0 + 1 + 4 + 9 = 14.
+//! assert_eq!(out["c"][[0, 0]], 14.0);
+//! # Ok::<(), tessera::Error>(())
+//! ```
 #![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use ndarray::ArrayD;
 
 pub use tessera_backends as backends;
 pub use tessera_compiler as compiler;
 pub use tessera_ir as ir;
 pub use tessera_kernels as kernels;
 pub use tessera_runtime as runtime;
+
+use tessera_ir::{HostTensor, TargetSpec, TensorKind, TileProgram};
+
+/// Everything that can go wrong in the facade's helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The emulator rejected the program or failed while running it.
+    #[error(transparent)]
+    Interp(#[from] tessera_backends::interp::InterpError),
+    /// A kernel could not be built.
+    #[error(transparent)]
+    Kernel(#[from] tessera_kernels::KernelError),
+    /// An input name that the kernel does not declare.
+    #[error("kernel `{kernel}` has no input named `{name}` (its inputs: {expected})")]
+    UnknownInput {
+        /// The kernel.
+        kernel: String,
+        /// The name given.
+        name: String,
+        /// The declared inputs.
+        expected: String,
+    },
+}
+
+/// Runs `kernel` on the reference emulator for the default target (`trn2`).
+///
+/// Inputs are f32 arrays, one per input tensor by name, converted to each tensor's dtype with the
+/// rounding a store would apply; outputs come back decoded to f32. See [`simulate_on`] to choose
+/// the target and [`simulate_host`] for exact dtype control.
+pub fn simulate(
+    kernel: &TileProgram,
+    inputs: &[(&str, ArrayD<f32>)],
+) -> Result<BTreeMap<String, ArrayD<f32>>, Error> {
+    simulate_on(&TargetSpec::default(), kernel, inputs)
+}
+
+/// [`simulate`] on a chosen target.
+pub fn simulate_on(
+    target: &TargetSpec,
+    kernel: &TileProgram,
+    inputs: &[(&str, ArrayD<f32>)],
+) -> Result<BTreeMap<String, ArrayD<f32>>, Error> {
+    let mut host = BTreeMap::new();
+    for (name, array) in inputs {
+        let tensor = kernel
+            .tensors
+            .iter()
+            .find(|t| t.kind == TensorKind::Input && t.name == *name)
+            .ok_or_else(|| Error::UnknownInput {
+                kernel: kernel.name.clone(),
+                name: name.to_string(),
+                expected: kernel
+                    .tensors_of(TensorKind::Input)
+                    .map(|t| format!("@{}", t.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        host.insert(
+            name.to_string(),
+            HostTensor::from_array_f32(array, tensor.dtype),
+        );
+    }
+    let outputs = simulate_host(target, kernel, &host)?;
+    Ok(outputs
+        .into_iter()
+        .map(|(k, v)| (k, v.to_array_f32()))
+        .collect())
+}
+
+/// Runs `kernel` on the reference emulator with inputs already in their device dtypes.
+pub fn simulate_host(
+    target: &TargetSpec,
+    kernel: &TileProgram,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, Error> {
+    Ok(tessera_backends::interp::run(kernel, target, inputs)?)
+}

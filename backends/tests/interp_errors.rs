@@ -1,5 +1,9 @@
 //! The emulator's dynamic checks: each bad program or input is a typed error with a message
 //! naming the instruction, the operand and the element.
+//!
+//! Most of these programs also break a static rule, so `interp::run` reports the verifier's
+//! error first (checked in `the_verifier_reports_static_errors_first`); the dynamic checks are
+//! exercised through `run_unverified`, since they are the emulator's own defence.
 
 mod common;
 
@@ -8,7 +12,7 @@ use tessera_backends::interp::{InterpError, PoisonedElement};
 use tessera_ir::*;
 
 fn err(g: &Prog, inputs: Vec<(&str, HostTensor)>) -> InterpError {
-    match g.run(inputs) {
+    match g.run_unverified(inputs) {
         Ok(_) => panic!("expected an error"),
         Err(e) => e,
     }
@@ -106,11 +110,18 @@ fn accumulating_matmul_into_unwritten_psum_is_a_poison_read() {
         start: false,
         stop: true,
     });
-    g.op(Op::DmaCopy {
-        dst: rows(y, 1, 1),
-        src: DmaOperand::Tile(full(ps, 1, 1)),
+    // DMA cannot read PSUM: evacuate through SBUF as a real kernel does.
+    let out = g.sbuf("out", DType::F32, 1, 1);
+    g.op(Op::TensorCopy {
+        engine: Engine::Dve,
+        dst: full(out, 1, 1),
+        src: full(ps, 1, 1),
     });
-    let e = err(&g, vec![]);
+    g.store(y, out, 1, 1);
+    let e = match g.run(vec![]) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    };
     assert!(
         matches!(&e, InterpError::PoisonRead { role: "dst", element, .. } if element.name == "%ps"),
         "{e}"
@@ -410,5 +421,27 @@ fn input_problems() {
     assert_eq!(
         e.to_string(),
         "input `y` is not an input tensor of the program (inputs: x)"
+    );
+}
+
+#[test]
+fn the_verifier_reports_static_errors_first() {
+    // Use after free: a static rule, so `run` names the verifier's rule.
+    let mut g = Prog::new();
+    let a = g.sbuf("a", DType::F32, 1, 4);
+    g.op(Op::Free { buf: a });
+    g.op(Op::Memset {
+        engine: Engine::Dve,
+        dst: full(a, 1, 4),
+        value: 0.0,
+    });
+    let e = match g.run(vec![]) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e,
+    };
+    assert!(matches!(e, InterpError::Verify(_)), "{e}");
+    assert!(
+        e.to_string().contains("memset #2: dst %a is not live"),
+        "{e}"
     );
 }

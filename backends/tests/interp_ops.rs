@@ -162,10 +162,14 @@ fn matmul_of_bf16_operands_accumulates_in_fp32() {
         start: true,
         stop: true,
     });
-    g.op(Op::DmaCopy {
-        dst: rows(y, 1, 1),
-        src: DmaOperand::Tile(full(ps, 1, 1)),
+    // DMA cannot read PSUM: evacuate to an fp32 SBUF tile first (an exact copy).
+    let out = g.sbuf("out", DType::F32, 1, 1);
+    g.op(Op::TensorCopy {
+        engine: Engine::Dve,
+        dst: full(out, 1, 1),
+        src: full(ps, 1, 1),
     });
+    g.store(y, out, 1, 1);
     let e = 1.0 / 512.0;
     let inputs = vec![
         (
@@ -433,18 +437,19 @@ fn tensor_reduce_over_trailing_axes() {
 #[test]
 fn memset_and_iota() {
     let mut g = Prog::new();
-    let y = g.output("y", DType::I32, &[3, 4]);
+    let y = g.output("y", DType::I32, &[34, 4]);
     let z = g.output("z", DType::Bf16, &[1, 2]);
-    let it = g.sbuf("it", DType::I32, 3, 4);
+    let it = g.sbuf("it", DType::I32, 34, 4);
     let zt = g.sbuf("zt", DType::Bf16, 1, 2);
-    // iota over partitions 1..3 of the buffer: p counts from the operand's first partition.
+    // iota over partitions 32..34 of the buffer (a start the partition rules allow): p counts
+    // from the operand's first partition.
     g.op(Op::Memset {
         engine: Engine::Pool,
-        dst: full(it, 1, 4),
+        dst: full(it, 32, 4),
         value: -2.9,
     });
     let mut lower = full(it, 2, 4);
-    lower.start_partition = 1;
+    lower.start_partition = 32;
     g.op(Op::Iota {
         engine: Engine::Pool,
         dst: lower,
@@ -459,16 +464,13 @@ fn memset_and_iota() {
         dst: full(zt, 1, 2),
         value: 1.0 + 1.0 / 256.0,
     });
-    g.store(y, it, 3, 4);
+    g.store(y, it, 34, 4);
     g.store(z, zt, 1, 2);
     let out = g.run(vec![]).unwrap();
     // memset -2.9 into i32 truncates toward zero; iota row p (relative) is 10p + i + 1.
-    assert_eq!(
-        out["y"].to_f64_vec(),
-        [
-            -2.0, -2.0, -2.0, -2.0, 1.0, 2.0, 3.0, 4.0, 11.0, 12.0, 13.0, 14.0
-        ]
-    );
+    let y = out["y"].to_f64_vec();
+    assert!(y[..32 * 4].iter().all(|&v| v == -2.0));
+    assert_eq!(y[32 * 4..], [1.0, 2.0, 3.0, 4.0, 11.0, 12.0, 13.0, 14.0]);
     assert_eq!(out["z"].to_f64_vec(), [1.0, 1.0]);
 }
 

@@ -101,6 +101,18 @@ impl Prog {
         interp::run(&self.p, &TargetSpec::trn2(), &inputs)
     }
 
+    /// Runs with the emulator's dynamic checks only (no static verifier).
+    pub fn run_unverified(
+        &self,
+        inputs: Vec<(&str, HostTensor)>,
+    ) -> Result<BTreeMap<String, HostTensor>, InterpError> {
+        let inputs = inputs
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t))
+            .collect();
+        interp::run_unverified(&self.p, &inputs)
+    }
+
     /// Runs and returns output `name` decoded, panicking on error (tests only).
     pub fn run_ok(&self, inputs: Vec<(&str, HostTensor)>, name: &str) -> Vec<f64> {
         match self.run(inputs) {

@@ -63,3 +63,31 @@ pub(crate) fn rows_cols(shape: &[usize]) -> (usize, usize) {
 pub(crate) fn parts(r: &Range<usize>) -> u32 {
     r.len() as u32
 }
+
+/// Every library kernel with a one-line description, for `tessera list-kernels` and docs.
+pub const CATALOGUE: &[(&str, &str)] = &[
+    (
+        "matmul",
+        "c[m,n] = a[m,k] . b[k,n]; M,K tiled by 128, N by 512, K accumulated in PSUM (f32 or bf16 inputs)",
+    ),
+    (
+        "binary",
+        "element-wise a OP b with numpy broadcasting via stride-0 DMA views (any rank)",
+    ),
+    (
+        "unary",
+        "element-wise activation func(x) on the scalar engine",
+    ),
+    (
+        "softmax",
+        "softmax over the last axis; one pass in SBUF, two passes with online max for long rows",
+    ),
+    (
+        "layer_norm",
+        "layer normalisation over the last axis with gamma and beta (eps configurable)",
+    ),
+    (
+        "transpose2d",
+        "y[c,r] = x[r,c] in 128x128 blocks through the tensor engine's nc_transpose",
+    ),
+];

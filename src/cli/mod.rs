@@ -1,0 +1,5 @@
+//! The `tessera` command line: argument definitions and dispatch. Library errors are turned into
+//! one clear message; the process exits non-zero on any error.
+
+pub mod kernel;
+pub mod npy;

@@ -1,0 +1,185 @@
+//! The `tessera` binary as a user runs it: `kernel check`, `kernel run` with `.npy` files, and
+//! the errors a user sees for bad input (non-zero exit, one clear message, no panic, no file).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the tessera binary runs")
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/tiles")
+        .join(name)
+}
+
+fn assert_clean_failure(out: &Output, expect_in_message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(
+        stderr.starts_with("error: "),
+        "message should start with `error: `: {stderr}"
+    );
+    assert!(
+        stderr.contains(expect_in_message),
+        "`{expect_in_message}` not in: {stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_the_example_kernel() {
+    let out = tessera(&[
+        "kernel",
+        "check",
+        example("softmax_row.tile").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("kernel `softmax_row` is valid for trn2"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_writes_softmax_outputs_matching_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let x: Vec<f32> = (0..40)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.37)
+        .collect();
+    let x = ArrayD::from_shape_vec(IxDyn(&[4, 10]), x).unwrap();
+    let x_path = dir.path().join("x.npy");
+    x.write_npy(std::fs::File::create(&x_path).unwrap())
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    let arg = format!("x={}", x_path.display());
+    let out = tessera(&[
+        "kernel",
+        "run",
+        example("softmax_row.tile").to_str().unwrap(),
+        "--input",
+        &arg,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let y = ArrayD::<f32>::read_npy(std::fs::File::open(out_dir.join("y.npy")).unwrap()).unwrap();
+    assert_eq!(y.shape(), &[4, 10]);
+    for r in 0..4 {
+        // Reference softmax of the row in f64.
+        let row: Vec<f64> = (0..10).map(|c| x[[r, c]] as f64).collect();
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        for c in 0..10 {
+            let want = (row[c] - max).exp() / sum;
+            let got = y[[r, c]] as f64;
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                "[{r},{c}] {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_input_is_a_clear_error() {
+    let out = tessera(&[
+        "kernel",
+        "run",
+        example("softmax_row.tile").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "no data for input(s) @x");
+}
+
+#[test]
+fn unknown_input_name_is_a_clear_error() {
+    let out = tessera(&[
+        "kernel",
+        "run",
+        example("softmax_row.tile").to_str().unwrap(),
+        "--input",
+        "nope=x.npy",
+    ]);
+    assert_clean_failure(&out, "has no input `nope`");
+}
+
+#[test]
+fn wrong_input_shape_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = ArrayD::<f32>::zeros(IxDyn(&[3, 10]));
+    let x_path = dir.path().join("x.npy");
+    x.write_npy(std::fs::File::create(&x_path).unwrap())
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    let arg = format!("x={}", x_path.display());
+    let out = tessera(&[
+        "kernel",
+        "run",
+        example("softmax_row.tile").to_str().unwrap(),
+        "--input",
+        &arg,
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "expects shape [4, 10]");
+    assert!(
+        !out_dir.exists(),
+        "no output directory should be created on failure"
+    );
+}
+
+#[test]
+fn syntax_and_rule_errors_name_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_syntax = dir.path().join("bad.tile");
+    std::fs::write(
+        &bad_syntax,
+        "kernel k {\n  input @x: f32[4]\n  dve.frobnicate %a\n}\n",
+    )
+    .unwrap();
+    let out = tessera(&["kernel", "check", bad_syntax.to_str().unwrap()]);
+    assert_clean_failure(&out, "bad.tile:3:");
+
+    // A matmul whose moving operand is wider than a PSUM bank allows.
+    let too_wide = dir.path().join("wide.tile");
+    std::fs::write(
+        &too_wide,
+        "kernel wide {\n\
+           alloc %s: sbuf f32[128, 128]\n\
+           alloc %m: sbuf f32[128, 640]\n\
+           alloc %acc: psum f32[128, 640]\n\
+           dve.memset %s[0:128][0; 1*128], 1.0\n\
+           dve.memset %m[0:128][0; 1*640], 1.0\n\
+           pe.nc_matmul %acc[0:128][0; 1*640], %s[0:128][0; 1*128], %m[0:128][0; 1*640] start stop\n\
+         }\n",
+    )
+    .unwrap();
+    let out = tessera(&["kernel", "check", too_wide.to_str().unwrap()]);
+    assert_clean_failure(&out, "nc_matmul #5: moving free size 640 exceeds 512");
+    assert_clean_failure(&out, "wide.tile:7");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let out = tessera(&["kernel", "check", "/nonexistent/k.tile"]);
+    assert_clean_failure(&out, "cannot read /nonexistent/k.tile");
+}
