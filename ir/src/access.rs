@@ -52,12 +52,14 @@ pub struct TileAccess {
 impl TileAccess {
     /// Number of elements in each partition (product of the free sizes; 1 with no dims).
     pub fn free_elems(&self) -> u64 {
-        self.dims.iter().map(|d| d.size as u64).product()
+        self.dims
+            .iter()
+            .fold(1u64, |n, d| n.saturating_mul(d.size as u64))
     }
 
     /// Total elements over all partitions.
     pub fn elems(&self) -> u64 {
-        self.partitions as u64 * self.free_elems()
+        (self.partitions as u64).saturating_mul(self.free_elems())
     }
 
     /// The lowest and highest element offset touched within a partition, or `None` when the view
@@ -89,7 +91,9 @@ pub struct HbmAccess {
 impl HbmAccess {
     /// Total elements in the view.
     pub fn elems(&self) -> u64 {
-        self.dims.iter().map(|d| d.size as u64).product()
+        self.dims
+            .iter()
+            .fold(1u64, |n, d| n.saturating_mul(d.size as u64))
     }
 
     /// The lowest and highest element offset touched, or `None` when the view is empty.
@@ -129,11 +133,11 @@ fn offset_range(offset: i64, dims: &[Dim]) -> Option<(i64, i64)> {
         if d.size == 0 {
             return None;
         }
-        let span = d.stride * (d.size as i64 - 1);
+        let span = d.stride.saturating_mul(d.size as i64 - 1);
         if span < 0 {
-            lo += span;
+            lo = lo.saturating_add(span);
         } else {
-            hi += span;
+            hi = hi.saturating_add(span);
         }
     }
     Some((lo, hi))
@@ -154,7 +158,7 @@ fn has_overlap(dims: &[Dim]) -> bool {
         if stride < extent {
             return true;
         }
-        extent += stride * (size - 1);
+        extent = extent.saturating_add(stride.saturating_mul(size - 1));
     }
     false
 }

@@ -393,7 +393,11 @@ pub struct AffineExpr {
 impl AffineExpr {
     /// Value at partition `p` and free indices `idx`.
     pub fn eval(&self, p: i64, idx: &[i64]) -> i64 {
-        self.base + self.partition * p + self.free.iter().zip(idx).map(|(c, i)| c * i).sum::<i64>()
+        // Saturating so that absurd coefficients from a user's file cannot panic.
+        self.free.iter().zip(idx).fold(
+            self.base.saturating_add(self.partition.saturating_mul(p)),
+            |acc, (c, i)| acc.saturating_add(c.saturating_mul(*i)),
+        )
     }
 }
 

@@ -47,7 +47,9 @@ pub struct HbmTensor {
 impl HbmTensor {
     /// Number of elements.
     pub fn elems(&self) -> u64 {
-        self.shape.iter().map(|&d| d as u64).product()
+        self.shape
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64))
     }
 
     /// Row-major strides in elements.
@@ -108,7 +110,9 @@ pub struct Buffer {
 impl Buffer {
     /// Elements per partition.
     pub fn free_elems(&self) -> u64 {
-        self.free_shape.iter().map(|&d| d as u64).product()
+        self.free_shape
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64))
     }
 
     /// Bytes per partition.
