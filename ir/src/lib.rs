@@ -9,12 +9,15 @@
 //! - [`verify()`]: every hardware rule, checked with messages naming the instruction and rule.
 //! - [`text`]: a printer and parser for the `.tile` text format (round-trips exactly).
 //! - [`HostTensor`]: tensors in host memory, in their dtype's encoding.
+//! - [`graph`]: the graph IR ONNX models are imported to, with its verifier and the reference
+//!   evaluator that defines every graph operator.
 //!
 //! `tessera-ir` depends on no other tessera crate.
 #![deny(missing_docs)]
 
 pub mod access;
 pub mod dtype;
+pub mod graph;
 pub mod host;
 pub mod isa;
 pub mod program;
