@@ -20,6 +20,7 @@ pub mod dtype;
 pub mod graph;
 pub mod host;
 pub mod isa;
+pub mod machine;
 pub mod program;
 pub mod target;
 pub mod text;
@@ -29,6 +30,9 @@ pub use access::{BufId, Dim, DmaOperand, HbmAccess, TensorId, TileAccess};
 pub use dtype::{ALL_DTYPES, DType};
 pub use host::HostTensor;
 pub use isa::{ActFunc, AffineExpr, AluOp, CmpOp, Engine, Op, ReduceOp, Scalar, ScalarStep};
+pub use machine::{
+    InstRef, MachineInst, MachineProgram, Origin, Queue, QueueId, Wait, check_machine_program,
+};
 pub use program::{
     Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
 };
