@@ -20,9 +20,29 @@ pub fn matmul(
     in_dtype: DType,
     out_dtype: DType,
 ) -> Result<TileProgram, KernelError> {
+    matmul_t(target, m, k, n, false, false, in_dtype, out_dtype)
+}
+
+/// [`matmul`] with operands that may be stored transposed: `a` is `[k, m]` when `trans_a` and
+/// `b` is `[n, k]` when `trans_b` (Gemm's transA/transB). Only the DMA access patterns change:
+/// a transposed A is loaded straight (its rows are already K), a transposed B through a
+/// transposing view.
+#[allow(clippy::too_many_arguments)] // the shape triple, two layout flags and two dtypes
+pub fn matmul_t(
+    target: &TargetSpec,
+    m: usize,
+    k: usize,
+    n: usize,
+    trans_a: bool,
+    trans_b: bool,
+    in_dtype: DType,
+    out_dtype: DType,
+) -> Result<TileProgram, KernelError> {
     const KERNEL: &str = "matmul";
-    check_shape(KERNEL, "a", &[m, k])?;
-    check_shape(KERNEL, "b", &[k, n])?;
+    let a_shape = if trans_a { [k, m] } else { [m, k] };
+    let b_shape = if trans_b { [n, k] } else { [k, n] };
+    check_shape(KERNEL, "a", &a_shape)?;
+    check_shape(KERNEL, "b", &b_shape)?;
     if !matches!(in_dtype, DType::F32 | DType::Bf16) {
         return Err(KernelError::Unsupported {
             kernel: KERNEL,
@@ -35,9 +55,14 @@ pub fn matmul(
         target.matmul_max_n as usize,
     );
 
-    let mut kb = KernelBuilder::new(format!("matmul_{m}x{k}x{n}"), target);
-    let a = kb.input("a", in_dtype, &[m, k])?;
-    let b = kb.input("b", in_dtype, &[k, n])?;
+    let name = format!(
+        "matmul_{m}x{k}x{n}{}{}",
+        if trans_a { "_ta" } else { "" },
+        if trans_b { "_tb" } else { "" }
+    );
+    let mut kb = KernelBuilder::new(name, target);
+    let a = kb.input("a", in_dtype, &a_shape)?;
+    let b = kb.input("b", in_dtype, &b_shape)?;
     let c = kb.output("c", out_dtype, &[m, n])?;
     let k_tiles: Vec<_> = blocks(k, tile_k).collect();
     let last = k_tiles.len().saturating_sub(1);
@@ -48,9 +73,19 @@ pub fn matmul(
             for (i, kr) in k_tiles.iter().enumerate() {
                 // Stationary operand: A^T [K tile on partitions, M tile free].
                 let a_t = kb.sbuf("a_t", in_dtype, parts(kr), &[mb.len()])?;
-                kb.dma_copy(&a_t, a.block_t(mb.clone(), kr.clone()))?;
+                let a_src = if trans_a {
+                    a.block(kr.clone(), mb.clone())
+                } else {
+                    a.block_t(mb.clone(), kr.clone())
+                };
+                kb.dma_copy(&a_t, a_src)?;
                 let b_tile = kb.sbuf("b", in_dtype, parts(kr), &[nb.len()])?;
-                kb.dma_copy(&b_tile, b.block(kr.clone(), nb.clone()))?;
+                let b_src = if trans_b {
+                    b.block_t(nb.clone(), kr.clone())
+                } else {
+                    b.block(kr.clone(), nb.clone())
+                };
+                kb.dma_copy(&b_tile, b_src)?;
                 kb.nc_matmul(&acc, &a_t, &b_tile, i == 0, i == last)?;
                 kb.free(a_t)?;
                 kb.free(b_tile)?;

@@ -8,13 +8,15 @@ mod layout;
 pub mod binary;
 pub mod layer_norm;
 pub mod matmul;
+pub mod movement;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
 
 pub use binary::binary;
 pub use layer_norm::{layer_norm, layer_norm_chunked};
-pub use matmul::matmul;
+pub use matmul::{matmul, matmul_t};
+pub use movement::{cast, concat, permute};
 pub use softmax::{softmax, softmax_chunked};
 pub use transpose::transpose2d;
 pub use unary::unary;
