@@ -57,7 +57,7 @@ proptest! {
         let arrays: Vec<ArrayD<f64>> = shapes.iter().enumerate().map(|(i, s)| counting(s).mapv(|v| v + 1000.0 * i as f64)).collect();
         let p = library::concat(&TargetSpec::trn2(), &shapes, axis, DType::F32).unwrap();
         let names: Vec<String> = (0..shapes.len()).map(|i| format!("x{i}")).collect();
-        let inputs = arrays.iter().zip(&names).filter(|(a, _)| a.len() > 0).map(|(a, n)| (n.as_str(), host(a, DType::F32))).collect();
+        let inputs = arrays.iter().zip(&names).filter(|(a, _)| !a.is_empty()).map(|(a, n)| (n.as_str(), host(a, DType::F32))).collect();
         let out = run(&p, inputs);
         let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
         let want = ndarray::concatenate(ndarray::Axis(axis), &views).unwrap();
