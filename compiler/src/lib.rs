@@ -5,4 +5,5 @@
 //! work.
 #![deny(missing_docs)]
 
+pub mod lower;
 pub mod onnx;

@@ -25,6 +25,7 @@ pub mod program;
 pub mod target;
 pub mod text;
 pub mod verify;
+pub mod visit;
 
 pub use access::{BufId, Dim, DmaOperand, HbmAccess, TensorId, TileAccess};
 pub use dtype::{ALL_DTYPES, DType};

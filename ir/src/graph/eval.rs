@@ -273,12 +273,15 @@ fn matmul(a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, String> {
         .broadcast(IxDyn(&b_shape))
         .ok_or("batch broadcast failed")?;
     let nb: usize = batch.iter().product();
+    // Standard layout first: a transposed operand (Gemm's transA) is not row-major.
     let a3 = av
-        .to_owned()
+        .as_standard_layout()
+        .into_owned()
         .into_shape_with_order((nb, m, k))
         .map_err(|e| e.to_string())?;
     let b3 = bv
-        .to_owned()
+        .as_standard_layout()
+        .into_owned()
         .into_shape_with_order((nb, k, n))
         .map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(nb * m * n);
@@ -379,6 +382,17 @@ mod tests {
         );
         let bad = ArrayD::from_shape_vec(IxDyn(&[1]), vec![3.0]).unwrap();
         assert!(gather(&d, &bad, 0).is_err());
+    }
+
+    #[test]
+    fn matmul_of_transposed_views() {
+        // A transposed array is not in standard layout; matmul must not depend on layout.
+        let a = ArrayD::from_shape_fn(IxDyn(&[3, 2]), |i| (i[0] * 2 + i[1]) as f64);
+        let at = a.t().to_owned();
+        let b = ArrayD::from_shape_fn(IxDyn(&[3, 1]), |i| i[0] as f64 + 1.0);
+        let c = matmul(&at, &b).unwrap();
+        // at = [[0, 2, 4], [1, 3, 5]]; . [1, 2, 3] = [16, 22].
+        assert_eq!(c.iter().copied().collect::<Vec<_>>(), vec![16.0, 22.0]);
     }
 
     #[test]
