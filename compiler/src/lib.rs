@@ -7,3 +7,4 @@
 
 pub mod lower;
 pub mod onnx;
+pub mod schedule;
