@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, clippy, and the whole test suite.
-# Usage: ./scripts/test-all.sh   (from anywhere; needs only the Rust toolchain for now)
+# Runs every check CI runs: formatting, clippy, test data generation and the whole test suite.
+# Usage: ./scripts/test-all.sh   (from anywhere)
+# Needs the Rust toolchain and python3 with pip; installs the pinned Python packages that
+# build the ONNX test models (onnx) and compute their expected outputs (onnxruntime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,5 +12,18 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== test models (onnx.helper + onnxruntime reference outputs)"
+python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+python3 scripts/make_test_models.py target/testmodels > /dev/null
+
 echo "== cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary and doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1); if ($(i) ~ /^ignored/) s += $(i-1) } }
+     END { printf "tessera: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

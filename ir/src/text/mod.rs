@@ -60,6 +60,11 @@ pub fn print(program: &TileProgram) -> String {
     print::print(program)
 }
 
+/// Prints a machine program (queues, waits, placements) for reading; not parsed back.
+pub fn print_machine(program: &crate::machine::MachineProgram) -> String {
+    print::print_machine(program)
+}
+
 /// Parses a `.tile` program; `file` names the source in errors and instruction locations.
 ///
 /// Each instruction's [`crate::Inst::loc`] is the line and column of its first token. Names

@@ -1,0 +1,97 @@
+//! The compile pipeline in one call: ONNX bytes -> graph -> lowered tile program -> scheduled
+//! machine program -> artifact. Every stage's result is kept so `tessera inspect` can show it.
+
+use crate::lower::{self, Lowered};
+use crate::onnx;
+use crate::schedule;
+use std::path::Path;
+use tessera_ir::artifact::{Artifact, Signature, SignatureEntry};
+use tessera_ir::graph::Graph;
+use tessera_ir::{MachineProgram, TargetSpec};
+
+/// How to compile.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// The target machine.
+    pub target: TargetSpec,
+    /// Optimisation level 0..=3. Today every level lowers op by op (the `-O0` baseline); the
+    /// e-graph optimiser gives the levels their meaning.
+    pub opt_level: u8,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { target: TargetSpec::default(), opt_level: 2 }
+    }
+}
+
+impl CompileOptions {
+    /// The flags as text, recorded in the artifact.
+    pub fn flags(&self) -> String {
+        format!("--target {} -O{}", self.target.name, self.opt_level)
+    }
+}
+
+/// Every stage of one compilation.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The imported graph.
+    pub graph: Graph,
+    /// The op-by-op tile program.
+    pub lowered: Lowered,
+    /// The scheduled machine program (also inside `artifact`).
+    pub machine: MachineProgram,
+    /// The artifact to write.
+    pub artifact: Artifact,
+}
+
+/// Why compilation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The model could not be read or imported.
+    #[error(transparent)]
+    Import(#[from] onnx::ImportError),
+    /// The graph could not be lowered to kernels.
+    #[error(transparent)]
+    Lower(#[from] lower::LowerError),
+    /// The tile program could not be scheduled.
+    #[error(transparent)]
+    Schedule(#[from] schedule::ScheduleError),
+    /// The artifact failed its own validation (an internal bug, reported, not panicking).
+    #[error(transparent)]
+    Artifact(#[from] tessera_ir::artifact::ArtifactError),
+    /// An option outside its range.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Compiles the model at `path`.
+pub fn compile_file(path: &Path, options: &CompileOptions) -> Result<Compiled, CompileError> {
+    let graph = onnx::import_file(path)?;
+    compile_graph(graph, options)
+}
+
+/// Compiles an imported graph.
+pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled, CompileError> {
+    if options.opt_level > 3 {
+        return Err(CompileError::Options(format!("-O{} is not a level (0, 1, 2 or 3)", options.opt_level)));
+    }
+    let lowered = lower::lower(&graph, &options.target)?;
+    let machine = schedule::schedule(&lowered, &options.target)?;
+    let entry = |(name, t): &(String, tessera_ir::TensorId)| {
+        let tensor = lowered.program.tensor(*t);
+        SignatureEntry { name: name.clone(), tensor: *t, dtype: tensor.dtype, shape: tensor.shape.clone() }
+    };
+    let artifact = Artifact {
+        target: options.target.name.to_string(),
+        flags: options.flags(),
+        signature: Signature {
+            inputs: lowered.inputs.iter().map(entry).collect(),
+            outputs: lowered.outputs.iter().map(entry).collect(),
+        },
+        weights: lowered.weights.clone(),
+        program: machine.clone(),
+    };
+    tessera_ir::artifact::validate(&artifact)?;
+    Ok(Compiled { graph, lowered, machine, artifact })
+}
