@@ -37,4 +37,4 @@ pub use program::{
     Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
 };
 pub use target::TargetSpec;
-pub use verify::{Rule, Verifier, VerifyError, verify, verify_all};
+pub use verify::{BufferError, Rule, Verifier, VerifyError, verify, verify_all};
