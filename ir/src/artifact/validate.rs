@@ -143,9 +143,9 @@ fn check_entry(
         let t = tensor(program, e.tensor, who)?;
         if t.kind != TensorKind::Output {
             return Err(ArtifactError::Invalid(format!(
-                "{who} refers to @{}, a {} tensor; outputs are output tensors",
+                "{who} refers to @{}, {}; outputs are output tensors",
                 t.name,
-                t.kind.name()
+                kind_phrase(t.kind)
             )));
         }
         t
@@ -175,9 +175,9 @@ fn input_tensor<'p>(
     let t = tensor(program, id, who)?;
     if t.kind != TensorKind::Input {
         return Err(ArtifactError::Invalid(format!(
-            "{who} refers to @{}, a {} tensor; only input tensors take data from outside",
+            "{who} refers to @{}, {}; only input tensors take data from outside",
             t.name,
-            t.kind.name()
+            kind_phrase(t.kind)
         )));
     }
     Ok(t)
@@ -196,4 +196,12 @@ fn check_same_type(
         )));
     }
     Ok(())
+}
+
+fn kind_phrase(kind: TensorKind) -> &'static str {
+    match kind {
+        TensorKind::Input => "an input tensor",
+        TensorKind::Output => "an output tensor",
+        TensorKind::Scratch => "a scratch tensor",
+    }
 }
