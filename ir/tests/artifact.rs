@@ -595,6 +595,23 @@ fn machine_structure_is_checked() {
 }
 
 #[test]
+fn waits_that_deadlock() {
+    // The load of x waits for the activation, which waits for both loads.
+    let mut a = sample();
+    a.program.queues[0].insts[0].waits = vec![Wait {
+        queue: QueueId(1),
+        count: 1,
+    }];
+    let (_, msg) = reject_artifact(&a);
+    assert!(
+        msg.contains(
+            "the waits deadlock: instruction dma0[0] dma_copy (node `relu_bias`, tile #0)"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
 fn absurd_sizes_are_errors() {
     let mut a = sample();
     a.program.buffers[0].free_shape = vec![usize::MAX, usize::MAX];

@@ -1,6 +1,7 @@
 //! What a decoded artifact must satisfy before anything executes it: a known target, a
-//! structurally sound machine program whose every instruction passes the tile verifier's rules,
-//! and weights and a signature that agree with the program's tensors.
+//! structurally sound machine program whose every instruction passes the tile verifier's rules
+//! and whose waits cannot deadlock, and weights and a signature that agree with the program's
+//! tensors.
 
 use super::{Artifact, ArtifactError, SignatureEntry};
 use crate::access::TensorId;
@@ -24,6 +25,7 @@ pub fn validate(artifact: &Artifact) -> Result<(), ArtifactError> {
         .map_err(|e| ArtifactError::Invalid(format!("{e} ({})", e.rule)))?;
     check_machine_program(program, &target).map_err(ArtifactError::Invalid)?;
     check_instructions(program, &verifier)?;
+    check_no_deadlock(program)?;
     let weights = check_weights(artifact)?;
     check_signature(artifact, &weights)
 }
@@ -47,6 +49,51 @@ fn check_instructions(program: &MachineProgram, verifier: &Verifier) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Runs the queues as far as their waits allow, in rounds, with no data: if some queue can never
+/// finish, the waits form a cycle and every execution of the program would hang.
+fn check_no_deadlock(program: &MachineProgram) -> Result<(), ArtifactError> {
+    let queues = &program.queues;
+    let mut done = vec![0usize; queues.len()];
+    loop {
+        let mut progressed = false;
+        for (qi, q) in queues.iter().enumerate() {
+            while let Some(inst) = q.insts.get(done[qi]) {
+                // `check_machine_program` has checked that every wait names an existing queue.
+                let ready = inst.waits.iter().all(|w| {
+                    done.get(w.queue.0 as usize)
+                        .is_some_and(|&n| n >= w.count as usize)
+                });
+                if !ready {
+                    break;
+                }
+                done[qi] += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let stuck = queues
+        .iter()
+        .enumerate()
+        .find(|(qi, q)| done[*qi] < q.insts.len());
+    match stuck {
+        None => Ok(()),
+        Some((qi, _)) => {
+            let at = InstRef {
+                queue: QueueId(qi as u32),
+                index: done[qi] as u32,
+            };
+            Err(ArtifactError::Invalid(format!(
+                "the waits deadlock: instruction {} can never start, because the instructions it \
+                 waits for (directly or through others) wait for it",
+                at.describe(program)
+            )))
+        }
+    }
 }
 
 /// Checks the weights and returns their tensor ids.
