@@ -6,16 +6,18 @@
 //! partition count and the same number of free elements; access patterns may differ (that is how
 //! broadcasting with stride 0 and transposed views work).
 
+use serde::{Deserialize, Serialize};
+
 /// Index of an HBM tensor in [`crate::TileProgram::tensors`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TensorId(pub u32);
 
 /// Index of an on-chip buffer in [`crate::TileProgram::buffers`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BufId(pub u32);
 
 /// One dimension of an access pattern: `size` indices, `stride` elements apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Dim {
     /// Distance in elements (of the operand's dtype) between consecutive indices; may be 0
     /// (broadcast, reads only) or negative.
@@ -35,7 +37,7 @@ impl Dim {
 /// of the buffer, and in each partition the elements `offset + sum(i_k * dims[k].stride)`.
 ///
 /// Offsets and strides count elements of the buffer's dtype within one partition.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TileAccess {
     /// The buffer viewed.
     pub buf: BufId,
@@ -78,7 +80,7 @@ impl TileAccess {
 /// A view of an HBM tensor, flattened row-major: the elements `offset + sum(i_k * dims[k].stride)`.
 ///
 /// When DMA moves data to or from a tile, the first dimension usually walks the partitions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HbmAccess {
     /// The tensor viewed.
     pub tensor: TensorId,
@@ -108,7 +110,7 @@ impl HbmAccess {
 }
 
 /// Either end of a `dma_copy`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DmaOperand {
     /// A view of an HBM tensor.
     Hbm(HbmAccess),

@@ -4,11 +4,12 @@
 //! decoded value (see [`DType::decode`]) and round on every store (see [`DType::encode`]). This
 //! file is the one place where those roundings are defined.
 
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// An element type of a tensor or tile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DType {
     /// IEEE binary32.
     F32,

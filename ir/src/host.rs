@@ -3,9 +3,10 @@
 
 use crate::dtype::DType;
 use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
 
 /// A dense row-major tensor in host memory, stored in its dtype's encoding.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostTensor {
     /// Element type.
     pub dtype: DType,

@@ -12,11 +12,12 @@
 
 use crate::BufId;
 use crate::access::{DmaOperand, TileAccess};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// The engines of a NeuronCore.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Engine {
     /// Tensor engine: the 128x128 systolic array (`nc_matmul`, `nc_transpose`).
     Pe,
@@ -46,7 +47,7 @@ impl Engine {
 /// Binary ALU operations of `tensor_tensor` and `tensor_scalar`.
 ///
 /// Comparisons give 1 or 0; logical operations treat non-zero as true and give 1 or 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AluOp {
     /// a + b
     Add,
@@ -147,7 +148,7 @@ impl AluOp {
 }
 
 /// Functions of the activation engine, applied as `func(x * scale + bias)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ActFunc {
     /// x
     Identity,
@@ -228,7 +229,7 @@ impl ActFunc {
 }
 
 /// Reductions of `tensor_reduce`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReduceOp {
     /// Sum.
     Sum,
@@ -257,7 +258,7 @@ impl ReduceOp {
 }
 
 /// Comparison of an affine expression with zero, for `affine_select`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CmpOp {
     /// expr == 0
     Eq,
@@ -359,7 +360,7 @@ pub struct UnknownName {
 
 /// A scalar operand: an immediate, or one value per partition read from a tile with one free
 /// element per partition (`[P, 1]`), broadcast along the free dimensions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Scalar {
     /// The same value for every element.
     Imm(f64),
@@ -368,7 +369,7 @@ pub enum Scalar {
 }
 
 /// One step of `tensor_scalar`: `x = x OP operand`, or `x = operand OP x` when `reverse`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScalarStep {
     /// The ALU operation.
     pub op: AluOp,
@@ -380,7 +381,7 @@ pub struct ScalarStep {
 
 /// `base + partition * p + sum_k free[k] * i_k`, over the partition index `p` (relative to the
 /// operand's first partition) and the free indices `i_k` of the destination access pattern.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AffineExpr {
     /// Constant term.
     pub base: i64,
@@ -402,7 +403,7 @@ impl AffineExpr {
 }
 
 /// One tile instruction (or an allocation marker).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// Start of a buffer's lifetime: its memory is reserved and poisoned.
     Alloc {

@@ -9,6 +9,8 @@
 //! - [`verify()`]: every hardware rule, checked with messages naming the instruction and rule.
 //! - [`text`]: a printer and parser for the `.tile` text format (round-trips exactly).
 //! - [`HostTensor`]: tensors in host memory, in their dtype's encoding.
+//! - [`MachineProgram`]: per-engine queues with placed buffers and semaphore waits, what the
+//!   hardware runs; [`artifact`] stores one with its weights as a versioned `.tsr` file.
 //! - [`graph`]: the graph IR ONNX models are imported to, with its verifier and the reference
 //!   evaluator that defines every graph operator.
 //!
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod artifact;
 pub mod dtype;
 pub mod graph;
 pub mod host;
@@ -38,4 +41,4 @@ pub use program::{
     Buffer, HbmTensor, Inst, Placement, SourceLoc, Space, TensorKind, TileOperand, TileProgram,
 };
 pub use target::TargetSpec;
-pub use verify::{Rule, Verifier, VerifyError, verify, verify_all};
+pub use verify::{BufferError, Rule, Verifier, VerifyError, verify, verify_all};

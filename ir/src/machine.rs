@@ -16,14 +16,15 @@ use crate::access::TensorId;
 use crate::isa::{Engine, Op};
 use crate::program::{Buffer, HbmTensor};
 use crate::target::TargetSpec;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Index of a queue in [`MachineProgram::queues`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct QueueId(pub u32);
 
 /// "Queue `queue` has completed at least `count` instructions."
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Wait {
     /// The queue waited on.
     pub queue: QueueId,
@@ -32,7 +33,7 @@ pub struct Wait {
 }
 
 /// Where a machine instruction came from, for messages and profiles.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Origin {
     /// The graph node (or kernel) that produced it.
     pub node: String,
@@ -41,7 +42,7 @@ pub struct Origin {
 }
 
 /// One instruction in a queue.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MachineInst {
     /// What it does (never `Alloc`/`Free`: buffers are placed for the whole program).
     pub op: Op,
@@ -52,7 +53,7 @@ pub struct MachineInst {
 }
 
 /// An in-order instruction queue of one engine (or one DMA queue).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Queue {
     /// Name used in messages and traces (`pe`, `act`, `dve`, `pool`, `dma0`, `dma1`, ...).
     pub name: String,
@@ -63,7 +64,7 @@ pub struct Queue {
 }
 
 /// A complete machine program.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct MachineProgram {
     /// Program name.
     pub name: String,

@@ -7,10 +7,11 @@
 use crate::access::{BufId, DmaOperand, TensorId, TileAccess};
 use crate::dtype::DType;
 use crate::isa::{Op, Scalar};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The role of an HBM tensor in a kernel's signature.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TensorKind {
     /// Supplied by the caller.
     Input,
@@ -32,7 +33,7 @@ impl TensorKind {
 }
 
 /// A tensor in HBM, row-major.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HbmTensor {
     /// Name (unique among the program's tensors), written `@name`.
     pub name: String,
@@ -63,7 +64,7 @@ impl HbmTensor {
 }
 
 /// On-chip memories.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Space {
     /// State buffer: the main on-chip scratchpad.
     Sbuf,
@@ -82,7 +83,7 @@ impl Space {
 }
 
 /// A concrete position for a buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Placement {
     /// First partition the buffer occupies.
     pub partition: u32,
@@ -91,7 +92,7 @@ pub struct Placement {
 }
 
 /// An SBUF or PSUM buffer: `partitions` rows of `free_shape` elements each.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Buffer {
     /// Name (unique among the program's buffers), written `%name`.
     pub name: String,
@@ -115,9 +116,11 @@ impl Buffer {
             .fold(1u64, |n, &d| n.saturating_mul(d as u64))
     }
 
-    /// Bytes per partition.
+    /// Bytes per partition, saturating at `u64::MAX` (a decoded artifact may declare an absurd
+    /// buffer, and checking it must not overflow).
     pub fn bytes_per_partition(&self) -> u64 {
-        self.free_elems() * self.dtype.size_bytes() as u64
+        self.free_elems()
+            .saturating_mul(self.dtype.size_bytes() as u64)
     }
 
     /// First partition occupied on the chip.

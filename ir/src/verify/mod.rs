@@ -2,9 +2,11 @@
 //!
 //! [`Verifier`] checks one instruction at a time against the buffers live at that point, so the
 //! kernel builder can reject an instruction the moment it is recorded; [`verify`] runs it over a
-//! whole program and [`verify_all`] collects one error per broken instruction. Errors name the
-//! instruction (`nc_matmul #12`), the operand role and buffer (`moving %x`), the values and the
-//! limit, and carry the [`Rule`] broken for tools and tests.
+//! whole program and [`verify_all`] collects one error per broken instruction.
+//! [`Verifier::all_live`] checks the instructions of a machine program, whose buffers are placed
+//! for the whole run, with the same per-instruction rules. Errors name the instruction
+//! (`nc_matmul #12`), the operand role and buffer (`moving %x`), the values and the limit, and
+//! carry the [`Rule`] broken for tools and tests.
 //!
 //! Rules are checked in an order where later ones can trust earlier ones: ids and lifetimes,
 //! then each operand's bounds (`operands.rs`), then engines and memory spaces, then the
@@ -139,6 +141,18 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
+/// A buffer that breaks a rule on its own (see [`Verifier::all_live`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("buffer #{}: {detail}", buffer.0)]
+pub struct BufferError {
+    /// The buffer.
+    pub buffer: BufId,
+    /// The rule broken.
+    pub rule: Rule,
+    /// What is wrong, naming the buffer.
+    pub detail: String,
+}
+
 /// A broken rule before it is tied to an instruction: what the checks in this module return.
 #[derive(Debug)]
 pub(crate) struct Fail {
@@ -183,6 +197,28 @@ impl<'t> Verifier<'t> {
         }
     }
 
+    /// A verifier for a program whose buffers are placed for its whole run, as in a machine
+    /// program: every buffer counts as live, so each instruction gets the same bounds, engine,
+    /// space and shape checks as in a tile program.
+    ///
+    /// Each buffer is first checked on its own as an `alloc` would (partition count, placement
+    /// inside its memory, PSUM bank alignment). The checks an `alloc` makes against the other
+    /// live buffers (overlap, capacity) are skipped: buffers whose lifetimes are disjoint may
+    /// share addresses, and only the schedule knows which lifetimes those are.
+    pub fn all_live(target: &'t TargetSpec, buffers: &[Buffer]) -> Result<Self, BufferError> {
+        for (i, b) in buffers.iter().enumerate() {
+            check_buffer_alone(target, b).map_err(|Fail { rule, detail }| BufferError {
+                buffer: BufId(i as u32),
+                rule,
+                detail,
+            })?;
+        }
+        Ok(Verifier {
+            target,
+            lives: vec![Life::Live { alloc: 0 }; buffers.len()],
+        })
+    }
+
     /// Checks instruction `index` against the buffers live now, and records its effect on
     /// liveness. An instruction that fails a check leaves the state unchanged, so a caller that
     /// drops the rejected instruction can carry on.
@@ -193,25 +229,37 @@ impl<'t> Verifier<'t> {
         index: usize,
         inst: &Inst,
     ) -> Result<(), VerifyError> {
-        let op = &inst.op;
+        self.check_op(tensors, buffers, index, &inst.op)
+            .map_err(|e| VerifyError {
+                loc: inst.loc.clone(),
+                ..e
+            })?;
+        self.record(buffers, index, &inst.op);
+        Ok(())
+    }
+
+    /// Checks one instruction, numbered `index` in messages, against the buffers live now,
+    /// without recording its effect on liveness (with [`Verifier::all_live`], how a machine
+    /// program's instructions are checked).
+    pub fn check_op(
+        &self,
+        tensors: &[HbmTensor],
+        buffers: &[Buffer],
+        index: usize,
+        op: &Op,
+    ) -> Result<(), VerifyError> {
         let result = match op {
             Op::Alloc { buf } => self.check_alloc(buffers, *buf),
             Op::Free { buf } => self.live_buffer(buffers, "", *buf).map(|_| ()),
-            _ => self.check_op(tensors, buffers, op),
+            _ => self.check_rules(tensors, buffers, op),
         };
-        match result {
-            Ok(()) => {
-                self.record(buffers, index, op);
-                Ok(())
-            }
-            Err(Fail { rule, detail }) => Err(VerifyError {
-                index,
-                opcode: op.opcode(),
-                rule,
-                detail,
-                loc: inst.loc.clone(),
-            }),
-        }
+        result.map_err(|Fail { rule, detail }| VerifyError {
+            index,
+            opcode: op.opcode(),
+            rule,
+            detail,
+            loc: None,
+        })
     }
 
     /// Applies an instruction's effect on liveness without checking it.
@@ -296,53 +344,11 @@ impl<'t> Verifier<'t> {
                 );
             }
         }
-        if b.partitions == 0 || b.partitions > t.partitions {
-            return fail(
-                Rule::BufferPartitions,
-                format!(
-                    "%{} has {} partitions; a buffer has 1 to {} partitions",
-                    b.name, b.partitions, t.partitions
-                ),
-            );
-        }
+        check_buffer_alone(t, b)?;
         let bytes = view::buffer_bytes(b);
-        let capacity = space_capacity(t, b.space);
         if let Some(p) = b.placement {
             let end = u64::from(p.partition) + u64::from(b.partitions);
-            if end > u64::from(t.partitions) {
-                return fail(
-                    Rule::PlacementOutOfRange,
-                    format!(
-                        "%{} is placed at partitions {}..{end}, past the {} partitions of {}",
-                        b.name,
-                        p.partition,
-                        t.partitions,
-                        space_name(b.space)
-                    ),
-                );
-            }
             let byte_end = p.byte_offset.saturating_add(bytes);
-            if byte_end > capacity {
-                return fail(
-                    Rule::PlacementOutOfRange,
-                    format!(
-                        "%{} is placed at bytes {}..{byte_end} of each partition, past the {capacity} \
-                         bytes of {}",
-                        b.name,
-                        p.byte_offset,
-                        space_name(b.space)
-                    ),
-                );
-            }
-            if b.space == Space::Psum && p.byte_offset.checked_rem(t.psum_bank_bytes) != Some(0) {
-                return fail(
-                    Rule::PsumBankAlignment,
-                    format!(
-                        "%{} is placed at PSUM byte {}, not a multiple of the {}-byte bank",
-                        b.name, p.byte_offset, t.psum_bank_bytes
-                    ),
-                );
-            }
             for other in self.live(buffers).filter(|o| o.space == b.space) {
                 let Some(q) = other.placement else { continue };
                 let parts = ranges_meet(
@@ -434,7 +440,7 @@ impl<'t> Verifier<'t> {
 
     /// Every rule of a compute or DMA instruction, in an order where each step can trust the
     /// previous ones: ids, liveness and bounds; engine; partition starts; spaces; shapes.
-    fn check_op(&self, tensors: &[HbmTensor], buffers: &[Buffer], op: &Op) -> Result<(), Fail> {
+    fn check_rules(&self, tensors: &[HbmTensor], buffers: &[Buffer], op: &Op) -> Result<(), Fail> {
         let operands = op.tile_operands();
         for o in &operands {
             let b = self.live_buffer(buffers, o.role, o.tile.buf)?;
@@ -462,6 +468,60 @@ impl<'t> Verifier<'t> {
         operands::check_spaces(op, engine, &operands, buffers)?;
         shapes::check(self.target, tensors, buffers, op)
     }
+}
+
+/// The rules one buffer must satisfy on its own, whatever else is live: a partition count the
+/// target has, a placement inside its memory, and PSUM buffers on a bank boundary.
+fn check_buffer_alone(t: &TargetSpec, b: &Buffer) -> Result<(), Fail> {
+    if b.partitions == 0 || b.partitions > t.partitions {
+        return fail(
+            Rule::BufferPartitions,
+            format!(
+                "%{} has {} partitions; a buffer has 1 to {} partitions",
+                b.name, b.partitions, t.partitions
+            ),
+        );
+    }
+    let bytes = view::buffer_bytes(b);
+    let capacity = space_capacity(t, b.space);
+    if let Some(p) = b.placement {
+        let end = u64::from(p.partition) + u64::from(b.partitions);
+        if end > u64::from(t.partitions) {
+            return fail(
+                Rule::PlacementOutOfRange,
+                format!(
+                    "%{} is placed at partitions {}..{end}, past the {} partitions of {}",
+                    b.name,
+                    p.partition,
+                    t.partitions,
+                    space_name(b.space)
+                ),
+            );
+        }
+        let byte_end = p.byte_offset.saturating_add(bytes);
+        if byte_end > capacity {
+            return fail(
+                Rule::PlacementOutOfRange,
+                format!(
+                    "%{} is placed at bytes {}..{byte_end} of each partition, past the {capacity} \
+                     bytes of {}",
+                    b.name,
+                    p.byte_offset,
+                    space_name(b.space)
+                ),
+            );
+        }
+        if b.space == Space::Psum && p.byte_offset.checked_rem(t.psum_bank_bytes) != Some(0) {
+            return fail(
+                Rule::PsumBankAlignment,
+                format!(
+                    "%{} is placed at PSUM byte {}, not a multiple of the {}-byte bank",
+                    b.name, p.byte_offset, t.psum_bank_bytes
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The buffer `id`, or an error naming the id when the program has no such buffer.
@@ -560,6 +620,46 @@ mod tests {
         assert_eq!(one_of(&["pe"]), "pe");
         assert_eq!(one_of(&["dve", "pool"]), "dve or pool");
         assert_eq!(one_of(&["dve", "act", "pool"]), "dve, act or pool");
+    }
+
+    #[test]
+    fn all_live_checks_uses_without_allocs_and_each_buffer_alone() {
+        use crate::access::{Dim, TileAccess};
+        use crate::dtype::DType;
+        use crate::program::Placement;
+        let t = TargetSpec::trn2();
+        let b = |name: &str, partitions, offset| Buffer {
+            name: name.into(),
+            space: Space::Sbuf,
+            dtype: DType::F32,
+            partitions,
+            free_shape: vec![8],
+            placement: Some(Placement {
+                partition: 0,
+                byte_offset: offset,
+            }),
+        };
+        // Same address: fine, the two may have disjoint lifetimes.
+        let buffers = [b("a", 4, 0), b("b", 4, 0)];
+        let v = Verifier::all_live(&t, &buffers).unwrap();
+        let tile = |buf, n| TileAccess {
+            buf: BufId(buf),
+            start_partition: 0,
+            partitions: 4,
+            offset: 0,
+            dims: vec![Dim::new(1, n)],
+        };
+        let copy = |n| Op::TensorCopy {
+            engine: crate::isa::Engine::Dve,
+            dst: tile(1, n),
+            src: tile(0, n),
+        };
+        assert_eq!(v.check_op(&[], &buffers, 3, &copy(8)), Ok(()));
+        let e = v.check_op(&[], &buffers, 3, &copy(9)).unwrap_err();
+        assert_eq!((e.index, e.rule), (3, Rule::OutOfBounds));
+        let e = Verifier::all_live(&t, &[b("a", 4, 0), b("z", 0, 0)]).unwrap_err();
+        assert_eq!((e.buffer, e.rule), (BufId(1), Rule::BufferPartitions));
+        assert!(e.to_string().contains("%z has 0 partitions"), "{e}");
     }
 
     #[test]
