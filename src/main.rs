@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tessera_compiler::driver::CompileOptions;
 use tessera_ir::TargetSpec;
+use tessera_runtime::RunOptions;
 
 mod cli;
 
@@ -13,19 +15,94 @@ mod cli;
 #[derive(Parser)]
 #[command(name = "tessera", version, about, long_about = None, after_help = "\
 Examples:
-  tessera kernel check examples/tiles/softmax.tile
-  tessera kernel run examples/tiles/softmax.tile --input x=x.npy --output-dir out/
-  tessera list-kernels")]
+  tessera compile model.onnx -o model.tsr
+  tessera run model.tsr --inputs-dir inputs/ --output-dir outputs/
+  tessera run model.onnx --input x=x.npy          # compiles in memory, prints a summary
+  tessera inspect model.onnx --emit graph         # also: tile, isa
+  tessera kernel run examples/tiles/softmax_row.tile --input x=x.npy
+  tessera list-ops")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Options shared by every command that compiles.
+#[derive(Args, Clone)]
+struct CompileArgs {
+    /// Target preset.
+    #[arg(long, value_enum, default_value_t = Target::Trn2)]
+    target: Target,
+    /// Optimisation level (today every level lowers op by op).
+    #[arg(short = 'O', value_name = "LEVEL", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: u8,
+    /// Cast matmul (and convolution) inputs, or everything, to bf16 with fp32 accumulation.
+    #[arg(long, value_enum, default_value_t = AutoCast::None)]
+    auto_cast: AutoCast,
+}
+
+impl CompileArgs {
+    fn options(&self) -> Result<CompileOptions, String> {
+        if self.auto_cast != AutoCast::None {
+            return Err("--auto-cast matmul|all is not implemented yet; use --auto-cast none".into());
+        }
+        Ok(CompileOptions { target: self.target.spec(), opt_level: self.opt_level })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Compile an ONNX model to an artifact (.tsr).
+    Compile {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The artifact to write (written atomically: never half-written).
+        #[arg(short, long, value_name = "OUT.tsr")]
+        output: PathBuf,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// Run an ONNX model or a compiled artifact on the emulator.
+    ///
+    /// Every graph input needs data: `--input NAME=FILE.npy`, or `DIR/NAME.npy` with
+    /// `--inputs-dir DIR` (`/` and `:` in names become `_`). Outputs are written as
+    /// `DIR/NAME.npy` with `--output-dir`, otherwise summarised.
+    Run {
+        /// An ONNX model (compiled in memory) or an artifact from `tessera compile`.
+        model: PathBuf,
+        /// Input data: NAME=FILE.npy (repeatable).
+        #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_named_input)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Directory holding NAME.npy for each input not given with --input.
+        #[arg(long, value_name = "DIR")]
+        inputs_dir: Option<PathBuf>,
+        /// Directory to write NAME.npy for each output.
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        backend: BackendArg,
+        /// Seed for the interleaving of engine queues (a correct program gives the same result
+        /// for every seed; races are reported whatever the seed).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// Show one stage of compiling an ONNX model.
+    Inspect {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The stage to print.
+        #[arg(long, value_enum)]
+        emit: cli::model::Emit,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
     /// Work with kernels written in the `.tile` text format.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// List the ONNX operators the importer accepts.
+    ListOps,
     /// List the kernels in the kernel library.
     ListKernels,
 }
@@ -83,6 +160,26 @@ impl Target {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AutoCast {
+    /// Keep every dtype as the model has it.
+    None,
+    /// bf16 inputs for matmul and convolution, fp32 accumulation.
+    Matmul,
+    /// bf16 for every op.
+    All,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// The checked reference emulator.
+    Interp,
+    /// Cranelift JIT (not built yet).
+    Jit,
+    /// MLIR ExecutionEngine (not built yet).
+    Mlir,
+}
+
 fn parse_named_input(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((name, file)) if !name.is_empty() && !file.is_empty() => {
@@ -92,33 +189,52 @@ fn parse_named_input(s: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+fn dispatch(command: Command) -> Result<(), String> {
+    match command {
+        Command::Compile { model, output, compile } => {
+            cli::model::compile_cmd(&model, &output, &compile.options()?)
+        }
+        Command::Run { model, inputs, inputs_dir, output_dir, backend, seed, compile } => {
+            if backend != BackendArg::Interp {
+                return Err("only --backend interp is available in this build".into());
+            }
+            let run = RunOptions { seed, ..RunOptions::default() };
+            cli::model::run_cmd(
+                &model,
+                &compile.options()?,
+                &inputs,
+                inputs_dir.as_deref(),
+                output_dir.as_deref(),
+                &run,
+            )
+        }
+        Command::Inspect { model, emit, compile } => {
+            cli::model::inspect_cmd(&model, emit, &compile.options()?)
+        }
         Command::Kernel(KernelCommand::Check { file, target }) => {
             cli::kernel::check(&file, &target.spec())
         }
-        Command::Kernel(KernelCommand::Run {
-            file,
-            inputs,
-            inputs_dir,
-            output_dir,
-            target,
-        }) => cli::kernel::run(
-            &file,
-            &target.spec(),
-            &inputs,
-            inputs_dir.as_deref(),
-            output_dir.as_deref(),
-        ),
+        Command::Kernel(KernelCommand::Run { file, inputs, inputs_dir, output_dir, target }) => {
+            cli::kernel::run(&file, &target.spec(), &inputs, inputs_dir.as_deref(), output_dir.as_deref())
+        }
+        Command::ListOps => {
+            for op in tessera_compiler::onnx::SUPPORTED_OPS {
+                println!("{op}");
+            }
+            Ok(())
+        }
         Command::ListKernels => {
             for (name, about) in tessera_kernels::library::CATALOGUE {
                 println!("{name:<12} {about}");
             }
             Ok(())
         }
-    };
-    match result {
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");

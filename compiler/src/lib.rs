@@ -5,6 +5,7 @@
 //! work.
 #![deny(missing_docs)]
 
+pub mod driver;
 pub mod lower;
 pub mod onnx;
 pub mod schedule;

@@ -102,7 +102,7 @@ pub fn run(
         }
         None => {
             for (name, t) in &outputs {
-                println!("{}", summary(name, t));
+                println!("{}", summary(&format!("@{name}"), t));
             }
         }
     }
@@ -117,7 +117,8 @@ fn input_names(program: &TileProgram) -> String {
         .join(", ")
 }
 
-fn summary(name: &str, t: &HostTensor) -> String {
+/// One line describing an output: dtype, shape, range, mean and the first values.
+pub fn summary(name: &str, t: &HostTensor) -> String {
     let v = t.to_f64_vec();
     let n = v.len().max(1) as f64;
     let min = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -125,7 +126,7 @@ fn summary(name: &str, t: &HostTensor) -> String {
     let mean = v.iter().sum::<f64>() / n;
     let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
     format!(
-        "@{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6} first [{}{}]",
+        "{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6} first [{}{}]",
         t.dtype,
         t.shape,
         head.join(", "),

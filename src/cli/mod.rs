@@ -2,4 +2,5 @@
 //! one clear message; the process exits non-zero on any error.
 
 pub mod kernel;
+pub mod model;
 pub mod npy;

@@ -1,0 +1,166 @@
+//! `tessera compile`, `run` and `inspect`: the ML engineer's path from an ONNX model to outputs
+//! on the emulator.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tessera_compiler::driver::{CompileOptions, Compiled, compile_file};
+use tessera_ir::HostTensor;
+use tessera_runtime::{RunOptions, Session};
+
+use super::npy;
+
+/// What `inspect --emit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// The imported graph IR, after folding and shape inference.
+    Graph,
+    /// The e-graph optimiser's report (not available yet).
+    Egraph,
+    /// The chosen kernel plan (not available yet).
+    Kernels,
+    /// The whole-model tile program, in the `.tile` text format.
+    Tile,
+    /// The scheduled machine program: queues, waits, placements.
+    Isa,
+    /// The MLIR module (needs the `mlir` backend; not available yet).
+    Mlir,
+}
+
+fn compile(model: &Path, options: &CompileOptions) -> Result<Compiled, String> {
+    compile_file(model, options).map_err(|e| format!("{}: {e}", model.display()))
+}
+
+/// `compile`: write the artifact atomically.
+pub fn compile_cmd(model: &Path, out: &Path, options: &CompileOptions) -> Result<(), String> {
+    let c = compile(model, options)?;
+    tessera_ir::artifact::write_atomic(out, &c.artifact).map_err(|e| e.to_string())?;
+    let bytes = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "compiled {} -> {} ({} nodes, {} machine instructions on {} queues, {} bytes, {})",
+        model.display(),
+        out.display(),
+        c.graph.nodes.len(),
+        c.machine.inst_count(),
+        c.machine.queues.iter().filter(|q| !q.insts.is_empty()).count(),
+        bytes,
+        options.flags()
+    );
+    Ok(())
+}
+
+/// True when the file starts with the artifact magic (so `run` accepts either kind of file
+/// whatever its extension).
+fn is_artifact(path: &Path) -> Result<bool, String> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(n == 4 && magic == tessera_ir::artifact::MAGIC)
+}
+
+fn session(model: &Path, options: &CompileOptions) -> Result<Session, String> {
+    if is_artifact(model)? {
+        Session::load(model).map_err(|e| format!("{}: {e}", model.display()))
+    } else {
+        let c = compile(model, options)?;
+        Session::new(c.artifact).map_err(|e| e.to_string())
+    }
+}
+
+/// `run`: compile or load, bind inputs, run on the emulator, write or summarise outputs.
+pub fn run_cmd(
+    model: &Path,
+    options: &CompileOptions,
+    named: &[(String, PathBuf)],
+    inputs_dir: Option<&Path>,
+    output_dir: Option<&Path>,
+    run: &RunOptions,
+) -> Result<(), String> {
+    let session = session(model, options)?;
+    let sig = &session.artifact().signature;
+    for (name, _) in named {
+        if !sig.inputs.iter().any(|e| &e.name == name) {
+            let all: Vec<&str> = sig.inputs.iter().map(|e| e.name.as_str()).collect();
+            return Err(format!("--input {name}=...: the model has no input `{name}` (its inputs: {})", all.join(", ")));
+        }
+    }
+    let mut inputs = BTreeMap::new();
+    let mut missing = Vec::new();
+    for e in &sig.inputs {
+        let file = named
+            .iter()
+            .find(|(n, _)| n == &e.name)
+            .map(|(_, f)| f.clone())
+            .or_else(|| inputs_dir.map(|d| d.join(npy::file_name(&e.name))));
+        match file {
+            Some(f) => {
+                let t = npy::read_as(&f, e.dtype)?;
+                if t.shape != e.shape {
+                    return Err(format!(
+                        "input `{}` expects shape {:?} but {} holds {:?}",
+                        e.name,
+                        e.shape,
+                        f.display(),
+                        t.shape
+                    ));
+                }
+                inputs.insert(e.name.clone(), t);
+            }
+            None => missing.push(format!("{} ({}{:?})", e.name, e.dtype, e.shape)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "no data for input(s) {}: pass --input NAME=FILE.npy or --inputs-dir DIR (holding NAME.npy, with / and : in names written as _)",
+            missing.join(", ")
+        ));
+    }
+    let outputs = session.run(&inputs, run).map_err(|e| e.to_string())?;
+    write_outputs(&outputs, output_dir)
+}
+
+fn write_outputs(outputs: &BTreeMap<String, HostTensor>, output_dir: Option<&Path>) -> Result<(), String> {
+    match output_dir {
+        Some(dir) => {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            for (name, t) in outputs {
+                let file = dir.join(npy::file_name(name));
+                npy::write_atomic(&file, t)?;
+                println!("wrote {name} {}{:?} to {}", t.dtype, t.shape, file.display());
+            }
+        }
+        None => {
+            for (name, t) in outputs {
+                println!("{}", super::kernel::summary(name, t));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `inspect --emit`: print one stage of the compilation.
+pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result<(), String> {
+    if matches!(emit, Emit::Egraph | Emit::Kernels | Emit::Mlir) {
+        return Err(format!(
+            "--emit {} is not available yet: this build lowers op by op (try --emit graph, tile or isa)",
+            match emit {
+                Emit::Egraph => "egraph",
+                Emit::Kernels => "kernels",
+                _ => "mlir",
+            }
+        ));
+    }
+    if emit == Emit::Graph {
+        let g = tessera_compiler::onnx::import_file(model).map_err(|e| format!("{}: {e}", model.display()))?;
+        print!("{}", tessera_ir::graph::print_graph(&g));
+        return Ok(());
+    }
+    let c = compile(model, options)?;
+    match emit {
+        Emit::Tile => print!("{}", tessera_ir::text::print(&c.lowered.program)),
+        _ => print!("{}", tessera_ir::text::print_machine(&c.machine)),
+    }
+    Ok(())
+}
