@@ -12,6 +12,8 @@ mod attrs;
 mod error;
 mod fold;
 mod import;
+#[cfg(test)]
+mod import_tests;
 mod ops;
 pub mod proto;
 mod tensor;
