@@ -9,13 +9,47 @@
 use super::tensor::checked_elems;
 use std::collections::BTreeMap;
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{Graph, GraphOp, evaluate};
+use tessera_ir::graph::{Graph, GraphOp, TensorType, evaluate};
 use tessera_ir::host::HostTensor;
 
 /// Results larger than this many elements are not folded (they stay nodes), and value-dependent
 /// operators that would make one are errors: a model that builds such a tensor from a shape is
 /// almost certainly corrupt, and folding it would only waste memory.
 pub const FOLD_LIMIT: usize = 1 << 24;
+
+/// The most elements folding one node may materialise (see [`fold_cost`]).
+pub const FOLD_COST_LIMIT: usize = 1 << 26;
+
+/// Elements the evaluator materialises to compute `op` (its result, plus the broadcast
+/// operands of a matmul, which can dwarf the result: `[1000, 1000] x [1000, 1000, 1]`), so folding
+/// can be refused before it exhausts memory. Saturates instead of overflowing.
+pub fn fold_cost(op: &GraphOp, operands: &[&TensorType], result_elems: usize) -> usize {
+    let dims = |i: usize| operands.get(i).map_or(&[][..], |t| t.shape.as_slice());
+    let prod = |s: &[usize]| s.iter().fold(1usize, |n, &d| n.saturating_mul(d));
+    let (a, b) = (dims(0), dims(1));
+    let operand_elems = match op {
+        GraphOp::MatMul => {
+            // [m, k] x [k, n] per batch, with 1-D operands promoted as numpy does.
+            let (m, k) = match a {
+                [] => (1, 1),
+                [k] => (1, *k),
+                [.., m, k] => (*m, *k),
+            };
+            let n = match b {
+                [] | [_] => 1,
+                [.., n] => *n,
+            };
+            let batch = |s: &[usize]| prod(s.get(..s.len().saturating_sub(2)).unwrap_or(&[]));
+            // An upper bound of the broadcast batch count.
+            let nb = batch(a).saturating_mul(batch(b));
+            nb.saturating_mul(m.saturating_mul(k).saturating_add(k.saturating_mul(n)))
+        }
+        _ => operands
+            .iter()
+            .fold(0usize, |n, t| n.saturating_add(prod(&t.shape))),
+    };
+    operand_elems.saturating_add(result_elems)
+}
 
 /// Evaluates `op` on constant operands with the reference evaluator.
 pub fn evaluate_one(op: &GraphOp, operands: &[&HostTensor]) -> Result<HostTensor, String> {
@@ -272,6 +306,17 @@ mod tests {
         assert_eq!(flatten_shape(&[2, 3, 4], -1).unwrap(), [6, 4]);
         assert_eq!(flatten_shape(&[2, 3, 4], 3).unwrap(), [24, 1]);
         assert!(flatten_shape(&[2, 3, 4], 4).is_err());
+    }
+
+    #[test]
+    fn matmul_fold_cost_counts_broadcast_operands() {
+        let a = TensorType::new(DType::F32, &[1000, 1000]);
+        let b = TensorType::new(DType::F32, &[1000, 1000, 1]);
+        // The result is only 10^6 elements, but A broadcasts to 1000 copies of 10^6.
+        let cost = fold_cost(&GraphOp::MatMul, &[&a, &b], 1_000_000);
+        assert!(cost > FOLD_COST_LIMIT, "{cost}");
+        let x = TensorType::new(DType::I64, &[3]);
+        assert_eq!(fold_cost(&GraphOp::Concat { axis: 0 }, &[&x, &x], 6), 12);
     }
 
     #[test]

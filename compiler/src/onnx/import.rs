@@ -7,7 +7,7 @@
 
 use super::attrs::Attrs;
 use super::error::{UnsupportedOp, UnsupportedOps};
-use super::fold::{self, FOLD_LIMIT};
+use super::fold::{self, FOLD_COST_LIMIT, FOLD_LIMIT};
 use super::proto::tensor_shape_proto::dimension::Value as Dim;
 use super::proto::{GraphProto, NodeProto, ValueInfoProto, data_type, type_proto};
 use super::tensor::{checked_elems, dtype_of, tensor_to_host};
@@ -249,9 +249,10 @@ impl<'m> Importer<'m> {
         let elems = checked_elems(&out.shape).ok_or_else(|| {
             cx.shape_err(format!("the result shape {:?} is too large", out.shape))
         })?;
+        let small = elems <= FOLD_LIMIT && fold::fold_cost(&op, &types, elems) <= FOLD_COST_LIMIT;
         let operands: Option<Vec<&HostTensor>> =
             inputs.iter().map(|v| self.graph.constants.get(v)).collect();
-        if let Some(operands) = operands.filter(|o| !o.is_empty() && elems <= FOLD_LIMIT) {
+        if let Some(operands) = operands.filter(|o| !o.is_empty() && small) {
             let t = fold::evaluate_one(&op, &operands).map_err(|e| cx.shape_err(e))?;
             return Ok(self.constant(node_name, t));
         }
