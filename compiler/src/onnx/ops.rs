@@ -27,7 +27,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
     })
 }
 
-/// Every operator [`since_opset`] knows, for documentation and tests.
+/// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
 pub const SUPPORTED_OPS: [&str; 23] = [
     "MatMul",
     "Gemm",
@@ -451,4 +451,17 @@ fn cast(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
         detail: " (the cast's target type)".into(),
     })?;
     imp.emit(cx, cx.name, GraphOp::Cast { to }, &[cx.input(0)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_list_matches_the_opset_table() {
+        for op in SUPPORTED_OPS {
+            assert!(since_opset(op).is_some(), "{op}");
+        }
+        assert_eq!(since_opset("Det"), None);
+    }
 }

@@ -53,9 +53,9 @@ pub fn shape_of(dims: &[i64]) -> Option<Vec<usize>> {
     Some(shape)
 }
 
-/// Converts a tensor; `model_dir` resolves external data (none: external data is an error).
-///
-/// `what` describes the tensor in messages (`initializer "W1"`, `input_0.pb`, ...).
+/// Converts a tensor (an initializer, a constant attribute, or a `.pb` test-data file);
+/// `model_dir` resolves external data (without it, external data is an error). Messages name
+/// the tensor.
 pub fn tensor_to_host(
     t: &TensorProto,
     model_dir: Option<&Path>,
