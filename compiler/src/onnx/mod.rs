@@ -1,6 +1,27 @@
-//! ONNX input: the protobuf schema subset ([`proto`]) and decoding of `.onnx` bytes.
+//! ONNX input: the protobuf schema subset ([`proto`]), decoding of `.onnx` bytes, and the
+//! importer that turns a model into a [`tessera_ir::graph::Graph`] ([`import_model`],
+//! [`import_file`]).
+//!
+//! ```no_run
+//! let graph = tessera_compiler::onnx::import_file(std::path::Path::new("model.onnx"))?;
+//! println!("{}", tessera_ir::graph::print_graph(&graph));
+//! # Ok::<(), tessera_compiler::onnx::ImportError>(())
+//! ```
 
+mod attrs;
+mod error;
+mod fold;
+mod import;
+#[cfg(test)]
+mod import_tests;
+mod ops;
 pub mod proto;
+mod tensor;
+
+pub use error::{ImportError, UnsupportedOp, UnsupportedOps};
+pub use import::{MAX_OPSET, MIN_FULL_OPSET, import_file, import_model};
+pub use ops::SUPPORTED_OPS;
+pub use tensor::tensor_to_host;
 
 use prost::Message;
 

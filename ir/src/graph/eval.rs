@@ -126,13 +126,15 @@ fn eval_node(
             trans_a,
             trans_b,
         } => {
+            // A transposed view is column-major; matmul reshapes its operands by row-major
+            // order, so make them standard layout first.
             let a = if *trans_a {
-                args[0].t().to_owned()
+                args[0].t().as_standard_layout().into_owned()
             } else {
                 args[0].clone()
             };
             let b = if *trans_b {
-                args[1].t().to_owned()
+                args[1].t().as_standard_layout().into_owned()
             } else {
                 args[1].clone()
             };
@@ -393,6 +395,24 @@ mod tests {
         let c = matmul(&at, &b).unwrap();
         // at = [[0, 2, 4], [1, 3, 5]]; . [1, 2, 3] = [16, 22].
         assert_eq!(c.iter().copied().collect::<Vec<_>>(), vec![16.0, 22.0]);
+    }
+
+    #[test]
+    fn gemm_with_transposed_operands() {
+        let mut g = Graph::new("t");
+        let a = g.add_constant("a", host(&[3, 2], &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]));
+        let b = g.add_constant("b", host(&[2, 3], &[1.0, 0.0, 2.0, 0.0, 1.0, 1.0]));
+        let gemm = GraphOp::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: true,
+            trans_b: true,
+        };
+        let y = g.add_node("gemm", gemm, &[a, b]).unwrap()[0];
+        g.outputs.push(y);
+        // A^T = [[1, 2, 3], [4, 5, 6]], B^T = [[1, 0], [0, 1], [2, 1]]: A^T.B^T = [[7, 5], [16, 11]].
+        let out = evaluate(&g, &BTreeMap::new()).unwrap();
+        assert_eq!(out["gemm"].to_f64_vec(), [7.0, 5.0, 16.0, 11.0]);
     }
 
     #[test]
