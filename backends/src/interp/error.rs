@@ -17,7 +17,7 @@ pub struct Site {
     /// For a machine program, the instruction as [`InstRef::describe`] names it
     /// (``dve[3] tensor_tensor (node `n`, tile #7)``); messages then use it instead of
     /// `opcode #index`.
-    pub machine: Option<String>,
+    pub machine: Option<Box<str>>,
 }
 
 impl Site {
@@ -116,7 +116,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` reads {element} before it was written{}", .site.at())]
     PoisonRead {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role (`lhs`, `moving`, `dst`, ...).
         role: &'static str,
         /// The element.
@@ -127,7 +127,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` refers to {what}, which the program does not declare{}", .site.at())]
     UnknownId {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role.
         role: &'static str,
         /// `buffer #N` or `tensor #N`.
@@ -139,7 +139,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` uses %{buffer}, which is {state}{}", .site.at())]
     NotLive {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role (`buf` for alloc/free).
         role: &'static str,
         /// The buffer's name.
@@ -152,7 +152,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` view of {name} is out of bounds: {detail}{}", .site.at())]
     OutOfBounds {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role.
         role: &'static str,
         /// `%buffer` or `@tensor`.
@@ -165,7 +165,7 @@ pub enum InterpError {
     #[error("{site}: {detail}{}", .site.at())]
     ShapeMismatch {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// Which operands disagree, with their shapes.
         detail: String,
     },
@@ -175,7 +175,7 @@ pub enum InterpError {
     #[error("{site}: {detail}{}", .site.at())]
     BadInstruction {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// What is wrong.
         detail: String,
     },
@@ -238,13 +238,14 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub fn site(&self) -> Site {
-        Site {
+    /// Boxed: a site is large, and keeping it out of line keeps every `Result` small.
+    pub fn site(&self) -> Box<Site> {
+        Box::new(Site {
             index: self.index,
             opcode: self.opcode,
             loc: self.loc.cloned(),
-            machine: self.machine.map(|(p, at)| at.describe(p)),
-        }
+            machine: self.machine.map(|(p, at)| at.describe(p).into()),
+        })
     }
 
     pub fn shape_mismatch(&self, detail: String) -> InterpError {
