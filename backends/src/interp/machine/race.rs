@@ -85,23 +85,28 @@ impl Footprint {
         }
     }
 
-    fn dense(&self) -> bool {
-        self.bytes.len() == 1
-    }
-
+    /// True if this footprint contains every byte of `other` in every partition of `other`.
     fn covers(&self, other: &Footprint) -> bool {
-        let ((lo, hi), (olo, ohi)) = (self.bounds(), other.bounds());
-        self.dense()
-            && self.parts.0 <= other.parts.0
+        self.parts.0 <= other.parts.0
             && other.parts.1 <= self.parts.1
-            && lo <= olo
-            && ohi <= hi
+            && intervals_contain(&self.bytes, &other.bytes)
     }
 
     fn access(&self) -> String {
         let verb = if self.write { "writes" } else { "reads" };
         format!("{verb} `{}`", self.role)
     }
+}
+
+/// True if the union of sorted disjoint intervals `outer` contains every interval of `inner`.
+fn intervals_contain(outer: &[(u64, u64)], inner: &[(u64, u64)]) -> bool {
+    let mut o = outer.iter().peekable();
+    inner.iter().all(|&(lo, hi)| {
+        // Skip outer intervals that end before this one starts; both lists are sorted, so
+        // they cannot contain any later inner interval either.
+        while o.next_if(|&&(_, ohi)| ohi <= lo).is_some() {}
+        o.peek().is_some_and(|&&(olo, ohi)| olo <= lo && hi <= ohi)
+    })
 }
 
 /// The first byte range two sorted interval lists share.
@@ -137,11 +142,22 @@ impl Index {
         }
     }
 
-    /// Buckets overlapping `[lo, hi)` (clamped: bytes past the extent share the last bucket).
-    fn range(&self, (lo, hi): (u64, u64)) -> std::ops::RangeInclusive<usize> {
+    /// The buckets the byte intervals touch, ascending and without repeats. Registering by
+    /// the exact intervals, not the bounding range, keeps strided views (a column of an HBM
+    /// tensor, say) from landing in every bucket between their first and last byte.
+    fn buckets_of(&self, bytes: &[(u64, u64)]) -> Vec<usize> {
         let last = self.buckets.len().saturating_sub(1);
         let at = |b: u64| ((b / self.width) as usize).min(last);
-        at(lo)..=at(hi.saturating_sub(1).max(lo))
+        let mut out: Vec<usize> = Vec::new();
+        for &(lo, hi) in bytes {
+            let (first, end) = (at(lo), at(hi.saturating_sub(1).max(lo)));
+            let from = match out.last() {
+                Some(&prev) if prev >= first => prev + 1,
+                _ => first,
+            };
+            out.extend(from..=end);
+        }
+        out
     }
 }
 
@@ -158,6 +174,9 @@ struct Shadow {
     accesses: Vec<Footprint>,
     indexes: HashMap<Loc, Index>,
     stamp: u64,
+    /// Live accesses, and the count at which the next frontier sweep runs.
+    live: usize,
+    next_sweep: usize,
 }
 
 impl Shadow {
@@ -176,9 +195,13 @@ impl Shadow {
             .entry(new.loc)
             .or_insert_with(|| Index::new(mem.extent(new.loc)));
         let (lo, hi) = new.bounds();
-        let range = index.range((lo, hi));
+        let touched = index.buckets_of(&new.bytes);
         let accesses = &mut self.accesses;
-        for bucket in index.buckets.get_mut(range.clone()).into_iter().flatten() {
+        let mut retired = 0;
+        for &b in &touched {
+            let Some(bucket) = index.buckets.get_mut(b) else {
+                continue;
+            };
             bucket.retain(|&id| accesses.get(id).is_some_and(|a| a.alive));
             for &id in bucket.iter() {
                 let Some(old) = accesses.get_mut(id) else {
@@ -208,15 +231,40 @@ impl Shadow {
                 } else if (new.write || !old.write) && new.covers(old) {
                     old.alive = false;
                     old.bytes = Box::new([]);
+                    retired += 1;
                 }
             }
         }
         let id = self.accesses.len();
-        for bucket in index.buckets.get_mut(range).into_iter().flatten() {
-            bucket.push(id);
+        for &b in &touched {
+            if let Some(bucket) = index.buckets.get_mut(b) {
+                bucket.push(id);
+            }
         }
         self.accesses.push(new);
+        self.live = self.live + 1 - retired;
         Ok(())
+    }
+
+    /// Retires every access that happens before all future instructions: `horizon[q]` is the
+    /// least clock entry for queue `q` over the next instructions of the unfinished queues, so
+    /// an access of instruction `(q, i)` with `i < horizon[q]` is ordered before anything still
+    /// to come and can never race again. Run when the live set has doubled since the last
+    /// sweep, so it costs O(1) amortised per access; it bounds the live set for access
+    /// patterns no single later access covers (disjoint slices of a tensor, say).
+    fn sweep_if_due(&mut self, horizon: impl FnOnce() -> Vec<u32>) {
+        if self.live < self.next_sweep {
+            return;
+        }
+        let horizon = horizon();
+        for a in self.accesses.iter_mut().filter(|a| a.alive) {
+            if horizon.get(a.queue).is_some_and(|&h| a.index < h) {
+                a.alive = false;
+                a.bytes = Box::new([]);
+                self.live -= 1;
+            }
+        }
+        self.next_sweep = 2 * self.live + 64;
     }
 }
 
@@ -316,6 +364,26 @@ fn describe_memory(program: &MachineProgram, loc: Loc, c: &Conflict) -> String {
     }
 }
 
+/// Per queue `x`, the least `clock[x]` any instruction still to run can have: over unfinished
+/// queues `q`, `q`'s latest clock (its own entry is its completed count).
+fn horizon(program: &MachineProgram, sched: &Scheduler<'_>, frontier: &[Vec<u32>]) -> Vec<u32> {
+    let nq = program.queues.len();
+    let mut h = vec![u32::MAX; nq];
+    for (q, queue) in program.queues.iter().enumerate() {
+        let done = sched.done(q);
+        if done as usize >= queue.insts.len() {
+            continue;
+        }
+        let Some(clock) = frontier.get(q) else {
+            continue;
+        };
+        for (x, (hx, &c)) in h.iter_mut().zip(clock).enumerate() {
+            *hx = (*hx).min(if x == q { done } else { c });
+        }
+    }
+    h
+}
+
 /// Checks that every pair of conflicting accesses is ordered by waits; the first race found is
 /// an [`InterpError::Race`]. Instructions that can never run (a deadlock) are not checked; the
 /// execution reports the deadlock.
@@ -400,13 +468,32 @@ pub(crate) fn check(program: &MachineProgram, mem: &MachineMemory<'_>) -> Result
             *f = clock;
         }
         sched.complete(q);
+        shadow.sweep_if_due(|| horizon(program, &sched, &frontier));
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::first_overlap;
+    use super::{Index, first_overlap, intervals_contain};
+
+    #[test]
+    fn interval_containment() {
+        assert!(intervals_contain(&[(0, 16)], &[(0, 4), (8, 16)]));
+        assert!(intervals_contain(&[(0, 4), (8, 12)], &[(8, 12)]));
+        assert!(!intervals_contain(&[(0, 4), (8, 12)], &[(2, 10)]));
+        assert!(!intervals_contain(&[(0, 4)], &[(0, 4), (4, 5)]));
+        assert!(intervals_contain(&[(0, 4)], &[]));
+        assert!(!intervals_contain(&[], &[(0, 1)]));
+    }
+
+    #[test]
+    fn buckets_follow_the_exact_intervals() {
+        let index = Index::new(128 * 16); // 16 buckets of 128 bytes
+        assert_eq!(index.buckets_of(&[(0, 4), (1000, 1004)]), vec![0, 7]);
+        assert_eq!(index.buckets_of(&[(100, 300), (300, 310)]), vec![0, 1, 2]);
+        assert_eq!(index.buckets_of(&[(5000, 5004)]), vec![15]); // past the end: last bucket
+    }
 
     #[test]
     fn interval_overlap() {
