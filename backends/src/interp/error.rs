@@ -3,17 +3,21 @@
 //! or tensor, with the source location when the instruction carries one.
 
 use std::fmt;
-use tessera_ir::{SourceLoc, VerifyError};
+use tessera_ir::{InstRef, MachineProgram, SourceLoc, VerifyError};
 
 /// The instruction an error happened in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Site {
-    /// Index of the instruction in the program.
+    /// Index of the instruction in the program (for a machine program: in its queue).
     pub index: usize,
     /// Its opcode (`tensor_tensor`, `nc_matmul`, ...).
     pub opcode: &'static str,
     /// Where it was written, when known.
     pub loc: Option<SourceLoc>,
+    /// For a machine program, the instruction as [`InstRef::describe`] names it
+    /// (``dve[3] tensor_tensor (node `n`, tile #7)``); messages then use it instead of
+    /// `opcode #index`.
+    pub machine: Option<Box<str>>,
 }
 
 impl Site {
@@ -25,7 +29,10 @@ impl Site {
 
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} #{}", self.opcode, self.index)
+        match &self.machine {
+            Some(inst) => f.write_str(inst),
+            None => write!(f, "{} #{}", self.opcode, self.index),
+        }
     }
 }
 
@@ -109,7 +116,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` reads {element} before it was written{}", .site.at())]
     PoisonRead {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role (`lhs`, `moving`, `dst`, ...).
         role: &'static str,
         /// The element.
@@ -120,7 +127,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` refers to {what}, which the program does not declare{}", .site.at())]
     UnknownId {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role.
         role: &'static str,
         /// `buffer #N` or `tensor #N`.
@@ -132,7 +139,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` uses %{buffer}, which is {state}{}", .site.at())]
     NotLive {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role (`buf` for alloc/free).
         role: &'static str,
         /// The buffer's name.
@@ -145,7 +152,7 @@ pub enum InterpError {
     #[error("{site}: `{role}` view of {name} is out of bounds: {detail}{}", .site.at())]
     OutOfBounds {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// The operand role.
         role: &'static str,
         /// `%buffer` or `@tensor`.
@@ -158,7 +165,7 @@ pub enum InterpError {
     #[error("{site}: {detail}{}", .site.at())]
     ShapeMismatch {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// Which operands disagree, with their shapes.
         detail: String,
     },
@@ -168,7 +175,7 @@ pub enum InterpError {
     #[error("{site}: {detail}{}", .site.at())]
     BadInstruction {
         /// The instruction.
-        site: Site,
+        site: Box<Site>,
         /// What is wrong.
         detail: String,
     },
@@ -185,6 +192,39 @@ pub enum InterpError {
         /// Its multi-dimensional index.
         index: Vec<usize>,
     },
+
+    /// A machine program broke a structural rule (`tessera_ir::check_machine_program`): a
+    /// buffer without placement, a wait on a queue that does not exist, ...
+    #[error("invalid machine program: {detail}")]
+    BadMachineProgram {
+        /// The checker's message, naming the queue, instruction and rule.
+        detail: String,
+    },
+
+    /// Two instructions of a machine program touch overlapping memory, at least one writes, and
+    /// no chain of semaphore waits orders them: some legal interleaving gives a different result.
+    #[error(
+        "race: {first} {first_access} and {second} {second_access} {memory}, and no semaphore wait orders them"
+    )]
+    Race {
+        /// One instruction, as [`InstRef::describe`] names it.
+        first: String,
+        /// What it does there: ``writes `dst` `` or ``reads `src` ``.
+        first_access: String,
+        /// The other instruction.
+        second: String,
+        /// What it does there.
+        second_access: String,
+        /// The memory both touch: ``both touch sbuf partitions 0..4, bytes 64..128``.
+        memory: String,
+    },
+
+    /// Unfinished queues remain but none can proceed: each waits on a count never reached.
+    #[error("deadlock: no queue can proceed: {}", .blocked.join("; "))]
+    Deadlock {
+        /// One line per blocked queue: its next instruction and the wait it is stuck on.
+        blocked: Vec<String>,
+    },
 }
 
 /// The instruction being executed, borrowed; turned into an owned [`Site`] only on error.
@@ -193,15 +233,19 @@ pub(crate) struct Ctx<'a> {
     pub index: usize,
     pub opcode: &'static str,
     pub loc: Option<&'a SourceLoc>,
+    /// Set for machine programs, so messages can name the queue and origin.
+    pub machine: Option<(&'a MachineProgram, InstRef)>,
 }
 
 impl Ctx<'_> {
-    pub fn site(&self) -> Site {
-        Site {
+    /// Boxed: a site is large, and keeping it out of line keeps every `Result` small.
+    pub fn site(&self) -> Box<Site> {
+        Box::new(Site {
             index: self.index,
             opcode: self.opcode,
             loc: self.loc.cloned(),
-        }
+            machine: self.machine.map(|(p, at)| at.describe(p).into()),
+        })
     }
 
     pub fn shape_mismatch(&self, detail: String) -> InterpError {

@@ -1,6 +1,11 @@
 //! Execution of one instruction: resolve and check the operands, read them, compute with the
 //! scalar definitions of [`super::semantics`], and store.
 //!
+//! This is the one implementation of every instruction, for both program levels. It sees memory
+//! only through [`Store`]: the tile level's per-buffer regions ([`Memory`]) and the machine
+//! level's physical SBUF/PSUM/HBM (`machine::memory`) resolve operands to the same checked
+//! [`View`]s and differ only in where the bytes live.
+//!
 //! Each instruction reads all its inputs before writing, so an instruction whose destination
 //! overlaps a source sees the old values. Moves (DMA, `tensor_copy`, `nc_transpose`,
 //! `select`, `affine_select`) do no arithmetic: with equal dtypes they copy bytes exactly,
@@ -9,21 +14,93 @@
 use super::error::{Ctx, InterpError};
 use super::memory::{Memory, View};
 use super::semantics::{activation, alu, float_math, is_true, reduce, reduce_identity, round_step};
+use tessera_ir::HbmAccess;
 use tessera_ir::{
     ActFunc, AffineExpr, AluOp, CmpOp, DType, DmaOperand, Inst, Op, ReduceOp, Scalar, ScalarStep,
     TileAccess,
 };
 
-/// Executes instruction `index` against `mem`.
+/// Memory as instructions see it: operands resolve to checked [`View`]s, which are then read
+/// (poison-checked) and written (marking the bytes initialised).
+pub(crate) trait Store {
+    /// Resolves and checks a tile operand.
+    fn tile_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        t: &TileAccess,
+    ) -> Result<View, InterpError>;
+    /// Resolves and checks an HBM operand of a DMA.
+    fn hbm_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        h: &HbmAccess,
+    ) -> Result<View, InterpError>;
+    /// Decodes every element of the view, in element order.
+    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError>;
+    /// The encoded bytes of every element of the view, in element order.
+    fn read_bytes(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<u8>, InterpError>;
+    /// Stores `values` through the view, rounding to its dtype.
+    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError>;
+    /// Stores already-encoded elements of the view's dtype.
+    fn write_bytes(&mut self, ctx: Ctx<'_>, view: &View, bytes: &[u8]) -> Result<(), InterpError>;
+}
+
+impl Store for Memory<'_> {
+    fn tile_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        t: &TileAccess,
+    ) -> Result<View, InterpError> {
+        Memory::tile_view(self, ctx, role, t)
+    }
+    fn hbm_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        h: &HbmAccess,
+    ) -> Result<View, InterpError> {
+        Memory::hbm_view(self, ctx, role, h)
+    }
+    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError> {
+        Memory::read(self, ctx, view)
+    }
+    fn read_bytes(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<u8>, InterpError> {
+        Memory::read_bytes(self, ctx, view)
+    }
+    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError> {
+        Memory::write(self, ctx, view, values)
+    }
+    fn write_bytes(&mut self, ctx: Ctx<'_>, view: &View, bytes: &[u8]) -> Result<(), InterpError> {
+        Memory::write_bytes(self, ctx, view, bytes)
+    }
+}
+
+/// Executes instruction `index` of a tile program against `mem`.
 pub(crate) fn step(mem: &mut Memory<'_>, index: usize, inst: &Inst) -> Result<(), InterpError> {
     let ctx = Ctx {
         index,
         opcode: inst.op.opcode(),
         loc: inst.loc.as_ref(),
+        machine: None,
     };
     match &inst.op {
         Op::Alloc { buf } => mem.alloc(ctx, buf.0),
         Op::Free { buf } => mem.free(ctx, buf.0),
+        op => execute(mem, ctx, op),
+    }
+}
+
+/// Executes one engine instruction against any [`Store`]. `alloc`/`free` are bookkeeping of the
+/// tile level's virtual buffers and are refused here; [`step`] handles them.
+pub(crate) fn execute<S: Store>(mem: &mut S, ctx: Ctx<'_>, op: &Op) -> Result<(), InterpError> {
+    match op {
+        Op::Alloc { .. } | Op::Free { .. } => Err(ctx.bad(
+            "alloc/free only exist in tile programs (machine buffers are placed for the whole program)"
+                .to_string(),
+        )),
         Op::DmaCopy { dst, src } => dma_copy(mem, ctx, dst, src),
         Op::Matmul {
             dst,
@@ -107,8 +184,8 @@ fn convert(from: DType, to: DType, bytes: Vec<u8>) -> Vec<u8> {
     out
 }
 
-fn copy_converting(
-    mem: &mut Memory<'_>,
+fn copy_converting<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     s: &View,
     d: &View,
@@ -117,8 +194,8 @@ fn copy_converting(
     mem.write_bytes(ctx, d, &convert(s.dtype, d.dtype, bytes))
 }
 
-fn dma_view(
-    mem: &Memory<'_>,
+fn dma_view<S: Store>(
+    mem: &S,
     ctx: Ctx<'_>,
     role: &'static str,
     op: &DmaOperand,
@@ -129,8 +206,8 @@ fn dma_view(
     }
 }
 
-fn dma_copy(
-    mem: &mut Memory<'_>,
+fn dma_copy<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &DmaOperand,
     src: &DmaOperand,
@@ -148,8 +225,8 @@ fn dma_copy(
     copy_converting(mem, ctx, &s, &d)
 }
 
-fn matmul(
-    mem: &mut Memory<'_>,
+fn matmul<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     stationary: &TileAccess,
@@ -207,8 +284,8 @@ fn matmul(
     mem.write(ctx, &d, &out)
 }
 
-fn transpose(
-    mem: &mut Memory<'_>,
+fn transpose<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     src: &TileAccess,
@@ -244,8 +321,8 @@ enum ScalarOperand {
 }
 
 impl ScalarOperand {
-    fn resolve(
-        mem: &Memory<'_>,
+    fn resolve<S: Store>(
+        mem: &S,
         ctx: Ctx<'_>,
         role: &'static str,
         s: &Scalar,
@@ -266,9 +343,9 @@ impl ScalarOperand {
     /// One value per partition of an operand with `rows` partitions. An immediate of a float
     /// instruction is an fp32 constant, as the engines hold it, so a backend computing in fp32
     /// gets the same results.
-    fn values(
+    fn values<S: Store>(
         &self,
-        mem: &Memory<'_>,
+        mem: &S,
         ctx: Ctx<'_>,
         rows: usize,
         float: bool,
@@ -293,8 +370,8 @@ impl ScalarOperand {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn activate(
-    mem: &mut Memory<'_>,
+fn activate<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     src: &TileAccess,
@@ -349,8 +426,8 @@ fn activate(
     Ok(())
 }
 
-fn tensor_tensor(
-    mem: &mut Memory<'_>,
+fn tensor_tensor<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     op: AluOp,
     dst: &TileAccess,
@@ -373,8 +450,8 @@ fn tensor_tensor(
     mem.write(ctx, &d, &out)
 }
 
-fn tensor_scalar(
-    mem: &mut Memory<'_>,
+fn tensor_scalar<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     src: &TileAccess,
@@ -414,8 +491,8 @@ fn tensor_scalar(
     mem.write(ctx, &d, &x)
 }
 
-fn tensor_reduce(
-    mem: &mut Memory<'_>,
+fn tensor_reduce<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     op: ReduceOp,
     dst: &TileAccess,
@@ -491,8 +568,8 @@ fn affine_free_values(
     Ok(vals)
 }
 
-fn iota(
-    mem: &mut Memory<'_>,
+fn iota<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     expr: &AffineExpr,
@@ -518,8 +595,8 @@ fn holds(cmp: CmpOp, v: i128) -> bool {
     }
 }
 
-fn affine_select(
-    mem: &mut Memory<'_>,
+fn affine_select<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     src: &TileAccess,
@@ -546,8 +623,8 @@ fn affine_select(
     mem.write(ctx, &d, &out)
 }
 
-fn select(
-    mem: &mut Memory<'_>,
+fn select<S: Store>(
+    mem: &mut S,
     ctx: Ctx<'_>,
     dst: &TileAccess,
     pred: &TileAccess,

@@ -11,11 +11,13 @@
 
 use super::error::{Ctx, InterpError, PoisonedElement};
 use std::collections::BTreeMap;
-use tessera_ir::{Buffer, DType, Dim, HbmAccess, HostTensor, TensorKind, TileAccess, TileProgram};
+use tessera_ir::{
+    Buffer, DType, Dim, HbmAccess, HbmTensor, HostTensor, TensorKind, TileAccess, TileProgram,
+};
 
 /// Largest storage one buffer or tensor may take, so that a nonsensical declaration is an
 /// error instead of an allocation failure (real capacities are the verifier's business).
-const MAX_STORAGE_BYTES: u64 = 1 << 32;
+pub(crate) const MAX_STORAGE_BYTES: u64 = 1 << 32;
 
 /// Largest number of elements one operand view may address over all its partitions (broadcast
 /// views can address far more elements than their buffer holds); bounds the emulator's
@@ -137,7 +139,7 @@ impl<'p> Memory<'p> {
         program: &'p TileProgram,
         inputs: &BTreeMap<String, HostTensor>,
     ) -> Result<Self, InterpError> {
-        check_inputs(program, inputs)?;
+        check_inputs(&program.tensors, inputs)?;
         let mut tensors = Vec::with_capacity(program.tensors.len());
         for t in &program.tensors {
             let mut region = Region::poisoned(
@@ -272,42 +274,16 @@ impl<'p> Memory<'p> {
     ) -> Result<View, InterpError> {
         self.buffer_decl(ctx, role, t.buf.0)?;
         let slot = t.buf.0 as usize;
-        let key = RegionKey::Buffer(slot);
         let Some(Some(region)) = self.buffers.get(slot) else {
             return Err(self.not_live(ctx, role, slot));
         };
-        let out_of_bounds = |detail: String| InterpError::OutOfBounds {
-            site: ctx.site(),
-            role,
-            name: region.name.clone(),
-            detail,
-        };
-        let end = t.start_partition as u64 + t.partitions as u64;
-        if end > region.rows as u64 {
-            return Err(out_of_bounds(format!(
-                "partitions {}..{end} but the buffer has {}",
-                t.start_partition, region.rows
-            )));
-        }
-        let offsets = element_offsets(
-            ctx,
-            t.offset,
-            &t.dims,
-            region.row_elems as u64,
-            t.partitions,
-        )
-        .map_err(|e| match e {
-            OffsetError::Bounds(d) => out_of_bounds(format!("{d} of each partition")),
-            OffsetError::Bad(e) => e,
-        })?;
-        Ok(View {
-            key,
-            role,
+        let shape = RegionShape {
+            name: &region.name,
             dtype: region.dtype,
-            first_row: t.start_partition as usize,
-            rows: t.partitions as usize,
-            offsets,
-        })
+            rows: region.rows as u64,
+            row_elems: region.row_elems as u64,
+        };
+        resolve_tile(ctx, role, RegionKey::Buffer(slot), shape, t)
     }
 
     /// Resolves and checks an HBM operand of a DMA.
@@ -326,25 +302,13 @@ impl<'p> Memory<'p> {
                 role,
                 what: format!("tensor #{}", h.tensor.0),
             })?;
-        let offsets = element_offsets(ctx, h.offset, &h.dims, region.row_elems as u64, 1).map_err(
-            |e| match e {
-                OffsetError::Bounds(d) => InterpError::OutOfBounds {
-                    site: ctx.site(),
-                    role,
-                    name: region.name.clone(),
-                    detail: format!("{d} of the tensor"),
-                },
-                OffsetError::Bad(e) => e,
-            },
-        )?;
-        Ok(View {
-            key: RegionKey::Tensor(slot),
-            role,
+        let shape = RegionShape {
+            name: &region.name,
             dtype: region.dtype,
-            first_row: 0,
             rows: 1,
-            offsets,
-        })
+            row_elems: region.row_elems as u64,
+        };
+        resolve_hbm(ctx, role, slot, shape, h)
     }
 
     /// Decodes every element of the view, in element order; a poisoned element is an error.
@@ -465,7 +429,85 @@ impl<'p> Memory<'p> {
     }
 }
 
-fn check_len(ctx: Ctx<'_>, view: &View, given: usize) -> Result<(), InterpError> {
+/// What the resolvers need to know about the storage a view addresses: both emulator levels
+/// describe a buffer or tensor this way, so operand checking is defined once.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RegionShape<'a> {
+    /// `%buffer` or `@tensor`, for messages.
+    pub name: &'a str,
+    pub dtype: DType,
+    /// Partitions of a buffer (1 for a tensor).
+    pub rows: u64,
+    /// Elements per partition (all elements for a tensor).
+    pub row_elems: u64,
+}
+
+/// Checks a tile operand against its buffer's shape and lists its element offsets.
+pub(crate) fn resolve_tile(
+    ctx: Ctx<'_>,
+    role: &'static str,
+    key: RegionKey,
+    shape: RegionShape<'_>,
+    t: &TileAccess,
+) -> Result<View, InterpError> {
+    let out_of_bounds = |detail: String| InterpError::OutOfBounds {
+        site: ctx.site(),
+        role,
+        name: shape.name.to_string(),
+        detail,
+    };
+    let end = t.start_partition as u64 + t.partitions as u64;
+    if end > shape.rows {
+        return Err(out_of_bounds(format!(
+            "partitions {}..{end} but the buffer has {}",
+            t.start_partition, shape.rows
+        )));
+    }
+    let offsets = element_offsets(ctx, t.offset, &t.dims, shape.row_elems, t.partitions).map_err(
+        |e| match e {
+            OffsetError::Bounds(d) => out_of_bounds(format!("{d} of each partition")),
+            OffsetError::Bad(e) => e,
+        },
+    )?;
+    Ok(View {
+        key,
+        role,
+        dtype: shape.dtype,
+        first_row: t.start_partition as usize,
+        rows: t.partitions as usize,
+        offsets,
+    })
+}
+
+/// Checks an HBM operand of a DMA against tensor `slot` and lists its element offsets.
+pub(crate) fn resolve_hbm(
+    ctx: Ctx<'_>,
+    role: &'static str,
+    slot: usize,
+    shape: RegionShape<'_>,
+    h: &HbmAccess,
+) -> Result<View, InterpError> {
+    let offsets =
+        element_offsets(ctx, h.offset, &h.dims, shape.row_elems, 1).map_err(|e| match e {
+            OffsetError::Bounds(d) => InterpError::OutOfBounds {
+                site: ctx.site(),
+                role,
+                name: shape.name.to_string(),
+                detail: format!("{d} of the tensor"),
+            },
+            OffsetError::Bad(e) => e,
+        })?;
+    Ok(View {
+        key: RegionKey::Tensor(slot),
+        role,
+        dtype: shape.dtype,
+        first_row: 0,
+        rows: 1,
+        offsets,
+    })
+}
+
+pub(crate) fn check_len(ctx: Ctx<'_>, view: &View, given: usize) -> Result<(), InterpError> {
     if given == view.len() {
         Ok(())
     } else {
@@ -479,14 +521,14 @@ fn check_len(ctx: Ctx<'_>, view: &View, given: usize) -> Result<(), InterpError>
 
 /// The product of a declared shape, saturating (the ir's `elems()` would overflow on an absurd
 /// declaration; a saturated size is then rejected as too large).
-fn checked_product(shape: &[usize]) -> u64 {
+pub(crate) fn checked_product(shape: &[usize]) -> u64 {
     shape
         .iter()
         .fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
 }
 
 /// Row-major multi-index of element `i` of a tensor of `shape`.
-fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
+pub(crate) fn unflatten(mut i: usize, shape: &[usize]) -> Vec<usize> {
     let mut index = vec![0; shape.len()];
     for (slot, &d) in index.iter_mut().zip(shape).rev() {
         if d > 0 {
@@ -564,12 +606,13 @@ fn describe(dtype: DType, shape: &[usize]) -> String {
 }
 
 /// Every input given, with the declared dtype, shape and byte count; nothing else given.
-fn check_inputs(
-    program: &TileProgram,
+pub(crate) fn check_inputs(
+    tensors: &[HbmTensor],
     inputs: &BTreeMap<String, HostTensor>,
 ) -> Result<(), InterpError> {
+    let inputs_declared = || tensors.iter().filter(|t| t.kind == TensorKind::Input);
     let mut seen = std::collections::BTreeSet::new();
-    for t in &program.tensors {
+    for t in tensors {
         if !seen.insert(t.name.as_str()) {
             return Err(InterpError::BadProgram {
                 detail: format!("two HBM tensors are named `{}`", t.name),
@@ -577,21 +620,16 @@ fn check_inputs(
         }
     }
     for name in inputs.keys() {
-        let is_input = program
-            .tensor_by_name(name)
-            .is_some_and(|(_, t)| t.kind == TensorKind::Input);
+        let is_input = inputs_declared().any(|t| &t.name == name);
         if !is_input {
-            let expected: Vec<&str> = program
-                .tensors_of(TensorKind::Input)
-                .map(|t| t.name.as_str())
-                .collect();
+            let expected: Vec<&str> = inputs_declared().map(|t| t.name.as_str()).collect();
             return Err(InterpError::UnknownInput {
                 name: name.clone(),
                 expected: expected.join(", "),
             });
         }
     }
-    for t in program.tensors_of(TensorKind::Input) {
+    for t in inputs_declared() {
         let expected = describe(t.dtype, &t.shape);
         let Some(host) = inputs.get(&t.name) else {
             return Err(InterpError::MissingInput {
@@ -629,6 +667,7 @@ mod tests {
             index: 0,
             opcode: "test",
             loc: None,
+            machine: None,
         }
     }
 

@@ -24,6 +24,10 @@
 //! The scalar definitions (ALU operations, activation functions, reductions) live in
 //! [`semantics`] so other backends reuse them.
 //!
+//! [`run_machine`] executes the other program level, a [`tessera_ir::MachineProgram`]
+//! (per-engine queues, semaphore waits, placed buffers), in a seeded interleaving on physical
+//! memory, with a race detector; each instruction runs through the same code as here.
+//!
 //! ```
 //! use std::collections::BTreeMap;
 //! use tessera_backends::interp;
@@ -64,10 +68,12 @@
 
 mod error;
 mod exec;
+mod machine;
 mod memory;
 pub mod semantics;
 
 pub use error::{InterpError, PoisonedElement, Site};
+pub use machine::{MachineRunOptions, run_machine};
 
 use memory::Memory;
 use std::collections::BTreeMap;
