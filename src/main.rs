@@ -43,9 +43,14 @@ struct CompileArgs {
 impl CompileArgs {
     fn options(&self) -> Result<CompileOptions, String> {
         if self.auto_cast != AutoCast::None {
-            return Err("--auto-cast matmul|all is not implemented yet; use --auto-cast none".into());
+            return Err(
+                "--auto-cast matmul|all is not implemented yet; use --auto-cast none".into(),
+            );
         }
-        Ok(CompileOptions { target: self.target.spec(), opt_level: self.opt_level })
+        Ok(CompileOptions {
+            target: self.target.spec(),
+            opt_level: self.opt_level,
+        })
     }
 }
 
@@ -191,14 +196,27 @@ fn parse_named_input(s: &str) -> Result<(String, PathBuf), String> {
 
 fn dispatch(command: Command) -> Result<(), String> {
     match command {
-        Command::Compile { model, output, compile } => {
-            cli::model::compile_cmd(&model, &output, &compile.options()?)
-        }
-        Command::Run { model, inputs, inputs_dir, output_dir, backend, seed, compile } => {
+        Command::Compile {
+            model,
+            output,
+            compile,
+        } => cli::model::compile_cmd(&model, &output, &compile.options()?),
+        Command::Run {
+            model,
+            inputs,
+            inputs_dir,
+            output_dir,
+            backend,
+            seed,
+            compile,
+        } => {
             if backend != BackendArg::Interp {
                 return Err("only --backend interp is available in this build".into());
             }
-            let run = RunOptions { seed, ..RunOptions::default() };
+            let run = RunOptions {
+                seed,
+                ..RunOptions::default()
+            };
             cli::model::run_cmd(
                 &model,
                 &compile.options()?,
@@ -208,15 +226,27 @@ fn dispatch(command: Command) -> Result<(), String> {
                 &run,
             )
         }
-        Command::Inspect { model, emit, compile } => {
-            cli::model::inspect_cmd(&model, emit, &compile.options()?)
-        }
+        Command::Inspect {
+            model,
+            emit,
+            compile,
+        } => cli::model::inspect_cmd(&model, emit, &compile.options()?),
         Command::Kernel(KernelCommand::Check { file, target }) => {
             cli::kernel::check(&file, &target.spec())
         }
-        Command::Kernel(KernelCommand::Run { file, inputs, inputs_dir, output_dir, target }) => {
-            cli::kernel::run(&file, &target.spec(), &inputs, inputs_dir.as_deref(), output_dir.as_deref())
-        }
+        Command::Kernel(KernelCommand::Run {
+            file,
+            inputs,
+            inputs_dir,
+            output_dir,
+            target,
+        }) => cli::kernel::run(
+            &file,
+            &target.spec(),
+            &inputs,
+            inputs_dir.as_deref(),
+            output_dir.as_deref(),
+        ),
         Command::ListOps => {
             for op in tessera_compiler::onnx::SUPPORTED_OPS {
                 println!("{op}");

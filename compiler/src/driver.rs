@@ -21,7 +21,10 @@ pub struct CompileOptions {
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { target: TargetSpec::default(), opt_level: 2 }
+        CompileOptions {
+            target: TargetSpec::default(),
+            opt_level: 2,
+        }
     }
 }
 
@@ -74,13 +77,21 @@ pub fn compile_file(path: &Path, options: &CompileOptions) -> Result<Compiled, C
 /// Compiles an imported graph.
 pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled, CompileError> {
     if options.opt_level > 3 {
-        return Err(CompileError::Options(format!("-O{} is not a level (0, 1, 2 or 3)", options.opt_level)));
+        return Err(CompileError::Options(format!(
+            "-O{} is not a level (0, 1, 2 or 3)",
+            options.opt_level
+        )));
     }
     let lowered = lower::lower(&graph, &options.target)?;
     let machine = schedule::schedule(&lowered, &options.target)?;
     let entry = |(name, t): &(String, tessera_ir::TensorId)| {
         let tensor = lowered.program.tensor(*t);
-        SignatureEntry { name: name.clone(), tensor: *t, dtype: tensor.dtype, shape: tensor.shape.clone() }
+        SignatureEntry {
+            name: name.clone(),
+            tensor: *t,
+            dtype: tensor.dtype,
+            shape: tensor.shape.clone(),
+        }
     };
     let artifact = Artifact {
         target: options.target.name.to_string(),
@@ -93,5 +104,10 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
         program: machine.clone(),
     };
     tessera_ir::artifact::validate(&artifact)?;
-    Ok(Compiled { graph, lowered, machine, artifact })
+    Ok(Compiled {
+        graph,
+        lowered,
+        machine,
+        artifact,
+    })
 }

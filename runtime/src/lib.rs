@@ -43,7 +43,10 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { backend: Backend::Interp, seed: 0 }
+        RunOptions {
+            backend: Backend::Interp,
+            seed: 0,
+        }
     }
 }
 
@@ -141,16 +144,21 @@ impl Session {
         let program = &self.artifact.program;
         for name in inputs.keys() {
             if !sig.inputs.iter().any(|e| &e.name == name) {
-                return Err(RuntimeError::UnknownInput { name: name.clone(), all: self.all_inputs() });
+                return Err(RuntimeError::UnknownInput {
+                    name: name.clone(),
+                    all: self.all_inputs(),
+                });
             }
         }
         let mut bound = BTreeMap::new();
         for e in &sig.inputs {
-            let t = inputs.get(&e.name).ok_or_else(|| RuntimeError::MissingInput {
-                name: e.name.clone(),
-                expected: describe(e.dtype, &e.shape),
-                all: self.all_inputs(),
-            })?;
+            let t = inputs
+                .get(&e.name)
+                .ok_or_else(|| RuntimeError::MissingInput {
+                    name: e.name.clone(),
+                    expected: describe(e.dtype, &e.shape),
+                    all: self.all_inputs(),
+                })?;
             if t.dtype != e.dtype || t.shape != e.shape {
                 return Err(RuntimeError::InputMismatch {
                     name: e.name.clone(),
@@ -158,7 +166,10 @@ impl Session {
                     got: describe(t.dtype, &t.shape),
                 });
             }
-            let tensor = program.tensor(e.tensor).map(|t| t.name.clone()).unwrap_or_default();
+            let tensor = program
+                .tensor(e.tensor)
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
             bound.insert(tensor, t.clone());
         }
         for (id, data) in &self.artifact.weights {
@@ -167,12 +178,18 @@ impl Session {
             }
         }
         let Backend::Interp = options.backend;
-        let run = MachineRunOptions { seed: options.seed, check_races: true };
+        let run = MachineRunOptions {
+            seed: options.seed,
+            check_races: true,
+        };
         let mut outputs = interp::run_machine(program, &self.target, &bound, &run)
             .map_err(|e| RuntimeError::Backend(Box::new(e)))?;
         let mut result = BTreeMap::new();
         for e in &sig.outputs {
-            let tensor = program.tensor(e.tensor).map(|t| t.name.clone()).unwrap_or_default();
+            let tensor = program
+                .tensor(e.tensor)
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
             if let Some(t) = outputs.remove(&tensor) {
                 result.insert(e.name.clone(), t);
             }

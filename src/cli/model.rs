@@ -43,7 +43,11 @@ pub fn compile_cmd(model: &Path, out: &Path, options: &CompileOptions) -> Result
         out.display(),
         c.graph.nodes.len(),
         c.machine.inst_count(),
-        c.machine.queues.iter().filter(|q| !q.insts.is_empty()).count(),
+        c.machine
+            .queues
+            .iter()
+            .filter(|q| !q.insts.is_empty())
+            .count(),
         bytes,
         options.flags()
     );
@@ -56,7 +60,9 @@ fn is_artifact(path: &Path) -> Result<bool, String> {
     use std::io::Read;
     let mut f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(n == 4 && magic == tessera_ir::artifact::MAGIC)
 }
 
@@ -83,7 +89,10 @@ pub fn run_cmd(
     for (name, _) in named {
         if !sig.inputs.iter().any(|e| &e.name == name) {
             let all: Vec<&str> = sig.inputs.iter().map(|e| e.name.as_str()).collect();
-            return Err(format!("--input {name}=...: the model has no input `{name}` (its inputs: {})", all.join(", ")));
+            return Err(format!(
+                "--input {name}=...: the model has no input `{name}` (its inputs: {})",
+                all.join(", ")
+            ));
         }
     }
     let mut inputs = BTreeMap::new();
@@ -121,14 +130,22 @@ pub fn run_cmd(
     write_outputs(&outputs, output_dir)
 }
 
-fn write_outputs(outputs: &BTreeMap<String, HostTensor>, output_dir: Option<&Path>) -> Result<(), String> {
+fn write_outputs(
+    outputs: &BTreeMap<String, HostTensor>,
+    output_dir: Option<&Path>,
+) -> Result<(), String> {
     match output_dir {
         Some(dir) => {
             fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             for (name, t) in outputs {
                 let file = dir.join(npy::file_name(name));
                 npy::write_atomic(&file, t)?;
-                println!("wrote {name} {}{:?} to {}", t.dtype, t.shape, file.display());
+                println!(
+                    "wrote {name} {}{:?} to {}",
+                    t.dtype,
+                    t.shape,
+                    file.display()
+                );
             }
         }
         None => {
@@ -153,7 +170,8 @@ pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result
         ));
     }
     if emit == Emit::Graph {
-        let g = tessera_compiler::onnx::import_file(model).map_err(|e| format!("{}: {e}", model.display()))?;
+        let g = tessera_compiler::onnx::import_file(model)
+            .map_err(|e| format!("{}: {e}", model.display()))?;
         print!("{}", tessera_ir::graph::print_graph(&g));
         return Ok(());
     }

@@ -288,6 +288,90 @@ fn affine(e: &AffineExpr) -> String {
     format!("affine({}, {}, [{}])", e.base, e.partition, join(&e.free))
 }
 
+/// Prints a machine program for `tessera inspect --emit isa`: tensors (scratch with its arena
+/// offset), placed buffers, then each queue's instructions with their waits and origin. This
+/// listing is for reading; it is not parsed back.
+pub(super) fn print_machine(m: &crate::machine::MachineProgram) -> String {
+    let shell = TileProgram {
+        name: m.name.clone(),
+        tensors: m.tensors.clone(),
+        buffers: m.buffers.clone(),
+        insts: Vec::new(),
+    };
+    let mut p = Printer {
+        program: &shell,
+        out: String::new(),
+    };
+    let _ = writeln!(
+        p.out,
+        "machine {} {{  # {} instructions, scratch arena {} bytes",
+        m.name,
+        m.inst_count(),
+        m.scratch_bytes
+    );
+    for (t, off) in m.tensors.iter().zip(&m.hbm_offsets) {
+        let at = off.map_or(String::new(), |o| format!(" @arena {o}"));
+        p.line(format_args!(
+            "{} @{}: {}[{}]{at}",
+            t.kind.name(),
+            t.name,
+            t.dtype,
+            join(&t.shape)
+        ));
+    }
+    for b in &m.buffers {
+        let at = b.placement.map_or(String::new(), |pl| {
+            format!(" @ {}:{}", pl.partition, pl.byte_offset)
+        });
+        p.line(format_args!(
+            "buffer %{}: {} {}[{}, {}]{at}",
+            b.name,
+            b.space.name(),
+            b.dtype,
+            b.partitions,
+            join(&b.free_shape)
+        ));
+    }
+    for q in &m.queues {
+        if q.insts.is_empty() {
+            continue;
+        }
+        p.line(format_args!("queue {} {{", q.name));
+        for (i, inst) in q.insts.iter().enumerate() {
+            let mut one = Printer {
+                program: &shell,
+                out: String::new(),
+            };
+            one.op(&inst.op);
+            let waits: Vec<String> = inst
+                .waits
+                .iter()
+                .map(|w| {
+                    let name = m
+                        .queues
+                        .get(w.queue.0 as usize)
+                        .map_or("?", |q| q.name.as_str());
+                    format!("{name}>={}", w.count)
+                })
+                .collect();
+            let wait = if waits.is_empty() {
+                String::new()
+            } else {
+                format!("wait {} | ", waits.join(", "))
+            };
+            p.line(format_args!(
+                "  [{i}] {wait}{}  # {} tile #{}",
+                one.out.trim(),
+                inst.origin.node,
+                inst.origin.tile_index
+            ));
+        }
+        p.line(format_args!("}}"));
+    }
+    p.out.push_str("}\n");
+    p.out
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::parse;
@@ -356,85 +440,4 @@ mod tests {
         assert!(text.contains("%invalid_buffer_7[0:4]"), "{text}");
         assert!(parse(&text, "t").is_err());
     }
-}
-
-/// Prints a machine program for `tessera inspect --emit isa`: tensors (scratch with its arena
-/// offset), placed buffers, then each queue's instructions with their waits and origin. This
-/// listing is for reading; it is not parsed back.
-pub(super) fn print_machine(m: &crate::machine::MachineProgram) -> String {
-    let shell = TileProgram {
-        name: m.name.clone(),
-        tensors: m.tensors.clone(),
-        buffers: m.buffers.clone(),
-        insts: Vec::new(),
-    };
-    let mut p = Printer {
-        program: &shell,
-        out: String::new(),
-    };
-    let _ = writeln!(
-        p.out,
-        "machine {} {{  # {} instructions, scratch arena {} bytes",
-        m.name,
-        m.inst_count(),
-        m.scratch_bytes
-    );
-    for (t, off) in m.tensors.iter().zip(&m.hbm_offsets) {
-        let at = off.map_or(String::new(), |o| format!(" @arena {o}"));
-        p.line(format_args!(
-            "{} @{}: {}[{}]{at}",
-            t.kind.name(),
-            t.name,
-            t.dtype,
-            join(&t.shape)
-        ));
-    }
-    for b in &m.buffers {
-        let at = b
-            .placement
-            .map_or(String::new(), |pl| format!(" @ {}:{}", pl.partition, pl.byte_offset));
-        p.line(format_args!(
-            "buffer %{}: {} {}[{}, {}]{at}",
-            b.name,
-            b.space.name(),
-            b.dtype,
-            b.partitions,
-            join(&b.free_shape)
-        ));
-    }
-    for q in &m.queues {
-        if q.insts.is_empty() {
-            continue;
-        }
-        p.line(format_args!("queue {} {{", q.name));
-        for (i, inst) in q.insts.iter().enumerate() {
-            let mut one = Printer {
-                program: &shell,
-                out: String::new(),
-            };
-            one.op(&inst.op);
-            let waits: Vec<String> = inst
-                .waits
-                .iter()
-                .map(|w| {
-                    let name = m.queues.get(w.queue.0 as usize).map_or("?", |q| q.name.as_str());
-                    format!("{name}>={}", w.count)
-                })
-                .collect();
-            let wait = if waits.is_empty() {
-                String::new()
-            } else {
-                format!("wait {} | ", waits.join(", "))
-            };
-            p.line(format_args!(
-                "  [{i}] {wait}{}  # {} tile #{}",
-                one.out.trim(),
-                inst.origin.node,
-                inst.origin.tile_index
-            ));
-        }
-        p.line(format_args!("}}"));
-    }
-    p.out.push_str("}\n");
-    p.out
 }
