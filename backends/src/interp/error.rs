@@ -204,7 +204,7 @@ pub enum InterpError {
     /// Two instructions of a machine program touch overlapping memory, at least one writes, and
     /// no chain of semaphore waits orders them: some legal interleaving gives a different result.
     #[error(
-        "race: {first} {first_access} and {second} {second_access} {memory}, and no semaphore wait orders them"
+        "race: {first} {first_access} and {second} {second_access}; {memory}, and no semaphore wait orders them"
     )]
     Race {
         /// One instruction, as [`InstRef::describe`] names it.

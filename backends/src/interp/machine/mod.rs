@@ -52,7 +52,19 @@ impl Default for MachineRunOptions {
 }
 
 /// Runs `program` on `inputs` (one per Input tensor, by name) and returns every Output tensor by
-/// name. See the [module docs](self) for what is checked and in which order.
+/// name.
+///
+/// Checks, in order: the structure ([`tessera_ir::check_machine_program`], as
+/// [`InterpError::BadMachineProgram`]); the inputs; races, when `options.check_races` (a static
+/// happens-before analysis of the waits, independent of the seed: [`InterpError::Race`] names
+/// both instructions, what each does and the memory both touch); then execution in the
+/// interleaving chosen by `options.seed`, which reports poison reads, bounds and shape errors of
+/// the instruction that hits them, [`InterpError::Deadlock`] when unfinished queues remain but
+/// none can proceed, and [`InterpError::OutputNotWritten`] at the end.
+///
+/// Memory is physical: SBUF and PSUM are `target.partitions` rows of the target's bytes per
+/// partition, a buffer is a window at its placement (buffers placed at the same addresses
+/// alias), Input and Output tensors have their own bytes and Scratch tensors live in one arena.
 pub fn run_machine(
     program: &MachineProgram,
     target: &TargetSpec,

@@ -15,27 +15,36 @@
 //! Accesses are processed in that execution order, so a new access `B` can only be ordered
 //! *after* an earlier one, never before. Each access is a footprint: a memory (SBUF, PSUM, one
 //! HBM tensor or the scratch arena), a partition range, and a per-partition byte set kept as
-//! sorted disjoint intervals with their bounding range. Per memory, live accesses are indexed in
-//! buckets over the byte axis (up to 1024 buckets per memory); `B` is compared only with the
-//! live accesses in the buckets its bounding range covers. A candidate pair whose bounding
-//! ranges and partitions overlap, one a write, and not ordered, is confirmed on the exact
-//! intervals (so interleaved strided views that never share a byte are not reported).
+//! sorted disjoint intervals. Per memory, live accesses are indexed in buckets over the byte
+//! axis (up to 1024 per memory), registered under the buckets their *intervals* touch (not
+//! their bounding range, so a column of a row-major tensor does not land in every bucket). `B`
+//! is compared with the live accesses in its buckets; a pair with overlapping partitions and
+//! bytes, one a write, and not ordered, is a race (exact intervals, so interleaved strided views
+//! that never share a byte are not reported).
 //!
 //! # Pruning (why the live sets stay small)
-//! When `B` is ordered after `A` and covers `A`'s footprint (`B` dense, its partitions and bytes
-//! contain `A`'s) and `B` conflicts with at least everything `A` conflicts with (`B` writes, or
-//! both only read), `A` is dropped: any later access `X` racing with `A` races with `B` too.
-//! (`X` comes later, so `X` cannot happen before `B`; if `B` happened before `X`, so would `A`.)
-//! This is FastTrack's "last write plus reads since" for byte ranges: rewriting a buffer, or
-//! re-reading it from the same queue, retires the older accesses. A race is reported iff one
-//! exists; the pair named is a racing pair, not necessarily the first one in program order.
+//! - *Covering*: when `B` is ordered after `A`, contains `A`'s partitions and bytes, and
+//!   conflicts with at least everything `A` conflicts with (`B` writes, or both only read), `A`
+//!   is retired: a later access `X` racing with `A` races with `B` too (`X` comes later, so it
+//!   cannot happen before `B`; if `B` happened before `X`, so would `A`). This is FastTrack's
+//!   "last write plus the reads since" for byte ranges: rewriting a buffer, or re-reading it
+//!   from the same queue, retires the older accesses.
+//! - *Frontier sweep*: an access ordered before the next instruction of every unfinished queue
+//!   can never race again. Whenever the live set has doubled since the last sweep, such
+//!   accesses are retired (O(queues^2 + live) per sweep, O(1) amortised per access). This
+//!   bounds the live set for patterns no single access covers, such as the disjoint column
+//!   slices a DMA queue reads from an input.
+//!
+//! A race is reported iff one exists; the pair named is a racing pair, not necessarily the
+//! first one in program order.
 //!
 //! # Cost
-//! Building footprints is linear in the elements of the views (plus a sort for views whose
-//! offsets are not increasing). Each access then costs O(buckets spanned + live accesses in
-//! them) and O(queues) for its clock, so a program of N instructions over Q queues checks in
-//! about O(N (Q + k)) where k is the number of concurrently live overlapping accesses, which
-//! pruning keeps near the number of queues touching an address between two covering writes.
+//! Footprints are linear in the elements of the views (plus a sort for views whose offsets are
+//! not increasing). Each access costs O(Q) for its clock and O(buckets touched + live accesses
+//! in them) for the comparisons, so N instructions over Q queues check in about O(N (Q + k)),
+//! k the live accesses sharing a bucket. Measured: the 10,000-instruction pipeline of
+//! `tests/machine_scale.rs` (four queues, four buffer slots each reused 625 times, 30,000
+//! accesses) checks in under 20 ms.
 
 use super::memory::{Loc, MachineMemory};
 use super::schedule::Scheduler;
