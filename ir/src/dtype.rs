@@ -93,17 +93,19 @@ impl DType {
 
     /// Rounds `v` to the nearest value this dtype can hold, as a store would.
     ///
-    /// Floats round to nearest, ties to even; the fp8 types saturate to their largest finite
+    /// Floats round to nearest, ties to even, from the fp32 value (the engines hold fp32, and
+    /// `half`'s direct f64 conversion mis-rounds some values, e.g. 1236.0007 to bf16 gives 1232
+    /// instead of 1240); the fp8 types saturate to their largest finite
     /// value (the `float8` crate's saturating conversion), the others overflow to infinity.
     /// Integers truncate toward zero and saturate at their range, NaN becomes 0 (the rule the
     /// ISA reference states for float-to-integer casts). Bool is `v != 0`.
     pub fn round(self, v: f64) -> f64 {
         match self {
             DType::F32 => v as f32 as f64,
-            DType::Bf16 => half::bf16::from_f64(v).to_f64(),
-            DType::F16 => half::f16::from_f64(v).to_f64(),
-            DType::Fp8E4m3 => float8::F8E4M3::from_f64(v).to_f64(),
-            DType::Fp8E5m2 => float8::F8E5M2::from_f64(v).to_f64(),
+            DType::Bf16 => half::bf16::from_f32(v as f32).to_f64(),
+            DType::F16 => half::f16::from_f32(v as f32).to_f64(),
+            DType::Fp8E4m3 => float8::F8E4M3::from_f32(v as f32).to_f64(),
+            DType::Fp8E5m2 => float8::F8E5M2::from_f32(v as f32).to_f64(),
             DType::I8 => sat_int(v, i8::MIN as f64, i8::MAX as f64),
             DType::I16 => sat_int(v, i16::MIN as f64, i16::MAX as f64),
             DType::I32 => sat_int(v, i32::MIN as f64, i32::MAX as f64),
@@ -131,10 +133,10 @@ impl DType {
     pub fn encode(self, v: f64, out: &mut [u8]) {
         match self {
             DType::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
-            DType::Bf16 => out.copy_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
-            DType::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
-            DType::Fp8E4m3 => out[0] = float8::F8E4M3::from_f64(v).to_bits(),
-            DType::Fp8E5m2 => out[0] = float8::F8E5M2::from_f64(v).to_bits(),
+            DType::Bf16 => out.copy_from_slice(&half::bf16::from_f32(v as f32).to_le_bytes()),
+            DType::F16 => out.copy_from_slice(&half::f16::from_f32(v as f32).to_le_bytes()),
+            DType::Fp8E4m3 => out[0] = float8::F8E4M3::from_f32(v as f32).to_bits(),
+            DType::Fp8E5m2 => out[0] = float8::F8E5M2::from_f32(v as f32).to_bits(),
             DType::I8 => out[0] = (self.round(v) as i8) as u8,
             DType::I16 => out.copy_from_slice(&(self.round(v) as i16).to_le_bytes()),
             DType::I32 => out.copy_from_slice(&(self.round(v) as i32).to_le_bytes()),
@@ -243,6 +245,9 @@ mod tests {
         // bf16 keeps 8 significant bits: 1 + 2^-8 is a tie between 1 and 1 + 2^-7; even is 1.
         assert_eq!(DType::Bf16.round(1.0 + 1.0 / 256.0), 1.0);
         assert_eq!(DType::Bf16.round(1.0 + 3.0 / 256.0), 1.0 + 1.0 / 64.0);
+        // bf16 has an 8-bit significand: in [1024, 2048) the spacing is 8, and 1236.0007 is
+        // past the midpoint 1236 between 1232 and 1240, so it rounds up.
+        assert_eq!(DType::Bf16.round(1236.0007f32 as f64), 1240.0);
         // e4m3 saturates at 448; e5m2 at 57344.
         assert_eq!(DType::Fp8E4m3.round(1000.0), 448.0);
         assert_eq!(DType::Fp8E5m2.round(1e6), 57344.0);
