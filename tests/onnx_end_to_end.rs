@@ -335,3 +335,93 @@ fn corrupt_artifacts_fail_cleanly() {
         assert!(!out_dir.exists());
     }
 }
+
+#[test]
+fn compiling_twice_gives_identical_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["mlp", "ffn", "mlp_gemm_trans"] {
+        let src = models_dir().join(model).join("model.onnx");
+        let a = dir.path().join(format!("{model}.a.tsr"));
+        let b = dir.path().join(format!("{model}.b.tsr"));
+        for out in [&a, &b] {
+            let o = tessera(&[
+                "compile",
+                src.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--target",
+                "trn1",
+                "-O",
+                "1",
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{model}"
+        );
+    }
+}
+
+#[test]
+fn inspect_shows_each_stage() {
+    let model = models_dir().join("mlp/model.onnx");
+    let graph = tessera(&["inspect", model.to_str().unwrap(), "--emit", "graph"]);
+    let text = String::from_utf8_lossy(&graph.stdout);
+    assert!(graph.status.success());
+    assert!(
+        text.contains("= Gemm(") && text.contains("= Softmax("),
+        "{text}"
+    );
+
+    // The whole-model tile program prints in the `.tile` format and parses back to the same
+    // program, so a kernel author can take it, edit it and run it with `tessera kernel run`.
+    let tile = tessera(&["inspect", model.to_str().unwrap(), "--emit", "tile"]);
+    assert!(tile.status.success());
+    let text = String::from_utf8_lossy(&tile.stdout).to_string();
+    let parsed = tessera::ir::text::parse(&text, "inspect").unwrap();
+    let compiled = compile_file(&model, &CompileOptions::default()).unwrap();
+    assert!(parsed.same_meaning(&compiled.lowered.program));
+
+    let isa = tessera(&["inspect", model.to_str().unwrap(), "--emit", "isa"]);
+    let text = String::from_utf8_lossy(&isa.stdout);
+    assert!(isa.status.success());
+    assert!(
+        text.contains("queue pe {") && text.contains("wait ") && text.contains("nc_matmul"),
+        "{text}"
+    );
+
+    let egraph = tessera(&["inspect", model.to_str().unwrap(), "--emit", "egraph"]);
+    assert_clean_failure(&egraph, "not available yet");
+}
+
+#[test]
+fn list_ops_names_the_supported_operators() {
+    let out = tessera(&["list-ops"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for op in [
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Relu",
+        "Sigmoid",
+        "Tanh",
+        "Softmax",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Identity",
+        "Constant",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(op)),
+            "{op} missing from:\n{text}"
+        );
+    }
+}

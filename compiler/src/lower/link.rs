@@ -12,6 +12,8 @@ pub struct Linker {
     pub program: TileProgram,
     /// For each instruction, the graph node it was lowered from.
     pub origins: Vec<String>,
+    /// Buffer names taken so far (a node may link several kernels with the same buffer names).
+    buffer_names: std::collections::BTreeSet<String>,
 }
 
 /// Binds kernel tensor `name` to graph tensor `tensor`, starting at element `offset`.
@@ -42,6 +44,7 @@ impl Linker {
         Linker {
             program: TileProgram::new(name),
             origins: Vec::new(),
+            buffer_names: Default::default(),
         }
     }
 
@@ -110,7 +113,15 @@ impl Linker {
         let prefix = sanitize(node);
         for b in &kernel.buffers {
             let mut b = b.clone();
-            b.name = format!("{prefix}.{}", b.name);
+            let base = format!("{prefix}.{}", b.name);
+            let mut name = base.clone();
+            let mut n = 1;
+            while self.buffer_names.contains(&name) {
+                name = format!("{base}.{n}");
+                n += 1;
+            }
+            self.buffer_names.insert(name.clone());
+            b.name = name;
             self.program.buffers.push(b);
         }
         for inst in &kernel.insts {
