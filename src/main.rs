@@ -42,14 +42,15 @@ struct CompileArgs {
 
 impl CompileArgs {
     fn options(&self) -> Result<CompileOptions, String> {
-        if self.auto_cast != AutoCast::None {
-            return Err(
-                "--auto-cast matmul|all is not implemented yet; use --auto-cast none".into(),
-            );
-        }
+        let auto_cast = match self.auto_cast {
+            AutoCast::None => tessera_compiler::driver::AutoCast::None,
+            AutoCast::Matmul => tessera_compiler::driver::AutoCast::Matmul,
+            AutoCast::All => tessera_compiler::driver::AutoCast::All,
+        };
         Ok(CompileOptions {
             target: self.target.spec(),
             opt_level: self.opt_level,
+            auto_cast,
         })
     }
 }

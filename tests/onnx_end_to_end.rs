@@ -425,3 +425,46 @@ fn list_ops_names_the_supported_operators() {
         );
     }
 }
+
+#[test]
+fn auto_cast_runs_matmuls_and_intermediates_in_bf16() {
+    // bf16 keeps 8 significant bits (relative rounding 2^-9 per value); through two layers of
+    // rounded operands and stored intermediates the error stays a few bf16 ulps of the
+    // output's scale. Bound: 2^-5 of the largest output magnitude (observed: ~2e-3 for
+    // `matmul`, ~5e-3 for `all`), while exact fp32 (`none`) stays at 1e-4 relative.
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["mlp", "ffn"] {
+        let case = models_dir().join(model);
+        for mode in ["matmul", "all"] {
+            let out_dir = dir.path().join(format!("{model}.{mode}"));
+            let o = tessera(&[
+                "run",
+                case.join("model.onnx").to_str().unwrap(),
+                "--auto-cast",
+                mode,
+                "--inputs-dir",
+                case.join("inputs").to_str().unwrap(),
+                "--output-dir",
+                out_dir.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            for expected in std::fs::read_dir(case.join("expected")).unwrap().flatten() {
+                let want = read_npy(&expected.path());
+                let got = read_npy(&out_dir.join(expected.file_name()));
+                let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = got
+                    .iter()
+                    .zip(want.iter())
+                    .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+                assert!(
+                    err <= scale / 32.0,
+                    "{model} --auto-cast {mode}: max error {err} vs scale {scale}"
+                );
+                assert!(
+                    err > 0.0,
+                    "{model} --auto-cast {mode}: identical to fp32, so nothing was cast"
+                );
+            }
+        }
+    }
+}

@@ -9,6 +9,29 @@ use tessera_ir::artifact::{Artifact, Signature, SignatureEntry};
 use tessera_ir::graph::Graph;
 use tessera_ir::{MachineProgram, TargetSpec};
 
+/// `--auto-cast`: which fp32 work is done in bf16 (the vendor compiler's option of that name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AutoCast {
+    /// Keep every dtype as the model has it.
+    #[default]
+    None,
+    /// Matmul (and convolution) inputs in bf16, accumulation in fp32.
+    Matmul,
+    /// Also store every intermediate fp32 value as bf16.
+    All,
+}
+
+impl AutoCast {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            AutoCast::None => "none",
+            AutoCast::Matmul => "matmul",
+            AutoCast::All => "all",
+        }
+    }
+}
+
 /// How to compile.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
@@ -17,6 +40,8 @@ pub struct CompileOptions {
     /// Optimisation level 0..=3. Today every level lowers op by op (the `-O0` baseline); the
     /// e-graph optimiser gives the levels their meaning.
     pub opt_level: u8,
+    /// Which fp32 work runs in bf16.
+    pub auto_cast: AutoCast,
 }
 
 impl Default for CompileOptions {
@@ -24,6 +49,7 @@ impl Default for CompileOptions {
         CompileOptions {
             target: TargetSpec::default(),
             opt_level: 2,
+            auto_cast: AutoCast::None,
         }
     }
 }
@@ -31,7 +57,12 @@ impl Default for CompileOptions {
 impl CompileOptions {
     /// The flags as text, recorded in the artifact.
     pub fn flags(&self) -> String {
-        format!("--target {} -O{}", self.target.name, self.opt_level)
+        format!(
+            "--target {} -O{} --auto-cast {}",
+            self.target.name,
+            self.opt_level,
+            self.auto_cast.name()
+        )
     }
 }
 
@@ -82,7 +113,16 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
             options.opt_level
         )));
     }
-    let lowered = lower::lower(&graph, &options.target)?;
+    let graph = if options.auto_cast == AutoCast::All {
+        crate::passes::auto_cast::cast_all_to_bf16(&graph)
+            .map_err(|e| CompileError::Options(format!("--auto-cast all: {e}")))?
+    } else {
+        graph
+    };
+    let lower_options = lower::LowerOptions {
+        bf16_matmul: options.auto_cast != AutoCast::None,
+    };
+    let lowered = lower::lower_with(&graph, &options.target, lower_options)?;
     let machine = schedule::schedule(&lowered, &options.target)?;
     let entry = |(name, t): &(String, tessera_ir::TensorId)| {
         let tensor = lowered.program.tensor(*t);

@@ -8,4 +8,5 @@
 pub mod driver;
 pub mod lower;
 pub mod onnx;
+pub mod passes;
 pub mod schedule;

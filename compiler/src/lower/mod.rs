@@ -67,7 +67,16 @@ pub enum LowerError {
     Verify(Box<tessera_ir::VerifyError>),
 }
 
+/// Choices that change what lowering emits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Feed the tensor engine bf16 (converted by the loading DMAs) for fp32 matmuls; PSUM still
+    /// accumulates in fp32 (`--auto-cast matmul`).
+    pub bf16_matmul: bool,
+}
+
 struct Lowering<'g> {
+    options: LowerOptions,
     graph: &'g Graph,
     target: &'g TargetSpec,
     linker: Linker,
@@ -78,7 +87,17 @@ struct Lowering<'g> {
 
 /// Lowers `graph` for `target`. The graph must be verified (`verify_graph`).
 pub fn lower(graph: &Graph, target: &TargetSpec) -> Result<Lowered, LowerError> {
+    lower_with(graph, target, LowerOptions::default())
+}
+
+/// [`lower`] with options.
+pub fn lower_with(
+    graph: &Graph,
+    target: &TargetSpec,
+    options: LowerOptions,
+) -> Result<Lowered, LowerError> {
     let mut l = Lowering {
+        options,
         graph,
         target,
         linker: Linker::new(&graph.name),
@@ -196,6 +215,15 @@ impl Lowering<'_> {
             .add_tensor(&v.name, v.ty.dtype, &v.ty.shape, kind);
         self.storage.insert(id, t);
         t
+    }
+
+    /// The dtype the tensor engine reads for a matmul whose operands are `dtype` in HBM.
+    fn compute_dtype(&self, dtype: DType) -> DType {
+        if self.options.bf16_matmul && dtype == DType::F32 {
+            DType::Bf16
+        } else {
+            dtype
+        }
     }
 
     fn scratch(&mut self, name: &str, dtype: DType, shape: &[usize]) -> TensorId {
@@ -407,10 +435,17 @@ impl Lowering<'_> {
         let batch = tessera_ir::graph::ops::broadcast_shapes(a_batch, b_batch)
             .map_err(|e| Self::unsupported(node, e.to_string()))?;
         let out_dtype = self.graph.ty(node.outputs[0]).dtype;
-        let kern = self.kernel(
-            node,
-            library::matmul(self.target, m, k, n, at.dtype, out_dtype),
-        )?;
+        let spec = library::MatmulSpec {
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+            in_dtype: at.dtype,
+            compute_dtype: self.compute_dtype(at.dtype),
+            out_dtype,
+        };
+        let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let count: usize = batch.iter().product();
         for flat in 0..count {
             // Multi-index of this batch element, then the (broadcast) offsets into A and B.
@@ -461,10 +496,17 @@ impl Lowering<'_> {
         let has_c = ins.len() > 2 && beta != 0.0;
         let needs_scale = alpha != 1.0;
         let dtype = out_ty.dtype;
-        let kern = self.kernel(
-            node,
-            library::matmul_t(self.target, m, k, n, trans_a, trans_b, at.dtype, dtype),
-        )?;
+        let spec = library::MatmulSpec {
+            m,
+            k,
+            n,
+            trans_a,
+            trans_b,
+            in_dtype: at.dtype,
+            compute_dtype: self.compute_dtype(at.dtype),
+            out_dtype: dtype,
+        };
+        let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let prod = if needs_scale || has_c {
             self.scratch(&format!("{}.ab", node.name), dtype, &[m, n])
         } else {

@@ -38,16 +38,67 @@ pub fn matmul_t(
     in_dtype: DType,
     out_dtype: DType,
 ) -> Result<TileProgram, KernelError> {
+    matmul_spec(
+        target,
+        &MatmulSpec {
+            m,
+            k,
+            n,
+            trans_a,
+            trans_b,
+            in_dtype,
+            compute_dtype: in_dtype,
+            out_dtype,
+        },
+    )
+}
+
+/// Everything that shapes a matmul kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    /// Rows of the result.
+    pub m: usize,
+    /// The contracted size.
+    pub k: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// `a` is stored `[k, m]`.
+    pub trans_a: bool,
+    /// `b` is stored `[n, k]`.
+    pub trans_b: bool,
+    /// dtype of `a` and `b` in HBM.
+    pub in_dtype: DType,
+    /// dtype the tensor engine reads (the SBUF tiles); when it differs from `in_dtype` the DMA
+    /// loads convert (how `--auto-cast matmul` feeds bf16 to the PE from fp32 tensors).
+    pub compute_dtype: DType,
+    /// dtype of `c`.
+    pub out_dtype: DType,
+}
+
+/// The matmul kernel for a full [`MatmulSpec`].
+pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram, KernelError> {
     const KERNEL: &str = "matmul";
+    let MatmulSpec {
+        m,
+        k,
+        n,
+        trans_a,
+        trans_b,
+        in_dtype,
+        compute_dtype,
+        out_dtype,
+    } = *spec;
     let a_shape = if trans_a { [k, m] } else { [m, k] };
     let b_shape = if trans_b { [n, k] } else { [k, n] };
     check_shape(KERNEL, "a", &a_shape)?;
     check_shape(KERNEL, "b", &b_shape)?;
-    if !matches!(in_dtype, DType::F32 | DType::Bf16) {
-        return Err(KernelError::Unsupported {
-            kernel: KERNEL,
-            detail: format!("input dtype {in_dtype}; expected f32 or bf16"),
-        });
+    for d in [in_dtype, compute_dtype] {
+        if !matches!(d, DType::F32 | DType::Bf16) {
+            return Err(KernelError::Unsupported {
+                kernel: KERNEL,
+                detail: format!("dtype {d}; expected f32 or bf16"),
+            });
+        }
     }
     let (tile_m, tile_k, tile_n) = (
         target.matmul_max_m as usize,
@@ -56,9 +107,14 @@ pub fn matmul_t(
     );
 
     let name = format!(
-        "matmul_{m}x{k}x{n}{}{}",
+        "matmul_{m}x{k}x{n}{}{}{}",
         if trans_a { "_ta" } else { "" },
-        if trans_b { "_tb" } else { "" }
+        if trans_b { "_tb" } else { "" },
+        if compute_dtype != in_dtype {
+            format!("_{compute_dtype}")
+        } else {
+            String::new()
+        }
     );
     let mut kb = KernelBuilder::new(name, target);
     let a = kb.input("a", in_dtype, &a_shape)?;
@@ -72,14 +128,14 @@ pub fn matmul_t(
             let acc = kb.psum("acc", DType::F32, parts(&mb), &[nb.len()])?;
             for (i, kr) in k_tiles.iter().enumerate() {
                 // Stationary operand: A^T [K tile on partitions, M tile free].
-                let a_t = kb.sbuf("a_t", in_dtype, parts(kr), &[mb.len()])?;
+                let a_t = kb.sbuf("a_t", compute_dtype, parts(kr), &[mb.len()])?;
                 let a_src = if trans_a {
                     a.block(kr.clone(), mb.clone())
                 } else {
                     a.block_t(mb.clone(), kr.clone())
                 };
                 kb.dma_copy(&a_t, a_src)?;
-                let b_tile = kb.sbuf("b", in_dtype, parts(kr), &[nb.len()])?;
+                let b_tile = kb.sbuf("b", compute_dtype, parts(kr), &[nb.len()])?;
                 let b_src = if trans_b {
                     b.block_t(nb.clone(), kr.clone())
                 } else {

@@ -15,7 +15,7 @@ pub mod unary;
 
 pub use binary::binary;
 pub use layer_norm::{layer_norm, layer_norm_chunked};
-pub use matmul::{matmul, matmul_t};
+pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
 pub use softmax::{softmax, softmax_chunked};
 pub use transpose::transpose2d;

@@ -1,0 +1,3 @@
+//! Graph-to-graph passes run before lowering.
+
+pub mod auto_cast;
