@@ -15,12 +15,11 @@ pub fn cast_all_to_bf16(g: &Graph) -> Result<Graph, GraphError> {
         let v = g.value(id);
         let new = out.add_input(v.name.clone(), v.ty.clone());
         let mapped = if v.ty.dtype == DType::F32 {
-            let c = out.add_node(
+            out.add_node(
                 format!("{}.to_bf16", v.name),
                 GraphOp::Cast { to: DType::Bf16 },
                 &[new],
-            )?[0];
-            c
+            )?[0]
         } else {
             new
         };
