@@ -28,6 +28,8 @@ pub struct KernelBuilder<'t> {
     /// Indexed by `BufId`: still allocated.
     live: Vec<bool>,
     buffer_names: HashSet<String>,
+    /// Next numeric suffix to try for each repeated buffer name.
+    next_suffix: std::collections::HashMap<String, u64>,
 }
 
 type Loc = &'static Location<'static>;
@@ -42,6 +44,7 @@ impl<'t> KernelBuilder<'t> {
             program: TileProgram::new(name),
             live: Vec::new(),
             buffer_names: HashSet::new(),
+            next_suffix: std::collections::HashMap::new(),
         }
     }
 
@@ -166,14 +169,20 @@ impl<'t> KernelBuilder<'t> {
         )
     }
 
-    fn unique_name(&self, name: &str) -> String {
+    fn unique_name(&mut self, name: &str) -> String {
         if !self.buffer_names.contains(name) {
             return name.to_string();
         }
-        (1u64..)
-            .map(|i| format!("{name}.{i}"))
-            .find(|n| !self.buffer_names.contains(n))
-            .unwrap_or_else(|| name.to_string())
+        // Resume from the last suffix handed out for this name: a loop allocating the same
+        // name thousands of times stays linear.
+        let next = self.next_suffix.entry(name.to_string()).or_insert(1);
+        loop {
+            let candidate = format!("{name}.{next}");
+            *next += 1;
+            if !self.buffer_names.contains(&candidate) {
+                return candidate;
+            }
+        }
     }
 
     fn alloc(

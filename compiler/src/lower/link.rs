@@ -14,6 +14,8 @@ pub struct Linker {
     pub origins: Vec<String>,
     /// Buffer names taken so far (a node may link several kernels with the same buffer names).
     buffer_names: std::collections::BTreeSet<String>,
+    /// Next numeric suffix for each repeated buffer name.
+    next_suffix: std::collections::BTreeMap<String, u64>,
 }
 
 /// Binds kernel tensor `name` to graph tensor `tensor`, starting at element `offset`.
@@ -45,6 +47,7 @@ impl Linker {
             program: TileProgram::new(name),
             origins: Vec::new(),
             buffer_names: Default::default(),
+            next_suffix: Default::default(),
         }
     }
 
@@ -115,10 +118,17 @@ impl Linker {
             let mut b = b.clone();
             let base = format!("{prefix}.{}", b.name);
             let mut name = base.clone();
-            let mut n = 1;
-            while self.buffer_names.contains(&name) {
-                name = format!("{base}.{n}");
-                n += 1;
+            if self.buffer_names.contains(&name) {
+                // Resume numbering where this name left off, so linking one kernel many times
+                // (a batched matmul) stays linear.
+                let n = self.next_suffix.entry(base.clone()).or_insert(1);
+                loop {
+                    name = format!("{base}.{n}");
+                    *n += 1;
+                    if !self.buffer_names.contains(&name) {
+                        break;
+                    }
+                }
             }
             self.buffer_names.insert(name.clone());
             b.name = name;

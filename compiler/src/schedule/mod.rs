@@ -8,7 +8,8 @@
 //!    overlapping physical memory, at least one writing, the later one (in program order) waits
 //!    for the earlier one. Overlap is judged on each access's bounding box, which can only add
 //!    waits, never miss one. Waits already implied by other waits (tracked with vector clocks)
-//!    are dropped.
+//!    are dropped, and an access wholly overwritten by a later write is forgotten (the later
+//!    write stands for it), so the history stays about as large as the live data.
 //!
 //! The result executes, under any interleaving the waits allow, exactly as the sequential
 //! program does.
@@ -210,6 +211,14 @@ fn overlaps(a: &Region, b: &Region) -> bool {
         && b.bytes.0 < a.bytes.1
 }
 
+fn covers(outer: &Region, inner: &Region) -> bool {
+    outer.key == inner.key
+        && outer.parts.0 <= inner.parts.0
+        && inner.parts.1 <= outer.parts.1
+        && outer.bytes.0 <= inner.bytes.0
+        && inner.bytes.1 <= outer.bytes.1
+}
+
 fn tile_region(t: &TileAccess, buffers: &[tessera_ir::Buffer], write: bool) -> Option<Region> {
     let b = buffers.get(t.buf.0 as usize)?;
     let p = b.placement?;
@@ -375,7 +384,14 @@ fn assign_and_synchronise(
         clock[q] = pos + 1;
         clocks[q].push(clock);
         for r in regs {
-            history.entry(r.key).or_default().push((r, q, pos));
+            let past = history.entry(r.key).or_default();
+            if r.write {
+                // A record wholly inside this write can be forgotten: anything that would
+                // conflict with it later conflicts with this write too, and this write is
+                // ordered after it (by the waits just added, or by queue order).
+                past.retain(|(old, _, _)| !covers(&r, old));
+            }
+            past.push((r, q, pos));
         }
         queues[q].insts.push(MachineInst {
             op: inst.op.clone(),
