@@ -16,6 +16,22 @@ echo "== test models (onnx.helper + onnxruntime reference outputs)"
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 python3 scripts/make_test_models.py target/testmodels > /dev/null
 
+echo "== ONNX node conformance (onnx-test; the pass count may only rise: tests/conformance-floor.txt)"
+python3 scripts/make_node_tests.py target/nodetests > /dev/null
+cargo build --locked --quiet --bin tessera
+./target/debug/tessera onnx-test target/nodetests --support-table target/onnx-support.md > target/onnx-test.log || {
+    grep '^FAIL' target/onnx-test.log | head -50
+    echo "onnx-test: some node test cases failed (full log: target/onnx-test.log)"
+    exit 1
+}
+tail -n 1 target/onnx-test.log
+passed=$(tail -n 1 target/onnx-test.log | awk '{print $1}')
+floor=$(cat tests/conformance-floor.txt)
+if [ "$passed" -lt "$floor" ]; then
+    echo "onnx-test: $passed node test cases pass, below the floor of $floor"
+    exit 1
+fi
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -104,6 +104,31 @@ enum Command {
         #[command(flatten)]
         compile: CompileArgs,
     },
+    /// Run ONNX backend test cases (folders with model.onnx and test_data_set_N/).
+    ///
+    /// Each DIR is a case folder or a folder of case folders (e.g. the node tests written by
+    /// scripts/make_node_tests.py). Prints PASS/FAIL/SKIP per case and ends with
+    /// `N passed, N failed, N skipped`; exits non-zero if any case failed. Cases needing an
+    /// operator or element type not supported yet are skipped.
+    OnnxTest {
+        /// Case folders, or folders of case folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Only cases whose name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Print one JSON object (cases and totals) instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// Also write a per-operator conformance table (Markdown) to this file.
+        #[arg(long, value_name = "FILE.md")]
+        support_table: Option<PathBuf>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        backend: BackendArg,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
     /// Work with kernels written in the `.tile` text format.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -227,6 +252,25 @@ fn dispatch(command: Command) -> Result<(), String> {
                 &run,
             )
         }
+        Command::OnnxTest {
+            dirs,
+            filter,
+            json,
+            support_table,
+            backend,
+            compile,
+        } => {
+            if backend != BackendArg::Interp {
+                return Err("only --backend interp is available in this build".into());
+            }
+            onnx_test(
+                &dirs,
+                filter.as_deref(),
+                json,
+                support_table.as_deref(),
+                &compile.options()?,
+            )
+        }
         Command::Inspect {
             model,
             emit,
@@ -261,6 +305,82 @@ fn dispatch(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn onnx_test(
+    dirs: &[PathBuf],
+    filter: Option<&str>,
+    json: bool,
+    table: Option<&std::path::Path>,
+    options: &CompileOptions,
+) -> Result<(), String> {
+    use cli::onnx_test::{Outcome, run_case};
+    let cases: Vec<PathBuf> = cli::onnx_test::find_cases(dirs)?
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.to_string_lossy().contains(f)))
+        .collect();
+    let run = RunOptions::default();
+    let mut results = Vec::with_capacity(cases.len());
+    for case in &cases {
+        // A bug in one case must not stop the run: report it as a failure and go on.
+        let r = std::panic::catch_unwind(|| run_case(case, options, &run)).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            cli::onnx_test::CaseResult {
+                name: case
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+                op: "?".into(),
+                outcome: Outcome::Failed(format!("panicked: {msg}")),
+            }
+        });
+        if !json {
+            match &r.outcome {
+                Outcome::Passed => println!("PASS {} ({})", r.name, r.op),
+                Outcome::Failed(e) => println!("FAIL {} ({}): {e}", r.name, r.op),
+                Outcome::Skipped(e) => println!("SKIP {} ({}): {e}", r.name, r.op),
+            }
+        }
+        results.push(r);
+    }
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    let passed = count(|o| matches!(o, Outcome::Passed));
+    let failed = count(|o| matches!(o, Outcome::Failed(_)));
+    let skipped = count(|o| matches!(o, Outcome::Skipped(_)));
+    if let Some(path) = table {
+        let text = cli::onnx_test::support_table(&results);
+        let tmp = path.with_extension("md.partial");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if json {
+        let cases: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let (status, detail) = match &r.outcome {
+                    Outcome::Passed => ("passed", ""),
+                    Outcome::Failed(e) => ("failed", e.as_str()),
+                    Outcome::Skipped(e) => ("skipped", e.as_str()),
+                };
+                serde_json::json!({"name": r.name, "op": r.op, "status": status, "detail": detail})
+            })
+            .collect();
+        let doc = serde_json::json!({"cases": cases, "passed": passed, "failed": failed, "skipped": skipped});
+        println!("{doc}");
+    } else {
+        println!("{passed} passed, {failed} failed, {skipped} skipped");
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} ONNX test cases failed",
+            results.len()
+        ));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,282 @@
+//! `tessera onnx-test DIR...`: the ONNX backend-test runner. Each case folder holds
+//! `model.onnx` and `test_data_set_<n>/{input,output}_<k>.pb`; the model is compiled, run on the
+//! emulator for every data set, and its outputs compared with the expected ones within the
+//! case's tolerance (`tolerance.json`, else the ONNX backend defaults rtol 1e-3, atol 1e-7).
+//!
+//! A case is *skipped* when the model needs an operator or element type tessera does not
+//! support yet, *failed* when it compiles but errs or gives different numbers, *passed*
+//! otherwise. The last line is `N passed, N failed, N skipped`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use tessera_compiler::driver::{CompileError, CompileOptions, compile_file};
+use tessera_compiler::lower::LowerError;
+use tessera_compiler::onnx::{ImportError, proto, tensor_to_host};
+use tessera_ir::HostTensor;
+use tessera_runtime::{RunOptions, Session};
+
+/// The outcome of one case.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Every data set matched.
+    Passed,
+    /// Compiled but failed or mismatched.
+    Failed(String),
+    /// Needs something not supported yet.
+    Skipped(String),
+}
+
+/// One case's result.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// Folder name.
+    pub name: String,
+    /// The operator the case tests (best guess from the test name and the model's nodes).
+    pub op: String,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Finds case folders: each argument is a case folder or a folder of case folders.
+pub fn find_cases(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut cases = Vec::new();
+    for d in dirs {
+        if d.join("model.onnx").is_file() {
+            cases.push(d.clone());
+            continue;
+        }
+        let entries = fs::read_dir(d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("model.onnx").is_file())
+            .collect();
+        if found.is_empty() {
+            return Err(format!(
+                "{} holds no ONNX test case (no model.onnx in it or its sub-folders)",
+                d.display()
+            ));
+        }
+        found.sort();
+        cases.extend(found);
+    }
+    Ok(cases)
+}
+
+fn read_tensor(path: &Path) -> Result<HostTensor, String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let t =
+        proto::TensorProto::decode(&bytes[..]).map_err(|e| format!("{}: {e}", path.display()))?;
+    tensor_to_host(&t, path.parent()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<(usize, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name
+                .strip_prefix(prefix)?
+                .strip_suffix(".pb")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+fn tolerance(case: &Path) -> (f64, f64) {
+    let v: serde_json::Value = fs::read_to_string(case.join("tolerance.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    (
+        v["rtol"].as_f64().unwrap_or(1e-3),
+        v["atol"].as_f64().unwrap_or(1e-7),
+    )
+}
+
+fn is_unsupported(e: &CompileError) -> bool {
+    matches!(
+        e,
+        CompileError::Import(
+            ImportError::Unsupported(_) | ImportError::Type { .. } | ImportError::Opset { .. }
+        ) | CompileError::Lower(LowerError::Unsupported { .. })
+    )
+}
+
+/// The op a case tests: the model's op type whose name (lower case, no underscores) is the
+/// longest prefix of the test name; else the first node's.
+fn case_op(name: &str, model: &Path) -> String {
+    let ops: Vec<String> = fs::read(model)
+        .ok()
+        .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
+        .and_then(|m| m.graph)
+        .map(|g| g.node.iter().map(|n| n.op_type.clone()).collect())
+        .unwrap_or_default();
+    let key: String = name
+        .trim_start_matches("test_")
+        .replace('_', "")
+        .to_lowercase();
+    ops.iter()
+        .filter(|op| key.starts_with(&op.to_lowercase()))
+        .max_by_key(|op| op.len())
+        .or(ops.first())
+        .cloned()
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Runs one case.
+pub fn run_case(case: &Path, options: &CompileOptions, run: &RunOptions) -> CaseResult {
+    let name = case
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().to_string());
+    let op = case_op(&name, &case.join("model.onnx"));
+    let outcome = run_case_inner(case, options, run);
+    CaseResult { name, op, outcome }
+}
+
+fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Outcome {
+    let compiled = match compile_file(&case.join("model.onnx"), options) {
+        Ok(c) => c,
+        Err(e) if is_unsupported(&e) => return Outcome::Skipped(e.to_string()),
+        Err(e) => return Outcome::Failed(format!("compile: {e}")),
+    };
+    let session = match Session::new(compiled.artifact) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let (rtol, atol) = tolerance(case);
+    let mut sets: Vec<PathBuf> = fs::read_dir(case)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
+        .collect();
+    sets.sort();
+    if sets.is_empty() {
+        return Outcome::Failed("no test_data_set_* folder".into());
+    }
+    let sig = session.artifact().signature.clone();
+    for set in sets {
+        let mut inputs = BTreeMap::new();
+        for (k, file) in numbered(&set, "input_").into_iter().enumerate() {
+            let t = match read_tensor(&file) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Failed(e),
+            };
+            // Inputs are matched by position (names in .pb files are not always set).
+            let Some(entry) = sig.inputs.get(k) else {
+                continue;
+            };
+            let t = if t.dtype != entry.dtype {
+                HostTensor::from_f64(entry.dtype, &t.shape, &t.to_f64_vec())
+            } else {
+                t
+            };
+            inputs.insert(entry.name.clone(), t);
+        }
+        let outputs = match session.run(&inputs, run) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Failed(format!("run: {e}")),
+        };
+        for (k, file) in numbered(&set, "output_").into_iter().enumerate() {
+            let want = match read_tensor(&file) {
+                Ok(t) => t,
+                Err(e) => return Outcome::Failed(e),
+            };
+            let Some(entry) = sig.outputs.get(k) else {
+                return Outcome::Failed(format!("expected output {k} is missing"));
+            };
+            let Some(got) = outputs.get(&entry.name) else {
+                return Outcome::Failed(format!("output `{}` was not produced", entry.name));
+            };
+            if got.shape != want.shape {
+                return Outcome::Failed(format!(
+                    "output `{}` has shape {:?}, expected {:?}",
+                    entry.name, got.shape, want.shape
+                ));
+            }
+            let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                let same =
+                    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs();
+                if !same {
+                    return Outcome::Failed(format!(
+                        "{}: output `{}`[{i}] = {a}, expected {b} (rtol {rtol}, atol {atol})",
+                        set.file_name()
+                            .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+                        entry.name
+                    ));
+                }
+            }
+        }
+    }
+    Outcome::Passed
+}
+
+/// Markdown table per op: passed of total, and the reasons for the rest (first reason of each
+/// kind, counted).
+pub fn support_table(results: &[CaseResult]) -> String {
+    let mut by_op: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
+    for r in results {
+        by_op.entry(&r.op).or_default().push(r);
+    }
+    let passed = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Passed)
+        .count();
+    let mut out = format!(
+        "# ONNX node test conformance\n\nGenerated by `tessera onnx-test target/nodetests --support-table docs/onnx-support.md` \
+         over the node test cases of the pip `onnx` package (materialised by `scripts/make_node_tests.py`), on the \
+         `interp` backend. Total: **{passed} of {} passed**.\n\n| operator | passed | of | why the others do not pass |\n|---|---|---|---|\n",
+        results.len()
+    );
+    for (op, cases) in by_op {
+        let ok = cases
+            .iter()
+            .filter(|r| r.outcome == Outcome::Passed)
+            .count();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &cases {
+            let reason = match &r.outcome {
+                Outcome::Passed => continue,
+                Outcome::Skipped(s) => format!("unsupported: {}", short(s)),
+                Outcome::Failed(s) => format!("fails: {}", short(s)),
+            };
+            *reasons.entry(reason).or_default() += 1;
+        }
+        let why: Vec<String> = reasons
+            .into_iter()
+            .take(3)
+            .map(|(r, n)| format!("{n}x {r}"))
+            .collect();
+        out.push_str(&format!(
+            "| {op} | {ok} | {} | {} |\n",
+            cases.len(),
+            why.join("; ").replace('|', "/")
+        ));
+    }
+    out
+}
+
+fn short(s: &str) -> String {
+    let s = s.lines().next().unwrap_or("");
+    if s.chars().count() > 110 {
+        format!("{}...", s.chars().take(110).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
