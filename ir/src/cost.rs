@@ -85,12 +85,16 @@ pub const DMA_FIXED_NS: f64 = 1300.0;
 /// to saturate HBM bandwidth.
 pub const DMA_FULL_RUN_BYTES: f64 = 4096.0;
 
-/// Per-run overhead of a DMA, expressed in bytes of transfer time. Modelling assumption chosen
-/// so that a 512-byte run reaches about half the bandwidth (the NKI performance guide's advice
-/// to keep each partition's DMA chunk at 512 bytes or more) and element-granular runs
-/// (<= 16 bytes) get a few percent (the DMA bandwidth guide: small fragmented transfers
-/// "underperform badly").
-pub const DMA_RUN_OVERHEAD_BYTES: f64 = 512.0;
+/// Contiguous run, in bytes, below which a DMA runs at [`DMA_SHORT_RUN_EFFICIENCY`]. Source:
+/// the NKI performance guide's advice to move at least 512 contiguous bytes per partition, and
+/// the design document ("strides over 16 bytes halve bandwidth").
+pub const DMA_SHORT_RUN_BYTES: f64 = 512.0;
+
+/// Efficiency of runs shorter than [`DMA_SHORT_RUN_BYTES`], element-granular ones included.
+/// Modelling assumption from the design document: half the engine's bandwidth. It is probably
+/// optimistic for element-granular (transposing) access, which the DMA bandwidth guide says
+/// "underperforms badly" without a figure.
+pub const DMA_SHORT_RUN_EFFICIENCY: f64 = 0.5;
 
 /// The tensor-engine rate class of a matmul, by its operands' dtypes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,16 +186,25 @@ pub fn dma_solo_rate(d: &DmaCost, target: &TargetSpec) -> f64 {
     rate
 }
 
-/// Bandwidth efficiency of a DMA whose shortest contiguous run is `run_bytes` long.
+/// Bandwidth efficiency of a DMA whose shortest contiguous run is `run_bytes` long:
 ///
-/// `e(r) = min(1, r / (r + 512) * (4096 + 512) / 4096)`: each contiguous run costs a fixed
-/// overhead worth [`DMA_RUN_OVERHEAD_BYTES`], normalised so that runs of
-/// [`DMA_FULL_RUN_BYTES`] (4 KiB, the NKI DMA bandwidth guide's threshold) and longer reach the
-/// full rate. It gives 0.5625 at 512 B, about 0.2 at 128 B and 0.034 at 16 B; monotone in `r`.
+/// | run | efficiency |
+/// |---|---|
+/// | < 512 B | 0.5 ([`DMA_SHORT_RUN_EFFICIENCY`]) |
+/// | 512 B ..< 4 KiB | linear from 0.5 to 1 |
+/// | >= 4 KiB | 1 ([`DMA_FULL_RUN_BYTES`], the NKI DMA bandwidth guide's threshold) |
+///
+/// Continuous at 512 B and 4 KiB, and monotone in the run length.
 pub fn dma_efficiency(run_bytes: f64) -> f64 {
-    let r = run_bytes.max(1.0);
-    let norm = (DMA_FULL_RUN_BYTES + DMA_RUN_OVERHEAD_BYTES) / DMA_FULL_RUN_BYTES;
-    (r / (r + DMA_RUN_OVERHEAD_BYTES) * norm).min(1.0)
+    if run_bytes >= DMA_FULL_RUN_BYTES {
+        1.0
+    } else if run_bytes < DMA_SHORT_RUN_BYTES {
+        DMA_SHORT_RUN_EFFICIENCY
+    } else {
+        let span = DMA_FULL_RUN_BYTES - DMA_SHORT_RUN_BYTES;
+        DMA_SHORT_RUN_EFFICIENCY
+            + (1.0 - DMA_SHORT_RUN_EFFICIENCY) * (run_bytes - DMA_SHORT_RUN_BYTES) / span
+    }
 }
 
 /// Elements in the innermost contiguous run of an access pattern: trailing dimensions merge
@@ -612,12 +625,14 @@ mod tests {
 
     #[test]
     fn dma_efficiency_and_runs() {
-        // e(r) = min(1, r / (r + 512) * 4608 / 4096)
-        close(dma_efficiency(4096.0), 1.0); // 4096/4608 * 4608/4096
+        close(dma_efficiency(4096.0), 1.0);
         close(dma_efficiency(65536.0), 1.0);
-        close(dma_efficiency(512.0), 0.5625); // 512/1024 * 1.125
-        close(dma_efficiency(16.0), 16.0 / 528.0 * 1.125); // 0.0341
-        assert!(dma_efficiency(100.0) < dma_efficiency(101.0));
+        close(dma_efficiency(512.0), 0.5);
+        // Halfway between 512 and 4096 (2304 B): 0.5 + 0.5 * 1792 / 3584 = 0.75.
+        close(dma_efficiency(2304.0), 0.75);
+        close(dma_efficiency(16.0), 0.5);
+        close(dma_efficiency(4.0), 0.5);
+        assert!(dma_efficiency(1000.0) < dma_efficiency(1001.0));
         // Row-major [128, 64] in a tensor of 64 columns merges into one 8192-element run.
         assert_eq!(
             contiguous_elems(&[Dim::new(64, 128), Dim::new(1, 64)]),
@@ -666,14 +681,14 @@ mod tests {
                 .hbm_bytes,
             1_048_576.0,
         );
-        // Element-granular read (a transposing load): 4-byte runs, e = 4/516 * 1.125.
+        // Element-granular read (a transposing load): 4-byte runs, e = 0.5.
         let op = Op::DmaCopy {
             dst: DmaOperand::Tile(tile(0, 128, &[(1, 1024)])),
             src: hbm(0, &[(1, 128), (128, 1024)]),
         };
         let d = inst_cost(&op, &tensors, &bufs, &t).unwrap().dma.unwrap();
         close(d.run_bytes, 4.0);
-        close(d.efficiency, 4.0 / 516.0 * 1.125);
+        close(d.efficiency, 0.5);
     }
 
     #[test]
@@ -719,16 +734,17 @@ mod tests {
         // DMA bytes: 128*128*2 + 128*512*2 + 128*512*4 = 32_768 + 131_072 + 262_144 = 425_984.
         close(e.dma_bytes, 425_984.0);
         close(e.hbm_bytes, 425_984.0);
-        // Runs: 256 B (e = 256/768 * 1.125 = 0.375), 1024 B (e = 1024/1536 * 1.125 = 0.75),
-        // 2048 B (e = 2048/2560 * 1.125 = 0.9). Engine time: 32_768/(27e9*0.375) +
-        // 131_072/(27e9*0.75) + 262_144/(27e9*0.9) = 3236.35 + 6472.69 + 10_787.82 ns = 20_496.86
-        // ns, over 16 engines = 1281.05 ns; above the core (425_984 / 368e9 = 1157.57 ns) and
-        // HBM (425_984 / 362.5e9 = 1175.13 ns) bounds. Fixed: 3 * 1300 / 16 = 243.75 ns.
-        let engine_time =
-            32_768.0 / (27e9 * 0.375) + 131_072.0 / (27e9 * 0.75) + 262_144.0 / (27e9 * 0.9);
+        // Runs: 256 B (e = 0.5), 1024 B (e = 0.5 + 0.5 * 512 / 3584 = 0.571429), 2048 B
+        // (e = 0.5 + 0.5 * 1536 / 3584 = 0.714286). Engine time: 32_768/(27e9*0.5) +
+        // 131_072/(27e9*0.571429) + 262_144/(27e9*0.714286) = 2427.26 + 8495.41 + 13_592.65 =
+        // 24_515.32 ns, over 16 engines = 1532.21 ns; above the core (425_984 / 368e9 = 1157.57
+        // ns) and HBM (425_984 / 362.5e9 = 1175.13 ns) bounds. Fixed: 3 * 1300 / 16 = 243.75 ns.
+        let engine_time = 32_768.0 / (27e9 * 0.5)
+            + 131_072.0 / (27e9 * 4.0 / 7.0)
+            + 262_144.0 / (27e9 * 5.0 / 7.0);
         close(e.dma_fixed_ns, 3900.0);
         close(e.dma_ns, 243.75 + engine_time * 1e9 / 16.0);
-        assert!((e.dma_ns - 1524.8).abs() < 0.1);
+        assert!((e.dma_ns - 1775.96).abs() < 0.01);
         close(e.total_ns, e.dma_ns);
         close(e.pe_flops, 16_777_216.0);
     }
