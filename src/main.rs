@@ -51,6 +51,7 @@ impl CompileArgs {
             target: self.target.spec(),
             opt_level: self.opt_level,
             auto_cast,
+            frozen_inputs: Default::default(),
         })
     }
 }

@@ -42,6 +42,8 @@ pub struct CompileOptions {
     pub opt_level: u8,
     /// Which fp32 work runs in bf16.
     pub auto_cast: AutoCast,
+    /// Graph inputs fixed at compile time (they become constants and leave the signature).
+    pub frozen_inputs: std::collections::BTreeMap<String, tessera_ir::HostTensor>,
 }
 
 impl Default for CompileOptions {
@@ -50,6 +52,7 @@ impl Default for CompileOptions {
             target: TargetSpec::default(),
             opt_level: 2,
             auto_cast: AutoCast::None,
+            frozen_inputs: Default::default(),
         }
     }
 }
@@ -101,7 +104,7 @@ pub enum CompileError {
 
 /// Compiles the model at `path`.
 pub fn compile_file(path: &Path, options: &CompileOptions) -> Result<Compiled, CompileError> {
-    let graph = onnx::import_file(path)?;
+    let graph = onnx::import_file_frozen(path, &options.frozen_inputs)?;
     compile_graph(graph, options)
 }
 

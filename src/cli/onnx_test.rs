@@ -66,11 +66,15 @@ pub fn find_cases(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     Ok(cases)
 }
 
-fn read_tensor(path: &Path) -> Result<HostTensor, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let t =
-        proto::TensorProto::decode(&bytes[..]).map_err(|e| format!("{}: {e}", path.display()))?;
-    tensor_to_host(&t, path.parent()).map_err(|e| format!("{}: {e}", path.display()))
+/// Reads a test tensor; data of an element type tessera does not support skips the case.
+fn read_tensor(path: &Path) -> Result<HostTensor, Outcome> {
+    let fail = |e: String| Outcome::Failed(format!("{}: {e}", path.display()));
+    let bytes = fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let t = proto::TensorProto::decode(&bytes[..]).map_err(|e| fail(e.to_string()))?;
+    tensor_to_host(&t, path.parent()).map_err(|e| match e {
+        ImportError::Type { .. } => Outcome::Skipped(format!("test data: {e}")),
+        e => fail(e.to_string()),
+    })
 }
 
 fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -143,17 +147,37 @@ pub fn run_case(case: &Path, options: &CompileOptions, run: &RunOptions) -> Case
     CaseResult { name, op, outcome }
 }
 
-fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Outcome {
-    let compiled = match compile_file(&case.join("model.onnx"), options) {
+/// The model's graph inputs that are not initializers, in order: `input_<k>.pb` is the k-th.
+fn graph_input_names(model: &Path) -> Vec<String> {
+    fs::read(model)
+        .ok()
+        .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
+        .and_then(|m| m.graph)
+        .map(|g| {
+            let inits: std::collections::HashSet<&str> =
+                g.initializer.iter().map(|t| t.name.as_str()).collect();
+            g.input
+                .iter()
+                .filter(|i| !inits.contains(i.name.as_str()))
+                .map(|i| i.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn compile_case(model: &Path, options: &CompileOptions) -> Result<Session, Outcome> {
+    let compiled = match compile_file(model, options) {
         Ok(c) => c,
-        Err(e) if is_unsupported(&e) => return Outcome::Skipped(e.to_string()),
-        Err(e) => return Outcome::Failed(format!("compile: {e}")),
+        Err(e) if is_unsupported(&e) => return Err(Outcome::Skipped(e.to_string())),
+        Err(e) => return Err(Outcome::Failed(format!("compile: {e}"))),
     };
-    let session = match Session::new(compiled.artifact) {
-        Ok(s) => s,
-        Err(e) => return Outcome::Failed(e.to_string()),
-    };
+    Session::new(compiled.artifact).map_err(|e| Outcome::Failed(e.to_string()))
+}
+
+fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Outcome {
+    let model = case.join("model.onnx");
     let (rtol, atol) = tolerance(case);
+    let names = graph_input_names(&model);
     let mut sets: Vec<PathBuf> = fs::read_dir(case)
         .into_iter()
         .flatten()
@@ -169,22 +193,45 @@ fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Ou
     if sets.is_empty() {
         return Outcome::Failed("no test_data_set_* folder".into());
     }
-    let sig = session.artifact().signature.clone();
     for set in sets {
-        let mut inputs = BTreeMap::new();
+        let mut data = BTreeMap::new();
         for (k, file) in numbered(&set, "input_").into_iter().enumerate() {
-            let t = match read_tensor(&file) {
-                Ok(t) => t,
-                Err(e) => return Outcome::Failed(e),
-            };
-            // Inputs are matched by position (names in .pb files are not always set).
-            let Some(entry) = sig.inputs.get(k) else {
-                continue;
+            match read_tensor(&file) {
+                Ok(t) => {
+                    data.insert(names.get(k).cloned().unwrap_or_default(), t);
+                }
+                Err(outcome) => return outcome,
+            }
+        }
+        // A static compiler specialises on inputs that decide shapes: when the model needs an
+        // input's value at compile time (a Reshape target, Unsqueeze axes), fix that input to
+        // this data set's value and compile again.
+        let mut opts = options.clone();
+        let session = loop {
+            match compile_file(&model, &opts) {
+                Err(CompileError::Import(ImportError::NeedsConstant { value, .. }))
+                    if data.contains_key(&value) && !opts.frozen_inputs.contains_key(&value) =>
+                {
+                    opts.frozen_inputs
+                        .insert(value.clone(), data[&value].clone());
+                }
+                _ => break compile_case(&model, &opts),
+            }
+        };
+        let session = match session {
+            Ok(s) => s,
+            Err(outcome) => return outcome,
+        };
+        let sig = session.artifact().signature.clone();
+        let mut inputs = BTreeMap::new();
+        for entry in &sig.inputs {
+            let Some(t) = data.get(&entry.name) else {
+                return Outcome::Failed(format!("no data for input `{}`", entry.name));
             };
             let t = if t.dtype != entry.dtype {
                 HostTensor::from_f64(entry.dtype, &t.shape, &t.to_f64_vec())
             } else {
-                t
+                t.clone()
             };
             inputs.insert(entry.name.clone(), t);
         }
@@ -195,7 +242,7 @@ fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Ou
         for (k, file) in numbered(&set, "output_").into_iter().enumerate() {
             let want = match read_tensor(&file) {
                 Ok(t) => t,
-                Err(e) => return Outcome::Failed(e),
+                Err(outcome) => return outcome,
             };
             let Some(entry) = sig.outputs.get(k) else {
                 return Outcome::Failed(format!("expected output {k} is missing"));

@@ -139,6 +139,14 @@ pub fn lower_with(
     for &id in &graph.outputs {
         let v = graph.value(id);
         let src = l.storage_of(id, "<outputs>")?;
+        if v.ty.elems() == 0 {
+            // An empty output has nothing to compute or copy.
+            let t = l
+                .linker
+                .add_tensor(&v.name, v.ty.dtype, &v.ty.shape, TensorKind::Output);
+            outputs.push((v.name.clone(), t));
+            continue;
+        }
         let own = l.linker.program.tensor(src).kind == TensorKind::Output
             && l.linker.program.tensor(src).shape == v.ty.shape
             && claimed.insert(src);
@@ -277,6 +285,13 @@ impl Lowering<'_> {
             return Err(Self::unsupported(node, "a node without results"));
         };
         let out_ty = ty(out_id);
+        if node.outputs.iter().all(|&o| g.ty(o).elems() == 0) {
+            // Empty results: nothing to compute; they still get (empty) tensors.
+            for &o in &node.outputs {
+                self.result_tensor(o);
+            }
+            return Ok(());
+        }
         match &node.op {
             GraphOp::Reshape { .. } | GraphOp::Identity => {
                 // Same elements, same order: the result shares the input's HBM tensor.

@@ -70,6 +70,22 @@ pub enum ImportError {
         /// What does not fit.
         detail: String,
     },
+    /// A value the compiler needs at compile time (a shape, axes, a range bound) is computed at
+    /// run time. Static shapes are required; when `value` is a graph input it can be fixed at
+    /// compile time (`CompileOptions::frozen_inputs`).
+    #[error(
+        "node \"{node}\" ({op_type}): {what} (\"{value}\") must be known at compile time, but it is computed at run time"
+    )]
+    NeedsConstant {
+        /// Node name.
+        node: String,
+        /// ONNX op type.
+        op_type: String,
+        /// What the value is (`the shape input`, `start`, ...).
+        what: String,
+        /// The value's name.
+        value: String,
+    },
     /// A missing or invalid attribute (or a required input that is absent).
     #[error("node \"{node}\" ({op_type}): {detail}")]
     Attribute {

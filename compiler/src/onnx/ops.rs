@@ -115,12 +115,14 @@ fn const_ints(
     v: ValueId,
     what: &str,
 ) -> Result<Vec<i64>, ImportError> {
-    let t = imp.constant_of(v).ok_or_else(|| {
-        cx.shape_err(format!(
-            "{what} (\"{}\") must be known at compile time, but it is computed at run time",
-            imp.graph.value(v).name
-        ))
-    })?;
+    let t = imp
+        .constant_of(v)
+        .ok_or_else(|| ImportError::NeedsConstant {
+            node: cx.name.to_string(),
+            op_type: cx.op_type().to_string(),
+            what: what.to_string(),
+            value: imp.graph.value(v).name.clone(),
+        })?;
     fold::tensor_ints(t).ok_or_else(|| {
         cx.shape_err(format!(
             "{what} must be an integer tensor, it is {}",
@@ -407,11 +409,14 @@ fn range(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     let mut dtype = None;
     for (i, (slot, what)) in vals.iter_mut().zip(["start", "limit", "delta"]).enumerate() {
         let v = cx.input(i)?;
-        let t = imp.constant_of(v).ok_or_else(|| {
-            cx.shape_err(format!(
-                "{what} must be known at compile time, but it is computed at run time"
-            ))
-        })?;
+        let t = imp
+            .constant_of(v)
+            .ok_or_else(|| ImportError::NeedsConstant {
+                node: cx.name.to_string(),
+                op_type: cx.op_type().to_string(),
+                what: what.to_string(),
+                value: imp.graph.value(v).name.clone(),
+            })?;
         if t.elems() != 1 {
             return Err(cx.shape_err(format!(
                 "{what} must be a scalar, it has shape {:?}",
@@ -450,6 +455,21 @@ fn cast(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
         elem_type: data_type::name(code).to_string(),
         detail: " (the cast's target type)".into(),
     })?;
+    // Cast-19 `saturate=0`: out-of-range values become NaN/inf in float8 instead of the largest
+    // finite value. The device's conversions (and `DType::round`) saturate, so refuse rather
+    // than compute something else.
+    let saturate = if imp.opset >= 19 {
+        cx.attrs.int("saturate")?.unwrap_or(1)
+    } else {
+        1
+    };
+    if saturate == 0 && matches!(to, DType::Fp8E4m3 | DType::Fp8E5m2) {
+        return Err(ImportError::Type {
+            what: format!("node \"{}\" (Cast)", cx.name),
+            elem_type: format!("non-saturating {to}"),
+            detail: " (the device's float8 conversion saturates)".into(),
+        });
+    }
     imp.emit(cx, cx.name, GraphOp::Cast { to }, &[cx.input(0)?])
 }
 
