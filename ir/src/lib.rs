@@ -3,7 +3,8 @@
 //! The vocabulary every other tessera crate speaks:
 //!
 //! - [`DType`]: element types with the exact rounding of every store.
-//! - [`TargetSpec`]: the machine's numbers (`trn1`, `trn2`), each with its public source.
+//! - [`TargetSpec`]: the machine's numbers (`trn1`, `trn2`), each with its public source;
+//!   [`cost`]: per-instruction cost rules on it, and [`estimate_tile_program`].
 //! - [`TileProgram`]: a kernel at the tile level: HBM tensors, SBUF/PSUM [`Buffer`]s, and the
 //!   [`Op`]s of the tile ISA ([`isa`]) operating on [`TileAccess`] views.
 //! - [`verify()`]: every hardware rule, checked with messages naming the instruction and rule.
@@ -19,6 +20,7 @@
 
 pub mod access;
 pub mod artifact;
+pub mod cost;
 pub mod dtype;
 pub mod graph;
 pub mod host;
@@ -31,6 +33,7 @@ pub mod verify;
 pub mod visit;
 
 pub use access::{BufId, Dim, DmaOperand, HbmAccess, TensorId, TileAccess};
+pub use cost::{DmaCost, Estimate, InstCost, PeRate, estimate_tile_program, inst_cost};
 pub use dtype::{ALL_DTYPES, DType};
 pub use host::HostTensor;
 pub use isa::{ActFunc, AffineExpr, AluOp, CmpOp, Engine, Op, ReduceOp, Scalar, ScalarStep};
