@@ -170,6 +170,17 @@ pub(crate) fn si(value: f64, unit: &str) -> String {
     }
 }
 
+/// A fraction as a percentage, with more decimals when it is small but not zero (an MFU of
+/// 0.008 % should not read as 0).
+pub(crate) fn percent(fraction: f64) -> String {
+    let v = 100.0 * finite(fraction);
+    if v != 0.0 && v.abs() < 0.1 {
+        format!("{v:.3} %")
+    } else {
+        format!("{v:.1} %")
+    }
+}
+
 /// A time in ns printed in microseconds with sensible precision.
 pub(crate) fn us(ns: f64) -> String {
     let u = finite(ns) / 1e3;
@@ -309,6 +320,9 @@ mod tests {
         assert_eq!(si(512.0, "B"), "512 B");
         assert_eq!(si(f64::NAN, "B"), "0 B");
         assert_eq!(us(10_000.0), "10.00 us");
+        assert_eq!(percent(0.4), "40.0 %");
+        assert_eq!(percent(0.00008), "0.008 %");
+        assert_eq!(percent(0.0), "0.0 %");
         assert_eq!(us(250.0), "0.250 us");
         assert_eq!(fraction(5.0, 0.0), 0.0);
         assert_eq!(fraction(15.0, 10.0), 1.5);

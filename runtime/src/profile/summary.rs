@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use tessera_backends::timing::TimingReport;
 
-use super::{TOP_NODES, finite, fraction, lanes, node_times, si, us};
+use super::{TOP_NODES, finite, fraction, lanes, node_times, percent, si, us};
 
 /// Width of a busy bar in characters.
 const BAR: usize = 20;
@@ -35,8 +35,8 @@ pub fn summary(report: &TimingReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  MFU          {:.1} % of the {} tensor-engine peak",
-        100.0 * finite(report.mfu()),
+        "  MFU          {} of the {} tensor-engine peak",
+        percent(report.mfu()),
         si(report.pe_peak_flops, "FLOP/s")
     );
     let achieved = if latency > 0.0 {
@@ -46,10 +46,10 @@ pub fn summary(report: &TimingReport) -> String {
     };
     let _ = writeln!(
         out,
-        "  HBM traffic  {}, {} = {:.1} % of {}",
+        "  HBM traffic  {}, {} = {} of {}",
         si(report.hbm_bytes, "B"),
         si(achieved, "B/s"),
-        100.0 * finite(report.hbm_utilisation()),
+        percent(report.hbm_utilisation()),
         si(report.hbm_bytes_per_s, "B/s")
     );
 

@@ -15,7 +15,7 @@ use std::fmt::Write;
 use tessera_backends::timing::{InstTiming, TimingReport};
 use tessera_ir::Engine;
 
-use super::{TOP_NODES, finite, fraction, lanes, node_times, si, us};
+use super::{TOP_NODES, finite, fraction, lanes, node_times, percent, si, us};
 
 /// Instruction counts above which same-node neighbours on a lane are merged.
 pub const MERGE_ABOVE: usize = 3000;
@@ -127,21 +127,21 @@ pub fn svg_timeline_with(report: &TimingReport, options: &SvgOptions) -> String 
     );
     let _ = writeln!(
         out,
-        r##"<text x="{LEFT}" y="28" font-size="18" font-weight="bold" fill="#222">{}: {}, MFU {:.1} %</text>"##,
+        r##"<text x="{LEFT}" y="28" font-size="18" font-weight="bold" fill="#222">{}: {}, MFU {}</text>"##,
         escape(&heading),
         us(latency),
-        100.0 * finite(report.mfu())
+        percent(report.mfu())
     );
     let _ = writeln!(
         out,
-        r##"<text x="{LEFT}" y="50" font-size="12" fill="#555">{} instructions on {} queues · {} ({} on the tensor engine, peak {}) · HBM {} = {:.1} % of {}</text>"##,
+        r##"<text x="{LEFT}" y="50" font-size="12" fill="#555">{} instructions on {} queues · {} ({} on the tensor engine, peak {}) · HBM {}, {} of {}</text>"##,
         report.insts.len(),
         lanes.len(),
         escape(&si(report.flops, "FLOP")),
         escape(&si(report.pe_flops, "FLOP")),
         escape(&si(report.pe_peak_flops, "FLOP/s")),
         escape(&si(report.hbm_bytes, "B")),
-        100.0 * finite(report.hbm_utilisation()),
+        percent(report.hbm_utilisation()),
         escape(&si(report.hbm_bytes_per_s, "B/s")),
     );
 
@@ -186,6 +186,14 @@ pub fn svg_timeline_with(report: &TimingReport, options: &SvgOptions) -> String 
     let _ = writeln!(out, "</g>");
 
     // Lanes: background, label, busy share, then the instructions.
+    if !lanes.is_empty() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">busy</text>"##,
+            LEFT + plot_w + 8.0,
+            TOP - 6.0
+        );
+    }
     let mut by_lane: BTreeMap<u32, Vec<&InstTiming>> = BTreeMap::new();
     for inst in &report.insts {
         by_lane.entry(inst.queue.0).or_default().push(inst);
@@ -205,10 +213,10 @@ pub fn svg_timeline_with(report: &TimingReport, options: &SvgOptions) -> String 
         );
         let _ = writeln!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{:.0} %</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#555">{}</text>"##,
             LEFT + plot_w + 8.0,
             y + LANE_H / 2.0 + 4.0,
-            100.0 * fraction(lane.busy_ns, latency)
+            busy_label(fraction(lane.busy_ns, latency))
         );
         let mut insts = by_lane.remove(&lane.queue).unwrap_or_default();
         insts.sort_by(|a, b| a.start_ns.total_cmp(&b.start_ns));
@@ -235,7 +243,7 @@ pub fn svg_timeline_with(report: &TimingReport, options: &SvgOptions) -> String 
                 r#"<rect x="{:.2}" y="{:.1}" width="{:.2}" height="{LANE_H}" fill="{}"><title>{}</title></rect>"#,
                 bar.x0,
                 y,
-                (bar.x1 - bar.x0).max(0.6),
+                (bar.x1 - bar.x0).max(1.0),
                 colour(bar.node),
                 escape(&tip)
             );
@@ -321,17 +329,32 @@ fn bars<'a>(insts: &[&'a InstTiming], merge: bool, x_of: &dyn Fn(f64) -> f64) ->
     out
 }
 
-/// A tick spacing of 1, 2 or 5 times a power of ten giving about eight ticks over `span_us`,
-/// and the decimals its labels need.
+/// A lane's busy share: whole percent from 10 % up, one decimal below.
+fn busy_label(fraction: f64) -> String {
+    let v = 100.0 * fraction;
+    if v >= 10.0 {
+        format!("{v:.0} %")
+    } else {
+        format!("{v:.1} %")
+    }
+}
+
+/// A tick spacing of 1, 2, 2.5 or 5 times a power of ten giving eight to twelve ticks over
+/// `span_us`, and the decimals its labels need.
 fn tick_step(span_us: f64) -> (f64, usize) {
-    let raw = (span_us / 8.0).max(1e-6);
+    let raw = (span_us / 10.0).max(1e-6);
     let magnitude = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .into_iter()
         .map(|m| m * magnitude)
-        .find(|s| *s >= raw)
+        .find(|s| *s >= raw * 0.999)
         .unwrap_or(10.0 * magnitude);
-    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let decimals = (0..6)
+        .find(|&d| {
+            let scaled = step * 10f64.powi(d as i32);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+        })
+        .unwrap_or(6);
     (step, decimals)
 }
 
@@ -418,7 +441,7 @@ mod tests {
         assert_eq!(m.attribute("x"), Some("323.20"));
         assert_eq!(m.attribute("width"), Some("253.20"));
         assert_eq!(m.attribute("fill"), Some(STRONG[0]));
-        // Axis ticks every 2 us, up to 10.
+        // Axis ticks every 1 us, up to 10.
         assert!(texts.contains(&"10".to_string()));
         assert!(texts.contains(&"time (us)".to_string()));
     }
@@ -480,9 +503,10 @@ mod tests {
 
     #[test]
     fn ticks_are_round_numbers() {
-        assert_eq!(tick_step(10.0), (2.0, 0));
-        assert_eq!(tick_step(8.0), (1.0, 0));
-        assert_eq!(tick_step(0.9), (0.2, 1));
+        assert_eq!(tick_step(10.0), (1.0, 0));
+        assert_eq!(tick_step(218.6), (25.0, 0));
+        assert_eq!(tick_step(0.9), (0.1, 1));
+        assert_eq!(tick_step(2.2), (0.25, 2));
         assert_eq!(tick_step(350.0), (50.0, 0));
     }
 
