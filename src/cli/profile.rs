@@ -49,9 +49,14 @@ pub fn profile_cmd(
     }
 
     if outputs.json {
-        let mut value = profile::json(&report);
-        value["model"] = serde_json::Value::String(program.name.clone());
-        let text = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+        // The model's name first, then the profile's fields in their documented order.
+        let mut object = serde_json::Map::new();
+        object.insert("model".into(), program.name.clone().into());
+        if let serde_json::Value::Object(fields) = profile::json(&report) {
+            object.extend(fields);
+        }
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(object))
+            .map_err(|e| e.to_string())?;
         println!("{text}");
         // stdout holds the JSON object alone, so it can be piped to `jq`.
         for line in written {

@@ -203,8 +203,7 @@ pub(crate) mod testing {
     fn inst(
         queue: u32,
         index: u32,
-        start_ns: f64,
-        end_ns: f64,
+        (start_ns, end_ns): (f64, f64),
         opcode: &'static str,
         node: &str,
         flops: f64,
@@ -231,12 +230,12 @@ pub(crate) mod testing {
             target: "trn2".into(),
             latency_ns: 10_000.0,
             insts: vec![
-                inst(0, 0, 2_000.0, 4_000.0, "nc_matmul", "fc1", 2e6, 0.0),
-                inst(0, 1, 4_000.0, 6_000.0, "nc_matmul", "fc1", 2e6, 0.0),
-                inst(2, 0, 6_000.0, 7_000.0, "tensor_scalar", "relu", 1e3, 0.0),
-                inst(4, 0, 0.0, 1_500.0, "dma_copy", "fc1", 0.0, 1e6),
-                inst(4, 1, 1_500.0, 2_000.0, "dma_copy", "fc1", 0.0, 5e5),
-                inst(4, 2, 7_000.0, 10_000.0, "dma_copy", "relu", 0.0, 5e5),
+                inst(0, 0, (2_000.0, 4_000.0), "nc_matmul", "fc1", 2e6, 0.0),
+                inst(0, 1, (4_000.0, 6_000.0), "nc_matmul", "fc1", 2e6, 0.0),
+                inst(2, 0, (6_000.0, 7_000.0), "tensor_scalar", "relu", 1e3, 0.0),
+                inst(4, 0, (0.0, 1_500.0), "dma_copy", "fc1", 0.0, 1e6),
+                inst(4, 1, (1_500.0, 2_000.0), "dma_copy", "fc1", 0.0, 5e5),
+                inst(4, 2, (7_000.0, 10_000.0), "dma_copy", "relu", 0.0, 5e5),
             ],
             engines: vec![
                 EngineBusy {

@@ -308,13 +308,15 @@ fn bars<'a>(insts: &[&'a InstTiming], merge: bool, x_of: &dyn Fn(f64) -> f64) ->
     for inst in insts {
         let (x0, x1) = (x_of(inst.start_ns), x_of(inst.end_ns));
         let busy = super::duration_ns(inst.start_ns, inst.end_ns);
-        if merge && let Some(last) = out.last_mut() {
-            if last.node == inst.node && x0 - last.x1 < 0.5 {
-                last.x1 = last.x1.max(x1);
-                last.busy_ns += busy;
-                last.count += 1;
-                continue;
-            }
+        if merge
+            && let Some(last) = out.last_mut()
+            && last.node == inst.node
+            && x0 - last.x1 < 0.5
+        {
+            last.x1 = last.x1.max(x1);
+            last.busy_ns += busy;
+            last.count += 1;
+            continue;
         }
         out.push(Bar {
             node: &inst.node,
