@@ -18,6 +18,7 @@ Examples:
   tessera compile model.onnx -o model.tsr
   tessera run model.tsr --inputs-dir inputs/ --output-dir outputs/
   tessera run model.onnx --input x=x.npy          # compiles in memory, prints a summary
+  tessera profile model.onnx --svg timeline.svg   # also: --json, --trace trace.json
   tessera inspect model.onnx --emit graph         # also: tile, isa
   tessera kernel run examples/tiles/softmax_row.tile --input x=x.npy
   tessera list-ops")]
@@ -92,6 +93,27 @@ enum Command {
         /// for every seed; races are reported whatever the seed).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// Profile a model on the modelled chip: latency, FLOPs, MFU, HBM traffic, engine busy
+    /// time and the nodes that take it.
+    ///
+    /// Prints a text summary, or with `--json` one JSON object alone (for `jq`). `--trace` writes
+    /// a Chrome/Perfetto trace (open it in https://ui.perfetto.dev or chrome://tracing) and
+    /// `--svg` a timeline picture; both are written atomically.
+    Profile {
+        /// An ONNX model (compiled in memory) or an artifact from `tessera compile`.
+        model: PathBuf,
+        /// Print the profile as one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Write a Chrome/Perfetto trace (Trace Event Format JSON) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
+        /// Write an SVG timeline (one lane per queue, instructions coloured by node).
+        #[arg(long, value_name = "FILE.svg")]
+        svg: Option<PathBuf>,
         #[command(flatten)]
         compile: CompileArgs,
     },
@@ -272,6 +294,21 @@ fn dispatch(command: Command) -> Result<(), String> {
                 &compile.options()?,
             )
         }
+        Command::Profile {
+            model,
+            json,
+            trace,
+            svg,
+            compile,
+        } => cli::profile::profile_cmd(
+            &model,
+            &compile.options()?,
+            &cli::profile::ProfileOutputs {
+                json,
+                trace: trace.as_deref(),
+                svg: svg.as_deref(),
+            },
+        ),
         Command::Inspect {
             model,
             emit,

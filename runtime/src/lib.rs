@@ -14,7 +14,12 @@
 //! println!("{:?}", outputs["y"].shape);
 //! # Ok::<(), tessera_runtime::RuntimeError>(())
 //! ```
+//!
+//! [`profile`] renders the timing model's report of a program: a text summary, a JSON object,
+//! a Chrome/Perfetto trace and an SVG timeline.
 #![deny(missing_docs)]
+
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,3 +5,4 @@ pub mod kernel;
 pub mod model;
 pub mod npy;
 pub mod onnx_test;
+pub mod profile;

@@ -66,7 +66,8 @@ fn is_artifact(path: &Path) -> Result<bool, String> {
     Ok(n == 4 && magic == tessera_ir::artifact::MAGIC)
 }
 
-fn session(model: &Path, options: &CompileOptions) -> Result<Session, String> {
+/// Loads an artifact, or compiles an ONNX model in memory (whatever the file's extension).
+pub fn session(model: &Path, options: &CompileOptions) -> Result<Session, String> {
     if is_artifact(model)? {
         Session::load(model).map_err(|e| format!("{}: {e}", model.display()))
     } else {
