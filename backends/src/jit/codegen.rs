@@ -104,7 +104,7 @@ impl Compiler {
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
         {
             let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let act = matches!(key.body, Body::Act(_))
+            let act = matches!(key.body, Body::Act(_) | Body::ActAccum(_))
                 .then(|| self.module.declare_func_in_func(self.activation, b.func));
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
@@ -223,9 +223,16 @@ impl<'k> Gen<'k> {
     fn body(&self, b: &mut FunctionBuilder<'_>) {
         let dims = self.dims();
         let bases = self.bases.clone();
-        if let Body::Reduce(op) = self.key.body {
-            self.nest(b, &dims, bases, &mut |b, p| self.reduce(b, op, p));
-            return;
+        match self.key.body {
+            Body::Reduce(op) => {
+                self.nest(b, &dims, bases, &mut |b, p| self.reduce(b, op, p));
+                return;
+            }
+            Body::ActAccum(func) => {
+                self.nest(b, &dims, bases, &mut |b, p| self.act_accum(b, func, p));
+                return;
+            }
+            _ => {}
         }
         match dims.split_last() {
             None => self.element(b, &bases, false),
@@ -388,8 +395,16 @@ impl<'k> Gen<'k> {
 
     /// Stores an f32 (or f32x4) value to the destination, rounding to its dtype.
     fn store(&self, b: &mut FunctionBuilder<'_>, p: &[Value], v: Value) {
-        let at = p[0];
-        if self.dtype(0) == Some(DType::Bf16) {
+        self.store_to(b, 0, p, v);
+    }
+
+    /// Stores an f32 (or f32x4) value to memory argument `arg`, rounding to its dtype.
+    fn store_to(&self, b: &mut FunctionBuilder<'_>, arg: usize, p: &[Value], v: Value) {
+        let Some(m) = self.mem_index.get(arg).copied().flatten() else {
+            return;
+        };
+        let at = p[m];
+        if self.dtype(arg) == Some(DType::Bf16) {
             let h = bf16_bits(b, v);
             b.ins().store(flags(), h, at, 0);
         } else {
@@ -442,35 +457,60 @@ impl<'k> Gen<'k> {
                 self.store(b, p, x);
             }
             Body::Act(func) => {
-                let x = self.load_f64(b, 1, p);
-                let scale = self.load_f64(b, 2, p);
-                let bias = self.load_f64(b, 3, p);
-                let xs = b.ins().fmul(x, scale);
-                let y = b.ins().fadd(xs, bias);
-                let z = match func {
-                    ActFunc::Identity => y,
-                    ActFunc::Relu => {
-                        let zero = b.ins().f64const(0.0);
-                        let keep = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, y, zero);
-                        b.ins().select(keep, y, zero)
-                    }
-                    f => {
-                        let code = ALL_ACT_FUNCS.iter().position(|g| g == f).unwrap_or(0);
-                        let code = b.ins().iconst(types::I32, code as i64);
-                        match self.act {
-                            Some(callee) => {
-                                let call = b.ins().call(callee, &[code, y]);
-                                b.inst_results(call)[0]
-                            }
-                            None => y,
-                        }
-                    }
-                };
-                let r = b.ins().fdemote(types::F32, z);
+                let r = self.act_value(b, *func, p);
                 self.store(b, p, r);
             }
-            Body::Reduce(_) => {}
+            Body::Reduce(_) | Body::ActAccum(_) => {}
         }
+    }
+
+    /// `func(src * scale + bias)` in f64 like interp, rounded to f32.
+    fn act_value(&self, b: &mut FunctionBuilder<'_>, func: ActFunc, p: &[Value]) -> Value {
+        let x = self.load_f64(b, 1, p);
+        let scale = self.load_f64(b, 2, p);
+        let bias = self.load_f64(b, 3, p);
+        let xs = b.ins().fmul(x, scale);
+        let y = b.ins().fadd(xs, bias);
+        let z = match func {
+            ActFunc::Identity => y,
+            ActFunc::Relu => {
+                let zero = b.ins().f64const(0.0);
+                let keep = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, y, zero);
+                b.ins().select(keep, y, zero)
+            }
+            f => {
+                let code = ALL_ACT_FUNCS.iter().position(|&g| g == f).unwrap_or(0);
+                let code = b.ins().iconst(types::I32, code as i64);
+                match self.act {
+                    Some(callee) => {
+                        let call = b.ins().call(callee, &[code, y]);
+                        b.inst_results(call)[0]
+                    }
+                    None => y,
+                }
+            }
+        };
+        b.ins().fdemote(types::F32, z)
+    }
+
+    /// One partition of an accumulating activation: store each result, sum them in f64 and
+    /// store the sum (rounded once) to `accum`, the last argument.
+    fn act_accum(&self, b: &mut FunctionBuilder<'_>, func: ActFunc, p: &[Value]) {
+        let acc = b.declare_var(types::F64);
+        let zero = b.ins().f64const(0.0);
+        b.def_var(acc, zero);
+        let dims = self.key.inner.clone();
+        self.nest(b, &dims, p.to_vec(), &mut |b, q| {
+            let y = self.act_value(b, func, q);
+            self.store(b, q, y);
+            let y = b.ins().fpromote(types::F64, y);
+            let a = b.use_var(acc);
+            let sum = b.ins().fadd(a, y);
+            b.def_var(acc, sum);
+        });
+        let a = b.use_var(acc);
+        let r = b.ins().fdemote(types::F32, a);
+        self.store_to(b, self.key.args.len() - 1, p, r);
     }
 
     fn reduce(&self, b: &mut FunctionBuilder<'_>, op: ReduceOp, p: &[Value]) {
@@ -483,12 +523,9 @@ impl<'k> Gen<'k> {
         let acc = b.declare_var(types::F64);
         let init = b.ins().f64const(ident);
         b.def_var(acc, init);
-        let dims: Vec<(u64, Vec<i64>)> =
-            self.key.inner.iter().map(|&(n, s)| (n, vec![s])).collect();
-        self.nest(b, &dims, vec![p[1]], &mut |b, q| {
-            // `load_f64` finds the source at memory index 1.
-            let src = [q[0], q[0]];
-            let x = self.load_f64(b, 1, &src);
+        let dims = self.key.inner.clone();
+        self.nest(b, &dims, p.to_vec(), &mut |b, q| {
+            let x = self.load_f64(b, 1, q);
             let a = b.use_var(acc);
             let r = match op {
                 ReduceOp::Sum => b.ins().fadd(a, x),
@@ -546,7 +583,7 @@ fn simd_ok(key: &KernelKey) -> bool {
         Body::Binary(op) => alu_supported(*op),
         Body::Scalar(steps) => steps.iter().all(|(op, _)| alu_supported(*op)),
         Body::Memset => true,
-        Body::Convert | Body::Act(_) | Body::Reduce(_) => false,
+        Body::Convert | Body::Act(_) | Body::Reduce(_) | Body::ActAccum(_) => false,
     };
     if !body_ok || key.shape.is_empty() {
         return false;

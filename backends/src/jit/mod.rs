@@ -518,7 +518,7 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
             func,
             scale,
             bias,
-            accum: None,
+            accum,
         } => {
             let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
             if !(is_f32ish(d.dtype) && is_f32ish(s.dtype) && same_shape(&s, &d)) {
@@ -530,7 +530,16 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
             ) else {
                 return Ok(None);
             };
-            plan::elementwise(Body::Act(*func), d, vec![Src::Mem(s), sc, bi])
+            match accum {
+                None => plan::elementwise(Body::Act(*func), d, vec![Src::Mem(s), sc, bi]),
+                Some(a) => {
+                    let a = res.tile("accum", a)?;
+                    if !is_f32ish(a.dtype) {
+                        return Ok(None);
+                    }
+                    plan::act_accum(*func, d, s, sc, bi, a)
+                }
+            }
         }
         Op::TensorReduce {
             op, dst, src, axes, ..

@@ -40,6 +40,9 @@ pub(crate) enum Body {
     Act(ActFunc),
     /// `dst = reduce(src over the inner dims)`, accumulated in f64 in element order.
     Reduce(ReduceOp),
+    /// `Act` over the inner dims of each partition, and `accum` (the last argument) = the
+    /// f64 sum of the partition's f32 results, rounded once.
+    ActAccum(ActFunc),
 }
 
 /// How a kernel argument is supplied.
@@ -58,8 +61,9 @@ pub(crate) struct KernelKey {
     /// Loop sizes, outermost first (partitions folded in).
     pub shape: Vec<u64>,
     pub args: Vec<Arg>,
-    /// For reductions: the reduced dimensions of the source, `(size, byte stride)`.
-    pub inner: Vec<(u64, i64)>,
+    /// For reductions and accumulating activations: the dimensions walked for each element of
+    /// `shape`, as `(size, byte stride of each memory argument)`.
+    pub inner: Vec<(u64, Vec<i64>)>,
 }
 
 /// A kernel invocation: its key and run-time arguments.
@@ -84,7 +88,9 @@ pub(crate) struct Raw {
     pub rows: u64,
     /// Elements per partition (all elements for HBM).
     pub free: u64,
-    /// Lowest and one-past-highest byte touched (for overlap checks).
+    /// Absolute partitions touched, `first..end` (`0..1` for HBM).
+    pub parts: (u64, u64),
+    /// Lowest and one-past-highest byte touched within a partition (absolute for HBM).
     pub extent: (u64, u64),
     /// Byte address of the first element of each row before the view's offset (tiles), used
     /// by the matmul gather.
@@ -94,6 +100,16 @@ pub(crate) struct Raw {
 }
 
 impl Raw {
+    /// Whether the two views may touch a common byte (same memory, intersecting partitions and
+    /// intersecting byte ranges within a partition).
+    pub fn may_overlap(&self, other: &Raw) -> bool {
+        self.loc == other.loc
+            && self.parts.0 < other.parts.1
+            && other.parts.0 < self.parts.1
+            && self.extent.0 < other.extent.1
+            && other.extent.0 < self.extent.1
+    }
+
     pub fn is_empty(&self) -> bool {
         self.dims.iter().any(|d| d.0 == 0)
     }
@@ -169,7 +185,6 @@ impl Resolver<'_> {
         let row0 = first * pb + placement.byte_offset;
         let mut dims = vec![(t.partitions as u64, pb as i64)];
         dims.extend(t.dims.iter().map(|d| (d.size as u64, d.stride * w as i64)));
-        let last_row = row0 + (t.partitions as u64).saturating_sub(1) * pb;
         Ok(Raw {
             loc: match b.space {
                 Space::Sbuf => Loc::Sbuf,
@@ -180,7 +195,11 @@ impl Resolver<'_> {
             dims,
             rows: t.partitions as u64,
             free: t.free_elems(),
-            extent: (row0 + lo * w, last_row + (hi + 1) * w),
+            parts: (first, first + t.partitions as u64),
+            extent: (
+                placement.byte_offset + lo * w,
+                placement.byte_offset + (hi + 1) * w,
+            ),
             row0,
             pb,
         })
@@ -223,6 +242,7 @@ impl Resolver<'_> {
                 .collect(),
             rows: 1,
             free: h.elems(),
+            parts: (0, 1),
             extent: (start + lo * w, start + (hi + 1) * w),
             row0: start,
             pb: 0,
@@ -369,7 +389,7 @@ pub(crate) fn elementwise(body: Body, dst: Raw, srcs: Vec<Src>) -> Option<Invoca
     // A source in the destination's memory must either not overlap it or be read exactly where
     // it is written (in place); anything else needs interp's read-all-then-write order.
     for (r, st) in mems.iter().zip(&strides).skip(1) {
-        let overlaps = r.loc == dst.loc && r.extent.0 < dst.extent.1 && dst.extent.0 < r.extent.1;
+        let overlaps = r.may_overlap(&dst);
         let in_place = r.base == dst.base
             && &strides[0] == st
             && r.dtype.size_bytes() == dst.dtype.size_bytes();
@@ -421,7 +441,7 @@ pub(crate) fn reduce(op: ReduceOp, dst: Raw, src: Raw, axes: usize) -> Option<In
     if dst.free != outer_elems {
         return None;
     }
-    if src.loc == dst.loc && src.extent.0 < dst.extent.1 && dst.extent.0 < src.extent.1 {
+    if src.may_overlap(&dst) {
         return None;
     }
     let (shape, mut strides) = refine(&[dst.dims.as_slice(), outer])?;
@@ -429,6 +449,7 @@ pub(crate) fn reduce(op: ReduceOp, dst: Raw, src: Raw, axes: usize) -> Option<In
     let inner = ishape
         .into_iter()
         .zip(istrides.into_iter().next()?)
+        .map(|(n, s)| (n, vec![0, s]))
         .collect();
     let src_strides = strides.pop()?;
     let dst_strides = strides.pop()?;
@@ -450,6 +471,82 @@ pub(crate) fn reduce(op: ReduceOp, dst: Raw, src: Raw, axes: usize) -> Option<In
         },
         ptrs: vec![(dst.loc, dst.base), (src.loc, src.base)],
         imms: Vec::new(),
+    })
+}
+
+/// `activation` with `accum`: the outer loop walks the partitions, the inner loops the free
+/// elements of `dst`, `src` and the scalars; `accum` (`rows x 1`) is written once per partition.
+pub(crate) fn act_accum(
+    func: ActFunc,
+    dst: Raw,
+    src: Raw,
+    scale: Src,
+    bias: Src,
+    accum: Raw,
+) -> Option<Invocation> {
+    if dst.is_empty() || src.is_empty() || accum.is_empty() || accum.rows != src.rows {
+        return None;
+    }
+    if accum.free != 1 || accum.may_overlap(&dst) || accum.may_overlap(&src) {
+        return None;
+    }
+    if src.may_overlap(&dst)
+        && (src.base != dst.base
+            || src.dims != dst.dims
+            || src.dtype.size_bytes() != dst.dtype.size_bytes())
+    {
+        return None;
+    }
+    let rows = src.rows;
+    let mut args = Vec::new();
+    let mut ptrs = Vec::new();
+    let mut imms = Vec::new();
+    let mut outer = Vec::new();
+    let mut free_dims: Vec<Vec<(u64, i64)>> = Vec::new();
+    let mut mem = |r: &Raw, free: Vec<(u64, i64)>, args: &mut Vec<Arg>| {
+        outer.push(r.dims.first().map_or(0, |d| d.1));
+        free_dims.push(free);
+        ptrs.push((r.loc, r.base));
+        args.push(Arg::Mem {
+            dtype: r.dtype,
+            strides: Vec::new(),
+        });
+    };
+    mem(&dst, dst.dims[1..].to_vec(), &mut args);
+    mem(&src, src.dims[1..].to_vec(), &mut args);
+    for s in [&scale, &bias] {
+        match s {
+            Src::Mem(r) => mem(r, vec![(src.free, 0)], &mut args),
+            Src::Imm(v) => {
+                args.push(Arg::Imm(u8::try_from(imms.len()).ok()?));
+                imms.push(*v);
+            }
+        }
+    }
+    mem(&accum, vec![(src.free, 0)], &mut args);
+    let lists: Vec<&[(u64, i64)]> = free_dims.iter().map(Vec::as_slice).collect();
+    let (ishape, istrides) = refine(&lists)?;
+    let mut k = 0;
+    for a in &mut args {
+        if let Arg::Mem { strides, .. } = a {
+            strides.push(outer[k]);
+            k += 1;
+        }
+    }
+    let inner = ishape
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| (n, istrides.iter().map(|s| s[d]).collect()))
+        .collect();
+    Some(Invocation {
+        key: KernelKey {
+            body: Body::ActAccum(func),
+            shape: vec![rows],
+            args,
+            inner,
+        },
+        ptrs,
+        imms,
     })
 }
 
