@@ -228,10 +228,20 @@ enum AutoCast {
 enum BackendArg {
     /// The checked reference emulator.
     Interp,
-    /// Cranelift JIT (not built yet).
+    /// Cranelift JIT: compiled instruction templates (no poison or race checks).
     Jit,
     /// MLIR ExecutionEngine (not built yet).
     Mlir,
+}
+
+impl BackendArg {
+    fn runtime(self) -> Result<tessera_runtime::Backend, String> {
+        match self {
+            BackendArg::Interp => Ok(tessera_runtime::Backend::Interp),
+            BackendArg::Jit => Ok(tessera_runtime::Backend::Jit),
+            BackendArg::Mlir => Err("--backend mlir is not built into this binary yet".into()),
+        }
+    }
 }
 
 fn parse_named_input(s: &str) -> Result<(String, PathBuf), String> {
@@ -259,12 +269,9 @@ fn dispatch(command: Command) -> Result<(), String> {
             seed,
             compile,
         } => {
-            if backend != BackendArg::Interp {
-                return Err("only --backend interp is available in this build".into());
-            }
             let run = RunOptions {
                 seed,
-                ..RunOptions::default()
+                backend: backend.runtime()?,
             };
             cli::model::run_cmd(
                 &model,
@@ -283,15 +290,17 @@ fn dispatch(command: Command) -> Result<(), String> {
             backend,
             compile,
         } => {
-            if backend != BackendArg::Interp {
-                return Err("only --backend interp is available in this build".into());
-            }
+            let run = RunOptions {
+                backend: backend.runtime()?,
+                ..RunOptions::default()
+            };
             onnx_test(
                 &dirs,
                 filter.as_deref(),
                 json,
                 support_table.as_deref(),
                 &compile.options()?,
+                &run,
             )
         }
         Command::Profile {
@@ -351,17 +360,17 @@ fn onnx_test(
     json: bool,
     table: Option<&std::path::Path>,
     options: &CompileOptions,
+    run: &RunOptions,
 ) -> Result<(), String> {
     use cli::onnx_test::{Outcome, run_case};
     let cases: Vec<PathBuf> = cli::onnx_test::find_cases(dirs)?
         .into_iter()
         .filter(|c| filter.is_none_or(|f| c.to_string_lossy().contains(f)))
         .collect();
-    let run = RunOptions::default();
     let mut results = Vec::with_capacity(cases.len());
     for case in &cases {
         // A bug in one case must not stop the run: report it as a failure and go on.
-        let r = std::panic::catch_unwind(|| run_case(case, options, &run)).unwrap_or_else(|p| {
+        let r = std::panic::catch_unwind(|| run_case(case, options, run)).unwrap_or_else(|p| {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()

@@ -34,6 +34,9 @@ pub enum Backend {
     /// The checked reference emulator (poison, bounds and race checks).
     #[default]
     Interp,
+    /// The Cranelift JIT: compiled instruction templates, bounds checked up front, no poison or
+    /// race checks (use `Interp` for those).
+    Jit,
 }
 
 /// How to run.
@@ -92,6 +95,9 @@ pub enum RuntimeError {
     /// The backend failed (an emulator check fired).
     #[error(transparent)]
     Backend(Box<interp::InterpError>),
+    /// The JIT backend failed.
+    #[error(transparent)]
+    Jit(Box<tessera_backends::jit::JitError>),
 }
 
 /// A loaded artifact, ready to run.
@@ -182,13 +188,18 @@ impl Session {
                 bound.insert(t.name.clone(), data.clone());
             }
         }
-        let Backend::Interp = options.backend;
-        let run = MachineRunOptions {
-            seed: options.seed,
-            check_races: true,
+        let mut outputs = match options.backend {
+            Backend::Interp => {
+                let run = MachineRunOptions {
+                    seed: options.seed,
+                    check_races: true,
+                };
+                interp::run_machine(program, &self.target, &bound, &run)
+                    .map_err(|e| RuntimeError::Backend(Box::new(e)))?
+            }
+            Backend::Jit => tessera_backends::jit::run_machine(program, &self.target, &bound)
+                .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
         };
-        let mut outputs = interp::run_machine(program, &self.target, &bound, &run)
-            .map_err(|e| RuntimeError::Backend(Box::new(e)))?;
         let mut result = BTreeMap::new();
         for e in &sig.outputs {
             let tensor = program

@@ -66,10 +66,10 @@
 //! # Ok::<(), interp::InterpError>(())
 //! ```
 
-mod error;
-mod exec;
+pub(crate) mod error;
+pub(crate) mod exec;
 mod machine;
-mod memory;
+pub(crate) mod memory;
 pub mod semantics;
 
 pub use error::{InterpError, PoisonedElement, Site};

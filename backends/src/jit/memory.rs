@@ -1,0 +1,296 @@
+//! Physical memory of a jit run: SBUF and PSUM as `partitions x bytes` arrays, one byte array
+//! per Input/Output tensor and the HBM scratch arena, laid out exactly as interp's machine level
+//! lays them out, but without poison bits (poison and race checking stay with interp).
+//!
+//! Compiled kernels address this memory through raw base pointers ([`JitMemory::base_ptr`]);
+//! instructions that fall back to interp's `exec` see it through the same [`Store`] trait as
+//! interp's own memories, resolving views with interp's checked resolvers.
+
+use crate::interp::error::{Ctx, InterpError};
+use crate::interp::exec::Store;
+use crate::interp::memory::{
+    MAX_STORAGE_BYTES, RegionKey, RegionShape, View, check_inputs, check_len, checked_product,
+    resolve_hbm, resolve_tile,
+};
+use std::collections::BTreeMap;
+use tessera_ir::{
+    HbmAccess, HostTensor, MachineProgram, Space, TargetSpec, TensorKind, TileAccess,
+};
+
+/// Which physical memory a view lands in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Loc {
+    Sbuf,
+    Psum,
+    /// The HBM scratch arena.
+    Arena,
+    /// An Input or Output tensor's own storage.
+    Tensor(usize),
+}
+
+/// All memories of one run.
+#[derive(Debug)]
+pub(crate) struct JitMemory<'p> {
+    program: &'p MachineProgram,
+    pub sbuf_partition_bytes: u64,
+    pub psum_partition_bytes: u64,
+    sbuf: Vec<u8>,
+    psum: Vec<u8>,
+    arena: Vec<u8>,
+    /// Input and Output tensors; empty for scratch tensors, which live in the arena.
+    tensors: Vec<Vec<u8>>,
+}
+
+fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
+    let too_large = || InterpError::BadProgram {
+        detail: format!(
+            "{what} needs {bytes} bytes, more than the emulator's limit of {MAX_STORAGE_BYTES}"
+        ),
+    };
+    if bytes > MAX_STORAGE_BYTES {
+        return Err(too_large());
+    }
+    let n = usize::try_from(bytes).map_err(|_| too_large())?;
+    // Zeroed allocations are lazily mapped: a 28 MiB SBUF costs only the pages touched.
+    Ok(vec![0; n])
+}
+
+impl<'p> JitMemory<'p> {
+    /// Zeroed on-chip memories, arena and outputs; inputs copied in (checked against the
+    /// declarations, so every tensor's storage holds exactly its declared bytes).
+    pub fn new(
+        program: &'p MachineProgram,
+        target: &TargetSpec,
+        inputs: &BTreeMap<String, HostTensor>,
+    ) -> Result<Self, InterpError> {
+        check_inputs(&program.tensors, inputs)?;
+        let parts = target.partitions as u64;
+        let sbuf = zeroed("SBUF", parts.saturating_mul(target.sbuf_partition_bytes))?;
+        let psum = zeroed("PSUM", parts.saturating_mul(target.psum_partition_bytes))?;
+        let arena = zeroed("the HBM scratch arena", program.scratch_bytes)?;
+        let mut tensors = Vec::with_capacity(program.tensors.len());
+        for t in &program.tensors {
+            tensors.push(match t.kind {
+                TensorKind::Scratch => Vec::new(),
+                TensorKind::Input => inputs
+                    .get(&t.name)
+                    .map(|h| h.data.clone())
+                    .unwrap_or_default(),
+                TensorKind::Output => zeroed(
+                    &format!("@{}", t.name),
+                    checked_product(&t.shape).saturating_mul(t.dtype.size_bytes() as u64),
+                )?,
+            });
+        }
+        Ok(JitMemory {
+            program,
+            sbuf_partition_bytes: target.sbuf_partition_bytes,
+            psum_partition_bytes: target.psum_partition_bytes,
+            sbuf,
+            psum,
+            arena,
+            tensors,
+        })
+    }
+
+    pub fn bytes(&self, loc: Loc) -> Option<&[u8]> {
+        match loc {
+            Loc::Sbuf => Some(&self.sbuf),
+            Loc::Psum => Some(&self.psum),
+            Loc::Arena => Some(&self.arena),
+            Loc::Tensor(i) => self.tensors.get(i).map(Vec::as_slice),
+        }
+    }
+
+    pub fn bytes_mut(&mut self, loc: Loc) -> Option<&mut [u8]> {
+        match loc {
+            Loc::Sbuf => Some(&mut self.sbuf),
+            Loc::Psum => Some(&mut self.psum),
+            Loc::Arena => Some(&mut self.arena),
+            Loc::Tensor(i) => self.tensors.get_mut(i).map(Vec::as_mut_slice),
+        }
+    }
+
+    /// Start of `loc`'s bytes, taken without materialising a reference to them (so pointers
+    /// taken for several operands of one kernel call may alias).
+    pub fn base_ptr(&mut self, loc: Loc) -> *mut u8 {
+        match loc {
+            Loc::Sbuf => self.sbuf.as_mut_ptr(),
+            Loc::Psum => self.psum.as_mut_ptr(),
+            Loc::Arena => self.arena.as_mut_ptr(),
+            Loc::Tensor(i) => self
+                .tensors
+                .get_mut(i)
+                .map_or(std::ptr::null_mut(), Vec::as_mut_ptr),
+        }
+    }
+
+    /// Where a resolved view sits: memory, byte address of element 0 of its first row, and the
+    /// byte distance between rows (0 for HBM).
+    fn placed(&self, view: &View) -> Option<(Loc, u64, u64)> {
+        match view.key {
+            RegionKey::Buffer(i) => {
+                let b = self.program.buffers.get(i)?;
+                let p = b.placement?;
+                let (loc, pb) = match b.space {
+                    Space::Sbuf => (Loc::Sbuf, self.sbuf_partition_bytes),
+                    Space::Psum => (Loc::Psum, self.psum_partition_bytes),
+                };
+                let first = (p.partition as u64).checked_add(view.first_row as u64)?;
+                Some((loc, first.checked_mul(pb)?.checked_add(p.byte_offset)?, pb))
+            }
+            RegionKey::Tensor(i) => {
+                let t = self.program.tensors.get(i)?;
+                match t.kind {
+                    TensorKind::Scratch => {
+                        Some((Loc::Arena, (*self.program.hbm_offsets.get(i)?)?, 0))
+                    }
+                    TensorKind::Input | TensorKind::Output => Some((Loc::Tensor(i), 0, 0)),
+                }
+            }
+        }
+    }
+
+    /// Byte address of every element of the view, in element order.
+    fn addresses(&self, ctx: Ctx<'_>, view: &View) -> Result<(Loc, Vec<usize>), InterpError> {
+        let internal = || ctx.bad(format!("internal: `{}` has no physical address", view.role));
+        let (loc, base, pb) = self.placed(view).ok_or_else(internal)?;
+        let w = view.dtype.size_bytes() as u64;
+        let mut out = Vec::with_capacity(view.len());
+        for r in 0..view.rows as u64 {
+            let row = base.checked_add(r * pb).ok_or_else(internal)?;
+            for &o in &view.offsets {
+                let at = (o as u64)
+                    .checked_mul(w)
+                    .and_then(|b| b.checked_add(row))
+                    .and_then(|b| usize::try_from(b).ok())
+                    .ok_or_else(internal)?;
+                out.push(at);
+            }
+        }
+        Ok((loc, out))
+    }
+
+    /// Every Output tensor. Without poison tracking, elements never written read as zero.
+    pub fn outputs(self) -> BTreeMap<String, HostTensor> {
+        let mut out = BTreeMap::new();
+        for (t, data) in self.program.tensors.iter().zip(self.tensors) {
+            if t.kind == TensorKind::Output {
+                out.insert(
+                    t.name.clone(),
+                    HostTensor {
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                        data,
+                    },
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Store for JitMemory<'_> {
+    fn tile_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        t: &TileAccess,
+    ) -> Result<View, InterpError> {
+        let slot = t.buf.0 as usize;
+        let b = self
+            .program
+            .buffers
+            .get(slot)
+            .ok_or_else(|| InterpError::UnknownId {
+                site: ctx.site(),
+                role,
+                what: format!("buffer #{}", t.buf.0),
+            })?;
+        let name = format!("%{}", b.name);
+        let shape = RegionShape {
+            name: &name,
+            dtype: b.dtype,
+            rows: b.partitions as u64,
+            row_elems: checked_product(&b.free_shape),
+        };
+        resolve_tile(ctx, role, RegionKey::Buffer(slot), shape, t)
+    }
+
+    fn hbm_view(
+        &self,
+        ctx: Ctx<'_>,
+        role: &'static str,
+        h: &HbmAccess,
+    ) -> Result<View, InterpError> {
+        let slot = h.tensor.0 as usize;
+        let t = self
+            .program
+            .tensors
+            .get(slot)
+            .ok_or_else(|| InterpError::UnknownId {
+                site: ctx.site(),
+                role,
+                what: format!("tensor #{}", h.tensor.0),
+            })?;
+        let name = format!("@{}", t.name);
+        let shape = RegionShape {
+            name: &name,
+            dtype: t.dtype,
+            rows: 1,
+            row_elems: checked_product(&t.shape),
+        };
+        resolve_hbm(ctx, role, slot, shape, h)
+    }
+
+    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError> {
+        let bytes = self.read_bytes(ctx, view)?;
+        let w = view.dtype.size_bytes();
+        Ok(bytes
+            .chunks_exact(w)
+            .map(|b| view.dtype.decode(b))
+            .collect())
+    }
+
+    fn read_bytes(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<u8>, InterpError> {
+        let (loc, addresses) = self.addresses(ctx, view)?;
+        let internal = || ctx.bad(format!("internal: `{}` lies outside memory", view.role));
+        let bank = self.bytes(loc).ok_or_else(internal)?;
+        let w = view.dtype.size_bytes();
+        let mut out = Vec::with_capacity(addresses.len() * w);
+        for at in addresses {
+            let bytes = at
+                .checked_add(w)
+                .and_then(|end| bank.get(at..end))
+                .ok_or_else(internal)?;
+            out.extend_from_slice(bytes);
+        }
+        Ok(out)
+    }
+
+    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError> {
+        check_len(ctx, view, values.len())?;
+        let w = view.dtype.size_bytes();
+        let mut bytes = vec![0u8; values.len() * w];
+        for (&v, slot) in values.iter().zip(bytes.chunks_exact_mut(w)) {
+            view.dtype.encode(v, slot);
+        }
+        self.write_bytes(ctx, view, &bytes)
+    }
+
+    fn write_bytes(&mut self, ctx: Ctx<'_>, view: &View, bytes: &[u8]) -> Result<(), InterpError> {
+        let w = view.dtype.size_bytes();
+        check_len(ctx, view, bytes.len() / w)?;
+        let (loc, addresses) = self.addresses(ctx, view)?;
+        let internal = || ctx.bad(format!("internal: `{}` lies outside memory", view.role));
+        let bank = self.bytes_mut(loc).ok_or_else(internal)?;
+        for (at, src) in addresses.into_iter().zip(bytes.chunks_exact(w)) {
+            let dst = at
+                .checked_add(w)
+                .and_then(|end| bank.get_mut(at..end))
+                .ok_or_else(internal)?;
+            dst.copy_from_slice(src);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,591 @@
+//! `jit`: a template JIT for machine programs, built on Cranelift.
+//!
+//! [`Jit::run_machine`] (or the free function [`run_machine`], which keeps one [`Jit`] per
+//! thread) executes a [`MachineProgram`] with the same inputs, outputs and memory layout as
+//! [`crate::interp::run_machine`], but runs instructions as native code:
+//!
+//! 1. **Validate up front.** The structure is checked by [`tessera_ir::check_machine_program`]
+//!    and the inputs against their declarations. Then every instruction is planned (`plan`):
+//!    each operand view is checked against its buffer or tensor, once, before anything runs, so
+//!    an out-of-bounds view is a [`JitError::OutOfBounds`] and generated code never touches
+//!    memory outside its operands.
+//! 2. **Template kernels.** An instruction the JIT knows is described by a `KernelKey`:
+//!    its signature: operation, dtypes of all operands, the common loop shape and each operand's
+//!    byte strides (offsets are run-time arguments). Each distinct signature is compiled once by
+//!    Cranelift (`codegen`) and cached in the [`Jit`], which persists across runs: running a
+//!    program twice compiles nothing the second time. The innermost contiguous loop of f32
+//!    element-wise work uses `f32x4` SIMD with a scalar tail.
+//! 3. **Matmul microkernel.** `nc_matmul` gathers its operands into packed f32 panels and calls
+//!    a register-blocked Rust microkernel (`matmul`), accumulating in fp32.
+//! 4. **Fallback.** Everything else (other dtypes, ALU operations such as `pow` or comparisons,
+//!    `iota`, `select`, `nc_transpose`, activations with `accum`, operand layouts whose
+//!    dimensions do not nest, a destination overlapping a source in a different pattern) runs
+//!    through interp's own `exec` over the jit's physical memory, so every program runs.
+//!    [`JitStats`] counts compiled kernels, cache hits, microkernel calls and fallbacks by
+//!    opcode.
+//!
+//! Queues run in one fixed valid order: round-robin over the queues, each running as far as its
+//! waits allow. A correct program gives the same bytes in every order; races and poison (reads
+//! of never-written memory) are interp's business and are not checked here: memory starts
+//! zeroed, and an output element never written reads as zero instead of being an error.
+//!
+//! **Agreement with interp.** Element-wise f32/bf16 work (`dma_copy`, `tensor_copy`,
+//! `tensor_tensor`, `tensor_scalar`, `activation`, `memset`) and `tensor_reduce` are bit-identical
+//! to interp (NaN payloads aside). `nc_matmul` accumulates in fp32 where interp sums each dot
+//! product in f64 and rounds once; results agree within `1e-5` of the result's largest
+//! magnitude (see `matmul` for the bound).
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use tessera_backends::jit::Jit;
+//! use tessera_ir::*;
+//!
+//! // y = x + x through one SBUF tile, as a machine program.
+//! let tensor = |name: &str, kind| HbmTensor {
+//!     name: name.into(), dtype: DType::F32, shape: vec![2, 3], kind,
+//! };
+//! let tile = TileAccess {
+//!     buf: BufId(0), start_partition: 0, partitions: 2, offset: 0, dims: vec![Dim::new(1, 3)],
+//! };
+//! let hbm = |t| DmaOperand::Hbm(HbmAccess {
+//!     tensor: TensorId(t), offset: 0, dims: vec![Dim::new(3, 2), Dim::new(1, 3)],
+//! });
+//! let inst = |op| MachineInst { op, waits: vec![], origin: Origin::default() };
+//! let program = MachineProgram {
+//!     name: "double".into(),
+//!     tensors: vec![tensor("x", TensorKind::Input), tensor("y", TensorKind::Output)],
+//!     hbm_offsets: vec![None, None],
+//!     scratch_bytes: 0,
+//!     buffers: vec![Buffer {
+//!         name: "t".into(), space: Space::Sbuf, dtype: DType::F32, partitions: 2,
+//!         free_shape: vec![3], placement: Some(Placement { partition: 0, byte_offset: 0 }),
+//!     }],
+//!     queues: vec![Queue {
+//!         name: "dma0".into(), engine: Engine::Dma,
+//!         insts: vec![inst(Op::DmaCopy { dst: DmaOperand::Tile(tile.clone()), src: hbm(0) })],
+//!     }, Queue {
+//!         name: "dve".into(), engine: Engine::Dve,
+//!         insts: vec![MachineInst {
+//!             waits: vec![Wait { queue: QueueId(0), count: 1 }],
+//!             ..inst(Op::TensorTensor {
+//!                 engine: Engine::Dve, op: AluOp::Add,
+//!                 dst: tile.clone(), lhs: tile.clone(), rhs: tile.clone(),
+//!             })
+//!         }],
+//!     }, Queue {
+//!         name: "dma1".into(), engine: Engine::Dma,
+//!         insts: vec![MachineInst {
+//!             waits: vec![Wait { queue: QueueId(1), count: 1 }],
+//!             ..inst(Op::DmaCopy { dst: hbm(1), src: DmaOperand::Tile(tile) })
+//!         }],
+//!     }],
+//! };
+//! let x = HostTensor::from_f64(DType::F32, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
+//! let inputs = BTreeMap::from([("x".to_string(), x)]);
+//! let mut jit = Jit::new()?;
+//! let out = jit.run_machine(&program, &TargetSpec::trn2(), &inputs)?;
+//! assert_eq!(out["y"].to_f64_vec(), vec![2.0, 4.0, 6.0, 8.0, 10.0, 13.0]);
+//! assert_eq!(jit.stats().fallbacks, 0);
+//! # Ok::<(), tessera_backends::jit::JitError>(())
+//! ```
+
+mod codegen;
+mod matmul;
+mod memory;
+mod plan;
+
+use crate::interp::InterpError;
+use crate::interp::error::Ctx;
+use crate::interp::exec;
+use codegen::{Compiler, KernelFn, alu_supported};
+use matmul::{MatmulPlan, Panel};
+use memory::{JitMemory, Loc};
+use plan::{Body, Invocation, KernelKey, Raw, Resolver, Src, is_f32ish};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use tessera_ir::{
+    DType, HostTensor, InstRef, MachineProgram, Op, QueueId, Scalar, TargetSpec, TileAccess,
+};
+
+/// Why a jit run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JitError {
+    /// The program's structure is invalid (`tessera_ir::check_machine_program`).
+    #[error("invalid machine program: {detail}")]
+    BadMachineProgram {
+        /// The checker's message.
+        detail: String,
+    },
+    /// An operand view reaches outside its buffer or tensor (found before running).
+    #[error("{inst}: `{role}` view of {name} is out of bounds: {detail}")]
+    OutOfBounds {
+        /// The instruction, as `queue[index] opcode (node, tile #i)`.
+        inst: String,
+        /// The operand role.
+        role: String,
+        /// `%buffer` or `@tensor`.
+        name: String,
+        /// What exceeds what.
+        detail: String,
+    },
+    /// An instruction names something the program does not declare.
+    #[error("{inst}: {detail}")]
+    BadInstruction {
+        /// The instruction.
+        inst: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Unfinished queues remain but none can proceed.
+    #[error("deadlock: no queue can proceed: {}", .blocked.join("; "))]
+    Deadlock {
+        /// One line per blocked queue.
+        blocked: Vec<String>,
+    },
+    /// Cranelift failed to set up or to compile a kernel (an internal error).
+    #[error("cranelift: {detail}")]
+    Codegen {
+        /// Cranelift's message.
+        detail: String,
+    },
+    /// Reported by interp: input checks, and instructions run through the fallback.
+    #[error(transparent)]
+    Interp(#[from] InterpError),
+}
+
+/// What the jit did, accumulated over every run of one [`Jit`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JitStats {
+    /// Kernels compiled by Cranelift.
+    pub compiled: u64,
+    /// Instructions whose kernel was already in the cache.
+    pub cache_hits: u64,
+    /// `nc_matmul` instructions run by the Rust microkernel.
+    pub microkernel: u64,
+    /// Instructions run through interp's `exec`.
+    pub fallbacks: u64,
+    /// Fallbacks by opcode.
+    pub fallback_ops: BTreeMap<&'static str, u64>,
+}
+
+/// The JIT: Cranelift state and the kernel cache, kept across runs.
+pub struct Jit {
+    compiler: Compiler,
+    cache: HashMap<KernelKey, KernelFn>,
+    stats: JitStats,
+}
+
+impl std::fmt::Debug for Jit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jit")
+            .field("kernels", &self.cache.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// How one instruction runs.
+enum Step {
+    Kernel {
+        f: KernelFn,
+        ptrs: Vec<(Loc, u64)>,
+        imms: Vec<f64>,
+    },
+    Matmul(Box<MatmulPlan>),
+    Fallback,
+}
+
+thread_local! {
+    static JIT: RefCell<Option<Jit>> = const { RefCell::new(None) };
+}
+
+/// Runs `program` with this thread's [`Jit`] (created on first use, its cache kept for later
+/// runs); see [`Jit::run_machine`].
+pub fn run_machine(
+    program: &MachineProgram,
+    target: &TargetSpec,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, JitError> {
+    JIT.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Jit::new()?);
+        }
+        match slot.as_mut() {
+            Some(jit) => jit.run_machine(program, target, inputs),
+            None => Err(JitError::Codegen {
+                detail: "no jit".into(),
+            }),
+        }
+    })
+}
+
+/// This thread's [`JitStats`] (as used by [`run_machine`]).
+pub fn thread_stats() -> JitStats {
+    JIT.with(|cell| {
+        cell.borrow()
+            .as_ref()
+            .map(|j| j.stats.clone())
+            .unwrap_or_default()
+    })
+}
+
+impl Jit {
+    /// A JIT for the host machine with an empty cache.
+    pub fn new() -> Result<Self, JitError> {
+        Ok(Jit {
+            compiler: Compiler::new().map_err(|detail| JitError::Codegen { detail })?,
+            cache: HashMap::new(),
+            stats: JitStats::default(),
+        })
+    }
+
+    /// What the JIT has done so far.
+    pub fn stats(&self) -> &JitStats {
+        &self.stats
+    }
+
+    /// Number of distinct kernels compiled and cached.
+    pub fn kernels(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Runs `program` on `inputs` (one per Input tensor, by name) and returns every Output
+    /// tensor by name. Checks, in order: structure, inputs, every operand's bounds (all before
+    /// running), then executes in a fixed valid order; [`JitError::Deadlock`] when waits can
+    /// never be met. Instructions run by the fallback report interp's shape errors.
+    pub fn run_machine(
+        &mut self,
+        program: &MachineProgram,
+        target: &TargetSpec,
+        inputs: &BTreeMap<String, HostTensor>,
+    ) -> Result<BTreeMap<String, HostTensor>, JitError> {
+        tessera_ir::check_machine_program(program, target)
+            .map_err(|detail| JitError::BadMachineProgram { detail })?;
+        let order = order(program)?;
+        let mut steps: Vec<Vec<Step>> = Vec::with_capacity(program.queues.len());
+        for (q, queue) in program.queues.iter().enumerate() {
+            let mut qs = Vec::with_capacity(queue.insts.len());
+            for (i, inst) in queue.insts.iter().enumerate() {
+                let res = Resolver {
+                    program,
+                    sbuf_pb: target.sbuf_partition_bytes,
+                    psum_pb: target.psum_partition_bytes,
+                    at: inst_ref(q, i).describe(program),
+                };
+                qs.push(self.plan(&res, &inst.op)?);
+            }
+            steps.push(qs);
+        }
+        let mut mem = JitMemory::new(program, target, inputs)?;
+        let mut scratch = matmul::Scratch::default();
+        let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
+        for &(q, i) in &order {
+            let (Some(step), Some(inst)) = (
+                steps.get(q).and_then(|s| s.get(i)),
+                program.queues.get(q).and_then(|s| s.insts.get(i)),
+            ) else {
+                continue;
+            };
+            match step {
+                Step::Kernel { f, ptrs: at, imms } => {
+                    ptrs.clear();
+                    for &(loc, offset) in at {
+                        ptrs.push(mem.base_ptr(loc).wrapping_add(offset as usize));
+                    }
+                    // SAFETY: planning checked every operand view against its buffer or tensor
+                    // (partitions and the lowest/highest element of each partition), the
+                    // structural check placed every buffer inside its memory, and
+                    // `JitMemory::new` sized every tensor to its declaration; the kernel's loop
+                    // nest enumerates exactly the elements of each view (a re-factorisation of
+                    // its dimensions), so every address it forms from these base pointers lies
+                    // inside the memory they point into. The memories are not resized during
+                    // the run and no Rust reference to them is live during the call. `ptrs` has
+                    // one entry per memory operand and `imms` one per immediate of the key the
+                    // kernel was compiled for.
+                    unsafe { f(ptrs.as_ptr(), imms.as_ptr()) };
+                }
+                Step::Matmul(p) => {
+                    matmul::run(&mut mem, p, &mut scratch, || {
+                        inst_ref(q, i).describe(program)
+                    })?;
+                }
+                Step::Fallback => {
+                    let ctx = Ctx {
+                        index: i,
+                        opcode: inst.op.opcode(),
+                        loc: None,
+                        machine: Some((program, inst_ref(q, i))),
+                    };
+                    exec::execute(&mut mem, ctx, &inst.op)?;
+                }
+            }
+        }
+        Ok(mem.outputs())
+    }
+
+    /// Checks every operand of `op` and decides how it runs, compiling its kernel if needed.
+    fn plan(&mut self, res: &Resolver<'_>, op: &Op) -> Result<Step, JitError> {
+        for operand in op.tile_operands() {
+            res.tile(operand.role, operand.tile)?;
+        }
+        if let Op::DmaCopy { dst, src } = op {
+            res.dma("dst", dst)?;
+            res.dma("src", src)?;
+        }
+        let planned = match op {
+            Op::Matmul {
+                dst,
+                stationary,
+                moving,
+                start,
+                ..
+            } => {
+                if let Some(p) = plan_matmul(res, dst, stationary, moving, *start)? {
+                    self.stats.microkernel += 1;
+                    return Ok(Step::Matmul(Box::new(p)));
+                }
+                None
+            }
+            _ => invocation(res, op)?,
+        };
+        let Some(inv) = planned else {
+            self.stats.fallbacks += 1;
+            *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
+            return Ok(Step::Fallback);
+        };
+        let f = match self.cache.get(&inv.key) {
+            Some(&f) => {
+                self.stats.cache_hits += 1;
+                f
+            }
+            None => {
+                let f = self
+                    .compiler
+                    .compile(&inv.key)
+                    .map_err(|detail| JitError::Codegen { detail })?;
+                self.stats.compiled += 1;
+                self.cache.insert(inv.key.clone(), f);
+                f
+            }
+        };
+        Ok(Step::Kernel {
+            f,
+            ptrs: inv.ptrs,
+            imms: inv.imms,
+        })
+    }
+}
+
+fn inst_ref(q: usize, i: usize) -> InstRef {
+    InstRef {
+        queue: QueueId(q as u32),
+        index: i as u32,
+    }
+}
+
+/// A valid execution order: round-robin over the queues, each running as far as its waits
+/// allow; a deadlock when a round makes no progress with queues unfinished.
+fn order(program: &MachineProgram) -> Result<Vec<(usize, usize)>, JitError> {
+    let queues = &program.queues;
+    let mut done = vec![0usize; queues.len()];
+    let mut out = Vec::with_capacity(program.inst_count());
+    loop {
+        let mut progressed = false;
+        for (q, queue) in queues.iter().enumerate() {
+            while let Some(inst) = queue.insts.get(done[q]) {
+                let ready = inst.waits.iter().all(|w| {
+                    done.get(w.queue.0 as usize)
+                        .is_some_and(|&d| d >= w.count as usize)
+                });
+                if !ready {
+                    break;
+                }
+                out.push((q, done[q]));
+                done[q] += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let blocked: Vec<String> = queues
+        .iter()
+        .enumerate()
+        .filter(|(q, queue)| done[*q] < queue.insts.len())
+        .map(|(q, _)| format!("{} cannot start", inst_ref(q, done[q]).describe(program)))
+        .collect();
+    if blocked.is_empty() {
+        Ok(out)
+    } else {
+        Err(JitError::Deadlock { blocked })
+    }
+}
+
+/// Element-wise operands of tile instructions must pair partition by partition.
+fn same_shape(a: &Raw, b: &Raw) -> bool {
+    a.rows == b.rows && a.free == b.free
+}
+
+/// A scalar operand (immediate, rounded to fp32 as the engines hold it, or per-partition tile)
+/// of an operation over `main`'s shape.
+fn scalar(res: &Resolver<'_>, role: &str, s: &Scalar, main: &Raw) -> Result<Option<Src>, JitError> {
+    Ok(match s {
+        Scalar::Imm(v) => Some(Src::Imm(*v as f32 as f64)),
+        Scalar::PerPartition(t) => {
+            let raw = res.tile(role, t)?;
+            if !is_f32ish(raw.dtype) {
+                return Ok(None);
+            }
+            plan::per_partition(raw, main.rows, main.free).map(Src::Mem)
+        }
+    })
+}
+
+/// The kernel invocation for a compiled instruction, or `None` to fall back.
+fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitError> {
+    let copy_body = |s: DType, d: DType| {
+        if s == d {
+            Some(Body::Copy {
+                width: s.size_bytes() as u8,
+            })
+        } else if is_f32ish(s) && is_f32ish(d) {
+            Some(Body::Convert)
+        } else {
+            None
+        }
+    };
+    Ok(match op {
+        Op::DmaCopy { dst, src } => {
+            let (d, s) = (res.dma("dst", dst)?, res.dma("src", src)?);
+            copy_body(s.dtype, d.dtype)
+                .and_then(|body| plan::elementwise(body, d, vec![Src::Mem(s)]))
+        }
+        Op::TensorCopy { dst, src, .. } => {
+            let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
+            if !same_shape(&s, &d) {
+                return Ok(None);
+            }
+            copy_body(s.dtype, d.dtype)
+                .and_then(|body| plan::elementwise(body, d, vec![Src::Mem(s)]))
+        }
+        Op::TensorTensor {
+            op, dst, lhs, rhs, ..
+        } => {
+            let (d, l, r) = (
+                res.tile("dst", dst)?,
+                res.tile("lhs", lhs)?,
+                res.tile("rhs", rhs)?,
+            );
+            let ok = alu_supported(*op)
+                && [&d, &l, &r].iter().all(|x| is_f32ish(x.dtype))
+                && same_shape(&l, &d)
+                && same_shape(&r, &d);
+            if !ok {
+                return Ok(None);
+            }
+            plan::elementwise(Body::Binary(*op), d, vec![Src::Mem(l), Src::Mem(r)])
+        }
+        Op::TensorScalar {
+            dst, src, op0, op1, ..
+        } => {
+            let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
+            let steps: Vec<_> = std::iter::once(op0).chain(op1.as_ref()).collect();
+            let ok = is_f32ish(d.dtype)
+                && is_f32ish(s.dtype)
+                && same_shape(&s, &d)
+                && steps.iter().all(|st| alu_supported(st.op));
+            if !ok {
+                return Ok(None);
+            }
+            let mut srcs = Vec::new();
+            for (k, st) in steps.iter().enumerate() {
+                let role = if k == 0 { "operand0" } else { "operand1" };
+                match scalar(res, role, &st.operand, &s)? {
+                    Some(x) => srcs.push(x),
+                    None => return Ok(None),
+                }
+            }
+            srcs.insert(0, Src::Mem(s));
+            let body = Body::Scalar(steps.iter().map(|st| (st.op, st.reverse)).collect());
+            plan::elementwise(body, d, srcs)
+        }
+        Op::Activation {
+            dst,
+            src,
+            func,
+            scale,
+            bias,
+            accum,
+        } => {
+            let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
+            if !(is_f32ish(d.dtype) && is_f32ish(s.dtype) && same_shape(&s, &d)) {
+                return Ok(None);
+            }
+            let (Some(sc), Some(bi)) = (
+                scalar(res, "scale", scale, &s)?,
+                scalar(res, "bias", bias, &s)?,
+            ) else {
+                return Ok(None);
+            };
+            match accum {
+                None => plan::elementwise(Body::Act(*func), d, vec![Src::Mem(s), sc, bi]),
+                Some(a) => {
+                    let a = res.tile("accum", a)?;
+                    if !is_f32ish(a.dtype) {
+                        return Ok(None);
+                    }
+                    plan::act_accum(*func, d, s, sc, bi, a)
+                }
+            }
+        }
+        Op::TensorReduce {
+            op, dst, src, axes, ..
+        } => {
+            let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
+            if !(is_f32ish(d.dtype) && is_f32ish(s.dtype)) {
+                return Ok(None);
+            }
+            plan::reduce(*op, d, s, *axes as usize)
+        }
+        Op::Memset { dst, value, .. } => {
+            let d = res.tile("dst", dst)?;
+            if !is_f32ish(d.dtype) {
+                return Ok(None);
+            }
+            plan::elementwise(Body::Memset, d, vec![Src::Imm(*value)])
+        }
+        _ => None,
+    })
+}
+
+fn plan_matmul(
+    res: &Resolver<'_>,
+    dst: &TileAccess,
+    stationary: &TileAccess,
+    moving: &TileAccess,
+    start: bool,
+) -> Result<Option<MatmulPlan>, JitError> {
+    let (d, st, mv) = (
+        res.tile("dst", dst)?,
+        res.tile("stationary", stationary)?,
+        res.tile("moving", moving)?,
+    );
+    let ok = d.dtype == DType::F32
+        && is_f32ish(st.dtype)
+        && is_f32ish(mv.dtype)
+        && st.rows == mv.rows
+        && d.rows == st.free
+        && d.free == mv.free
+        && !d.is_empty()
+        && !st.is_empty()
+        && !mv.is_empty();
+    Ok(ok.then(|| MatmulPlan {
+        stationary: Panel::new(&st, stationary),
+        moving: Panel::new(&mv, moving),
+        dst: Panel::new(&d, dst),
+        start,
+    }))
+}

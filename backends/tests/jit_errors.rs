@@ -1,0 +1,217 @@
+//! The jit's checks and bookkeeping: out-of-bounds views are errors found before running,
+//! deadlocks are errors, the kernel cache is reused across runs, and instructions the jit does
+//! not compile run through interp's fallback with the same results.
+
+use std::collections::BTreeMap;
+use tessera_backends::interp::{self, MachineRunOptions};
+use tessera_backends::jit::{Jit, JitError};
+use tessera_ir::*;
+
+fn tile(offset: u64, len: u32) -> TileAccess {
+    TileAccess {
+        buf: BufId(0),
+        start_partition: 0,
+        partitions: 2,
+        offset,
+        dims: vec![Dim::new(1, len)],
+    }
+}
+
+fn hbm(t: u32) -> DmaOperand {
+    DmaOperand::Hbm(HbmAccess {
+        tensor: TensorId(t),
+        offset: 0,
+        dims: vec![Dim::new(4, 2), Dim::new(1, 4)],
+    })
+}
+
+/// x (2x4) -> SBUF -> `middle` -> y, one queue per instruction, chained by waits.
+fn program(middle: Vec<Op>) -> MachineProgram {
+    let tensor = |name: &str, kind| HbmTensor {
+        name: name.into(),
+        dtype: DType::F32,
+        shape: vec![2, 4],
+        kind,
+    };
+    let mut ops = vec![Op::DmaCopy {
+        dst: DmaOperand::Tile(tile(0, 4)),
+        src: hbm(0),
+    }];
+    ops.extend(middle);
+    ops.push(Op::DmaCopy {
+        dst: hbm(1),
+        src: DmaOperand::Tile(tile(0, 4)),
+    });
+    let queues = ops
+        .into_iter()
+        .enumerate()
+        .map(|(i, op)| Queue {
+            name: format!("q{i}"),
+            engine: op.engine().unwrap_or(Engine::Dve),
+            insts: vec![MachineInst {
+                op,
+                waits: (i > 0)
+                    .then(|| Wait {
+                        queue: QueueId(i as u32 - 1),
+                        count: 1,
+                    })
+                    .into_iter()
+                    .collect(),
+                origin: Origin::default(),
+            }],
+        })
+        .collect();
+    MachineProgram {
+        name: "p".into(),
+        tensors: vec![
+            tensor("x", TensorKind::Input),
+            tensor("y", TensorKind::Output),
+        ],
+        hbm_offsets: vec![None, None],
+        scratch_bytes: 0,
+        buffers: vec![Buffer {
+            name: "t".into(),
+            space: Space::Sbuf,
+            dtype: DType::F32,
+            partitions: 2,
+            free_shape: vec![8],
+            placement: Some(Placement {
+                partition: 0,
+                byte_offset: 0,
+            }),
+        }],
+        queues,
+    }
+}
+
+fn inputs() -> BTreeMap<String, HostTensor> {
+    let x = HostTensor::from_f64(
+        DType::F32,
+        &[2, 4],
+        &[1.0, -2.0, 3.5, 4.0, 0.25, 6.0, -7.0, 8.0],
+    );
+    BTreeMap::from([("x".to_string(), x)])
+}
+
+fn add(dst: TileAccess, lhs: TileAccess, rhs: TileAccess) -> Op {
+    Op::TensorTensor {
+        engine: Engine::Dve,
+        op: AluOp::Add,
+        dst,
+        lhs,
+        rhs,
+    }
+}
+
+#[test]
+fn out_of_bounds_view_is_an_error_before_running() {
+    // Elements 6..10 of an 8-element partition.
+    let p = program(vec![add(tile(0, 4), tile(0, 4), tile(6, 4))]);
+    let mut jit = Jit::new().unwrap();
+    let err = jit
+        .run_machine(&p, &TargetSpec::trn2(), &inputs())
+        .unwrap_err();
+    assert!(
+        matches!(&err, JitError::OutOfBounds { role, .. } if role == "rhs"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("out of bounds"), "{err}");
+    // Planning stops at the bad instruction: at most the first DMA's kernel was compiled, and
+    // nothing ran.
+    assert!(jit.stats().compiled <= 1);
+    // Negative strides reaching below element 0, and partitions beyond the buffer.
+    let below = TileAccess {
+        dims: vec![Dim::new(-1, 4)],
+        ..tile(2, 4)
+    };
+    let p = program(vec![add(tile(0, 4), tile(0, 4), below)]);
+    assert!(matches!(
+        jit.run_machine(&p, &TargetSpec::trn2(), &inputs()),
+        Err(JitError::OutOfBounds { .. })
+    ));
+    let parts = TileAccess {
+        start_partition: 1,
+        ..tile(0, 4)
+    };
+    let p = program(vec![add(tile(0, 4), tile(0, 4), parts)]);
+    assert!(matches!(
+        jit.run_machine(&p, &TargetSpec::trn2(), &inputs()),
+        Err(JitError::OutOfBounds { .. })
+    ));
+}
+
+#[test]
+fn second_run_compiles_nothing() {
+    let p = program(vec![add(tile(4, 4), tile(0, 4), tile(0, 4))]);
+    let mut jit = Jit::new().unwrap();
+    let first = jit.run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
+    let compiled = jit.stats().compiled;
+    assert!(compiled > 0);
+    let hits = jit.stats().cache_hits;
+    let second = jit.run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(jit.stats().compiled, compiled);
+    assert_eq!(jit.stats().cache_hits, hits + p.inst_count() as u64);
+    assert_eq!(jit.kernels() as u64, compiled);
+}
+
+#[test]
+fn deadlock_is_an_error() {
+    let mut p = program(vec![]);
+    // The first DMA waits for the last one.
+    p.queues[0].insts[0].waits = vec![Wait {
+        queue: QueueId(1),
+        count: 1,
+    }];
+    let mut jit = Jit::new().unwrap();
+    let err = jit
+        .run_machine(&p, &TargetSpec::trn2(), &inputs())
+        .unwrap_err();
+    assert!(matches!(err, JitError::Deadlock { .. }), "{err}");
+}
+
+#[test]
+fn uncompiled_instructions_fall_back_to_interp() {
+    // `pow` and `iota` are not compiled; they run through interp's exec.
+    let pow = Op::TensorTensor {
+        engine: Engine::Dve,
+        op: AluOp::Pow,
+        dst: tile(0, 4),
+        lhs: tile(0, 4),
+        rhs: tile(0, 4),
+    };
+    let iota = Op::Iota {
+        engine: Engine::Pool,
+        dst: tile(4, 4),
+        expr: AffineExpr {
+            base: 1,
+            partition: 3,
+            free: vec![2],
+        },
+    };
+    let p = program(vec![iota, pow, add(tile(0, 4), tile(0, 4), tile(4, 4))]);
+    let mut jit = Jit::new().unwrap();
+    let got = jit.run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
+    let want = interp::run_machine(
+        &p,
+        &TargetSpec::trn2(),
+        &inputs(),
+        &MachineRunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(got, want);
+    let stats = jit.stats();
+    assert_eq!(stats.fallbacks, 2);
+    assert_eq!(stats.fallback_ops.get("iota"), Some(&1));
+    assert_eq!(stats.fallback_ops.get("tensor_tensor"), Some(&1));
+}
+
+#[test]
+fn the_thread_jit_keeps_its_cache() {
+    let p = program(vec![add(tile(0, 4), tile(0, 4), tile(0, 4))]);
+    let a = tessera_backends::jit::run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
+    let compiled = tessera_backends::jit::thread_stats().compiled;
+    let b = tessera_backends::jit::run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(tessera_backends::jit::thread_stats().compiled, compiled);
+}

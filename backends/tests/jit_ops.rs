@@ -1,0 +1,545 @@
+//! Every instruction kind the jit compiles, on random shapes, layouts (transposed, padded,
+//! reversed, broadcast) and dtypes, compared with interp: bit-identical for element-wise work and
+//! reductions, within the documented tolerance for `nc_matmul`. Layouts whose dimensions do not
+//! nest fall back to interp and must agree too.
+
+mod jit_common;
+
+use jit_common::assert_close;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use tessera_backends::interp::{self, MachineRunOptions};
+use tessera_backends::jit::{Jit, JitStats};
+use tessera_ir::*;
+
+/// A machine program under construction: buffers laid out one after another in SBUF (PSUM for
+/// `psum` buffers), one queue per instruction, each waiting for the previous one.
+struct B {
+    p: MachineProgram,
+    sbuf_at: u64,
+    psum_at: u64,
+    inputs: BTreeMap<String, HostTensor>,
+}
+
+impl B {
+    fn new() -> Self {
+        B {
+            p: MachineProgram {
+                name: "case".into(),
+                ..Default::default()
+            },
+            sbuf_at: 0,
+            psum_at: 0,
+            inputs: BTreeMap::new(),
+        }
+    }
+
+    fn buffer(&mut self, dtype: DType, parts: u32, free: usize, space: Space) -> BufId {
+        let bytes = (free * dtype.size_bytes()) as u64;
+        let at = match space {
+            Space::Sbuf => &mut self.sbuf_at,
+            Space::Psum => &mut self.psum_at,
+        };
+        let byte_offset = *at;
+        *at += bytes.div_ceil(64) * 64;
+        self.p.buffers.push(Buffer {
+            name: format!("b{}", self.p.buffers.len()),
+            space,
+            dtype,
+            partitions: parts,
+            free_shape: vec![free],
+            placement: Some(Placement {
+                partition: 0,
+                byte_offset,
+            }),
+        });
+        BufId(self.p.buffers.len() as u32 - 1)
+    }
+
+    fn tensor(&mut self, kind: TensorKind, shape: &[usize]) -> TensorId {
+        let name = format!("t{}", self.p.tensors.len());
+        self.p.tensors.push(HbmTensor {
+            name,
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+            kind,
+        });
+        self.p.hbm_offsets.push(None);
+        TensorId(self.p.tensors.len() as u32 - 1)
+    }
+
+    fn push(&mut self, engine: Engine, op: Op) {
+        let n = self.p.queues.len();
+        let waits = if n == 0 {
+            vec![]
+        } else {
+            vec![Wait {
+                queue: QueueId(n as u32 - 1),
+                count: 1,
+            }]
+        };
+        self.p.queues.push(Queue {
+            name: format!("q{n}"),
+            engine,
+            insts: vec![MachineInst {
+                op,
+                waits,
+                origin: Origin::default(),
+            }],
+        });
+    }
+
+    fn whole(buf: BufId, parts: u32, free: usize) -> TileAccess {
+        TileAccess {
+            buf,
+            start_partition: 0,
+            partitions: parts,
+            offset: 0,
+            dims: vec![Dim::new(1, free as u32)],
+        }
+    }
+
+    fn hbm_whole(t: TensorId, parts: u32, free: usize) -> DmaOperand {
+        DmaOperand::Hbm(HbmAccess {
+            tensor: t,
+            offset: 0,
+            dims: vec![Dim::new(free as i64, parts), Dim::new(1, free as u32)],
+        })
+    }
+
+    /// A buffer filled by DMA from a new f32 input holding `values`.
+    fn loaded(&mut self, dtype: DType, parts: u32, values: &[f32]) -> BufId {
+        let free = values.len() / parts as usize;
+        let buf = self.buffer(dtype, parts, free, Space::Sbuf);
+        let t = self.tensor(TensorKind::Input, &[parts as usize, free]);
+        let data: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+        self.inputs.insert(
+            self.p.tensors[t.0 as usize].name.clone(),
+            HostTensor::from_f64(DType::F32, &[parts as usize, free], &data),
+        );
+        self.push(
+            Engine::Dma,
+            Op::DmaCopy {
+                dst: DmaOperand::Tile(Self::whole(buf, parts, free)),
+                src: Self::hbm_whole(t, parts, free),
+            },
+        );
+        buf
+    }
+
+    /// A destination buffer zeroed by `memset`, and copied to a new output after `finish`.
+    fn dst(&mut self, dtype: DType, parts: u32, free: usize, space: Space) -> BufId {
+        let buf = self.buffer(dtype, parts, free, space);
+        self.push(
+            Engine::Dve,
+            Op::Memset {
+                engine: Engine::Dve,
+                dst: Self::whole(buf, parts, free),
+                value: 0.0,
+            },
+        );
+        buf
+    }
+
+    /// Copies every buffer in `outs` to an output tensor (PSUM through an SBUF copy).
+    fn finish(mut self, outs: &[BufId]) -> (MachineProgram, BTreeMap<String, HostTensor>) {
+        for &buf in outs {
+            let b = self.p.buffers[buf.0 as usize].clone();
+            let (parts, free) = (b.partitions, b.free_shape[0]);
+            let src = if b.space == Space::Psum {
+                let s = self.buffer(b.dtype, parts, free, Space::Sbuf);
+                self.push(
+                    Engine::Dve,
+                    Op::TensorCopy {
+                        engine: Engine::Dve,
+                        dst: Self::whole(s, parts, free),
+                        src: Self::whole(buf, parts, free),
+                    },
+                );
+                s
+            } else {
+                buf
+            };
+            let t = self.tensor(TensorKind::Output, &[parts as usize, free]);
+            self.push(
+                Engine::Dma,
+                Op::DmaCopy {
+                    dst: Self::hbm_whole(t, parts, free),
+                    src: DmaOperand::Tile(Self::whole(src, parts, free)),
+                },
+            );
+        }
+        (self.p, self.inputs)
+    }
+}
+
+/// How one operand lays out the logical shape in its buffer.
+#[derive(Clone, Debug)]
+struct Layout {
+    /// Storage order of the logical dims (outermost first).
+    perm: Vec<usize>,
+    /// Extra elements after each storage row.
+    pad: u64,
+    /// Walk logical dim 0 backwards.
+    reverse: bool,
+    /// Logical dim given stride 0 (sources only).
+    broadcast: Option<usize>,
+}
+
+impl Layout {
+    /// Storage order equals logical order, so the view nests with any other such view.
+    fn in_order(&self) -> bool {
+        self.perm.windows(2).all(|w| w[0] < w[1])
+    }
+
+    /// The view's offset and dims, and the free size its buffer needs.
+    fn view(&self, shape: &[u32]) -> (u64, Vec<Dim>, usize) {
+        let n = shape.len();
+        let mut strides = vec![0i64; n];
+        let mut span = 1i64;
+        for (k, &d) in self.perm.iter().enumerate().rev() {
+            let extra = if k == n - 1 { self.pad as i64 } else { 0 };
+            strides[d] = span;
+            span *= shape[d] as i64 + extra;
+        }
+        if let Some(b) = self.broadcast {
+            strides[b] = 0;
+        }
+        let mut offset = 0u64;
+        if self.reverse && strides[0] != 0 {
+            offset = (strides[0] * (shape[0] as i64 - 1)) as u64;
+            strides[0] = -strides[0];
+        }
+        let dims = shape
+            .iter()
+            .zip(&strides)
+            .map(|(&s, &st)| Dim::new(st, s))
+            .collect();
+        (offset, dims, span as usize)
+    }
+}
+
+fn layout(n: usize, source: bool) -> impl Strategy<Value = Layout> {
+    let perm = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
+    let broadcast = if source {
+        prop_oneof![3 => Just(None), 1 => (0..n).prop_map(Some)].boxed()
+    } else {
+        Just(None).boxed()
+    };
+    (perm, 0u64..3, any::<bool>(), broadcast).prop_map(|(perm, pad, reverse, broadcast)| Layout {
+        perm,
+        pad,
+        reverse,
+        broadcast,
+    })
+}
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    // A small deterministic generator: values in [-4, 4) with fractional bits.
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
+        })
+        .collect()
+}
+
+/// A source operand: a loaded buffer viewed with `layout` over `shape`.
+fn source(b: &mut B, dtype: DType, parts: u32, shape: &[u32], l: &Layout, seed: u64) -> TileAccess {
+    let (offset, dims, free) = l.view(shape);
+    let buf = b.loaded(dtype, parts, &values(parts as usize * free, seed));
+    TileAccess {
+        buf,
+        start_partition: 0,
+        partitions: parts,
+        offset,
+        dims,
+    }
+}
+
+fn destination(b: &mut B, dtype: DType, parts: u32, shape: &[u32], l: &Layout) -> TileAccess {
+    let (offset, dims, free) = l.view(shape);
+    let buf = b.dst(dtype, parts, free, Space::Sbuf);
+    TileAccess {
+        buf,
+        start_partition: 0,
+        partitions: parts,
+        offset,
+        dims,
+    }
+}
+
+/// Runs both backends; `exact` demands identical bytes. Returns the jit's statistics.
+fn compare(
+    program: &MachineProgram,
+    inputs: &BTreeMap<String, HostTensor>,
+    exact: bool,
+) -> JitStats {
+    let target = TargetSpec::trn2();
+    let want = interp::run_machine(program, &target, inputs, &MachineRunOptions::default())
+        .expect("interp runs");
+    let mut jit = Jit::new().expect("jit");
+    let got = jit.run_machine(program, &target, inputs).expect("jit runs");
+    if exact {
+        assert_eq!(
+            got,
+            want,
+            "jit differs from interp; stats {:?}",
+            jit.stats()
+        );
+    } else {
+        assert_close(&got, &want);
+    }
+    jit.stats().clone()
+}
+
+/// Layouts in logical order always nest: the jit must compile, not fall back.
+fn assert_compiled(stats: &JitStats, layouts: &[&Layout]) {
+    if layouts.iter().all(|l| l.in_order()) {
+        assert_eq!(stats.fallbacks, 0, "{stats:?}");
+    }
+}
+
+const ALU: [AluOp; 6] = [
+    AluOp::Add,
+    AluOp::Sub,
+    AluOp::Mul,
+    AluOp::Div,
+    AluOp::Max,
+    AluOp::Min,
+];
+
+fn float_dtype() -> impl Strategy<Value = DType> {
+    prop_oneof![3 => Just(DType::F32), 1 => Just(DType::Bf16)]
+}
+
+fn shape() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(1u32..7, 1..=3)
+}
+
+/// A shape with layouts for a destination and `k` sources.
+fn case(k: usize) -> impl Strategy<Value = (u32, Vec<u32>, Layout, Vec<Layout>)> {
+    (1u32..9, shape()).prop_flat_map(move |(parts, shape)| {
+        let n = shape.len();
+        (
+            Just(parts),
+            Just(shape),
+            layout(n, false),
+            prop::collection::vec(layout(n, true), k),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn tensor_tensor_matches(
+        (parts, shape, dl, sl) in case(2),
+        op in prop::sample::select(ALU.to_vec()),
+        dt in prop::collection::vec(float_dtype(), 3),
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let lhs = source(&mut b, dt[1], parts, &shape, &sl[0], seed);
+        let rhs = source(&mut b, dt[2], parts, &shape, &sl[1], seed ^ 0x55);
+        let dst = destination(&mut b, dt[0], parts, &shape, &dl);
+        let out = dst.buf;
+        b.push(Engine::Dve, Op::TensorTensor { engine: Engine::Dve, op, dst, lhs, rhs });
+        let (p, inputs) = b.finish(&[out]);
+        let stats = compare(&p, &inputs, true);
+        assert_compiled(&stats, &[&dl, &sl[0], &sl[1]]);
+    }
+
+    #[test]
+    fn tensor_scalar_matches(
+        (parts, shape, dl, sl) in case(1),
+        steps in prop::collection::vec(
+            (prop::sample::select(ALU.to_vec()), any::<bool>(), any::<bool>(), -3.0f64..3.0), 1..=2),
+        dt in prop::collection::vec(float_dtype(), 2),
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let src = source(&mut b, dt[1], parts, &shape, &sl[0], seed);
+        let mut ops = Vec::new();
+        for (k, &(op, reverse, per_partition, imm)) in steps.iter().enumerate() {
+            let operand = if per_partition {
+                let buf = b.loaded(DType::F32, parts, &values(parts as usize * 2, seed ^ k as u64));
+                Scalar::PerPartition(TileAccess {
+                    buf, start_partition: 0, partitions: parts, offset: 1, dims: vec![Dim::new(1, 1)],
+                })
+            } else {
+                Scalar::Imm(imm)
+            };
+            ops.push(ScalarStep { op, operand, reverse });
+        }
+        let dst = destination(&mut b, dt[0], parts, &shape, &dl);
+        let out = dst.buf;
+        let mut ops = ops.into_iter();
+        let op0 = ops.next().unwrap();
+        b.push(Engine::Dve, Op::TensorScalar { engine: Engine::Dve, dst, src, op0, op1: ops.next() });
+        let (p, inputs) = b.finish(&[out]);
+        let stats = compare(&p, &inputs, true);
+        assert_compiled(&stats, &[&dl, &sl[0]]);
+    }
+
+    #[test]
+    fn activation_matches(
+        (parts, shape, dl, sl) in case(1),
+        func in prop::sample::select(tessera_ir::isa::ALL_ACT_FUNCS.to_vec()),
+        scale_pp in any::<bool>(),
+        bias_pp in any::<bool>(),
+        accum in any::<bool>(),
+        dt in prop::collection::vec(float_dtype(), 2),
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let src = source(&mut b, dt[1], parts, &shape, &sl[0], seed);
+        let scalar = |pp: bool, imm: f64, b: &mut B, salt: u64| if pp {
+            let buf = b.loaded(DType::F32, parts, &values(parts as usize, seed ^ salt));
+            Scalar::PerPartition(B::whole(buf, parts, 1))
+        } else {
+            Scalar::Imm(imm)
+        };
+        let scale = scalar(scale_pp, 0.7, &mut b, 1);
+        let bias = scalar(bias_pp, -0.3, &mut b, 2);
+        let dst = destination(&mut b, dt[0], parts, &shape, &dl);
+        let mut outs = vec![dst.buf];
+        let accum = accum.then(|| {
+            let a = b.dst(DType::F32, parts, 1, Space::Sbuf);
+            outs.push(a);
+            B::whole(a, parts, 1)
+        });
+        b.push(Engine::Act, Op::Activation { dst, src, func, scale, bias, accum });
+        let (p, inputs) = b.finish(&outs);
+        let stats = compare(&p, &inputs, true);
+        assert_compiled(&stats, &[&dl, &sl[0]]);
+    }
+
+    #[test]
+    fn tensor_reduce_matches(
+        (parts, shape, _dl, sl) in case(1),
+        op in prop::sample::select(tessera_ir::isa::ALL_REDUCE_OPS.to_vec()),
+        axes_pick in 0usize..3,
+        dt in prop::collection::vec(float_dtype(), 2),
+        seed in any::<u64>(),
+    ) {
+        let mut sl = sl;
+        sl[0].broadcast = None;
+        let axes = 1 + axes_pick % shape.len();
+        let mut b = B::new();
+        let src = source(&mut b, dt[1], parts, &shape, &sl[0], seed);
+        let kept = &shape[..shape.len() - axes];
+        let free: usize = kept.iter().map(|&s| s as usize).product();
+        let buf = b.dst(dt[0], parts, free, Space::Sbuf);
+        let dst = TileAccess {
+            buf, start_partition: 0, partitions: parts, offset: 0,
+            dims: B::whole(buf, parts, free).dims,
+        };
+        b.push(Engine::Dve, Op::TensorReduce { engine: Engine::Dve, op, dst, src, axes: axes as u8 });
+        let (p, inputs) = b.finish(&[buf]);
+        let stats = compare(&p, &inputs, true);
+        assert_compiled(&stats, &[&sl[0]]);
+    }
+
+    #[test]
+    fn copies_and_memset_match(
+        (parts, shape, dl, sl) in case(1),
+        dt in prop::collection::vec(float_dtype(), 2),
+        value in -5.0f64..5.0,
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let src = source(&mut b, dt[1], parts, &shape, &sl[0], seed);
+        let dst = destination(&mut b, dt[0], parts, &shape, &dl);
+        let out = dst.buf;
+        b.push(Engine::Dve, Op::TensorCopy { engine: Engine::Dve, dst: dst.clone(), src: src.clone() });
+        // A second destination: memset over the view, then a DMA of the source into it.
+        let other = destination(&mut b, dt[0], parts, &shape, &dl);
+        let out2 = other.buf;
+        b.push(Engine::Pool, Op::Memset { engine: Engine::Pool, dst: other.clone(), value });
+        let mut dma_src = src;
+        dma_src.dims.retain(|d| d.stride != 0 || d.size == 1);
+        if dma_src.dims.len() == shape.len() {
+            b.push(Engine::Dma, Op::DmaCopy {
+                dst: DmaOperand::Tile(other),
+                src: DmaOperand::Tile(dma_src),
+            });
+        }
+        let (p, inputs) = b.finish(&[out, out2]);
+        let stats = compare(&p, &inputs, true);
+        assert_compiled(&stats, &[&dl, &sl[0]]);
+    }
+
+    #[test]
+    fn matmul_within_tolerance(
+        k in 1u32..40,
+        m in 1u32..20,
+        n in 1u32..40,
+        dt in float_dtype(),
+        transposed in any::<bool>(),
+        accumulate in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let st = b.loaded(dt, k, &values((k * m) as usize, seed));
+        let mv = b.loaded(dt, k, &values((k * n) as usize, seed ^ 9));
+        let stationary = B::whole(st, k, m as usize);
+        // The moving operand either plain or read column-reversed.
+        let moving = if transposed {
+            TileAccess { offset: n as u64 - 1, dims: vec![Dim::new(-1, n)], ..B::whole(mv, k, n as usize) }
+        } else {
+            B::whole(mv, k, n as usize)
+        };
+        let d = b.buffer(DType::F32, m, n as usize, Space::Psum);
+        let dst = B::whole(d, m, n as usize);
+        b.push(Engine::Pe, Op::Matmul {
+            dst: dst.clone(), stationary: stationary.clone(), moving: moving.clone(), start: true, stop: !accumulate,
+        });
+        if accumulate {
+            b.push(Engine::Pe, Op::Matmul { dst, stationary, moving, start: false, stop: true });
+        }
+        let (p, inputs) = b.finish(&[d]);
+        let stats = compare(&p, &inputs, false);
+        assert_eq!(stats.fallbacks, 0, "{stats:?}");
+        assert_eq!(stats.microkernel, 1 + accumulate as u64);
+    }
+}
+
+/// f32 add, sub, mul and div equal interp's f64-then-round on awkward values (IEEE binary64 has
+/// more than twice binary32's precision, so double rounding never changes the result).
+#[test]
+fn f32_arithmetic_equals_f64_then_round() {
+    let xs = values(4096, 7);
+    let ys = values(4096, 11);
+    let specials = [
+        0.0f32,
+        -0.0,
+        f32::MIN_POSITIVE,
+        1e-40,
+        f32::MAX,
+        1.0 + f32::EPSILON,
+        3.0,
+    ];
+    for (&x, &y) in xs
+        .iter()
+        .chain(&specials)
+        .zip(ys.iter().chain(specials.iter().rev()))
+    {
+        for op in ALU {
+            let want = tessera_backends::interp::semantics::alu(op, x as f64, y as f64) as f32;
+            let got = match op {
+                AluOp::Add => x + y,
+                AluOp::Sub => x - y,
+                AluOp::Mul => x * y,
+                AluOp::Div => x / y,
+                AluOp::Max => want,
+                _ => want,
+            };
+            assert_eq!(got.to_bits(), want.to_bits(), "{x} {op:?} {y}");
+        }
+    }
+}
