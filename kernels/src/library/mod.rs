@@ -28,6 +28,51 @@ use std::ops::Range;
 /// size are 24 KiB per partition, far inside SBUF, while still long enough for efficient DMA.
 pub(crate) const FREE_CHUNK: usize = 2048;
 
+/// How many blocks an element-wise kernel's stores trail its loads in program order.
+pub(crate) const STORE_DELAY_BLOCKS: usize = 4;
+
+/// Result tiles whose stores are issued a few blocks late. A store waits for the compute that
+/// produces its tile; issued right after that compute it would sit at the head of its DMA queue
+/// and hold back the loads of later blocks that the round-robin dealt to the same queue. Issued
+/// [`STORE_DELAY_BLOCKS`] blocks later, its tile is (nearly) ready by the time the queue reaches
+/// it, so loads keep streaming and several blocks' transfers share the DMA engines.
+#[derive(Default)]
+pub(crate) struct DeferredStores {
+    pending: std::collections::VecDeque<(crate::Tile, crate::HbmView)>,
+}
+
+impl DeferredStores {
+    /// Queues `tile`'s store to `dst`, issuing (and freeing) the oldest ones past the delay.
+    pub fn push(
+        &mut self,
+        kb: &mut crate::KernelBuilder<'_>,
+        tile: crate::Tile,
+        dst: crate::HbmView,
+    ) -> Result<(), KernelError> {
+        self.pending.push_back((tile, dst));
+        while self.pending.len() > STORE_DELAY_BLOCKS {
+            self.issue_oldest(kb)?;
+        }
+        Ok(())
+    }
+
+    /// Issues every remaining store.
+    pub fn flush(&mut self, kb: &mut crate::KernelBuilder<'_>) -> Result<(), KernelError> {
+        while !self.pending.is_empty() {
+            self.issue_oldest(kb)?;
+        }
+        Ok(())
+    }
+
+    fn issue_oldest(&mut self, kb: &mut crate::KernelBuilder<'_>) -> Result<(), KernelError> {
+        if let Some((tile, dst)) = self.pending.pop_front() {
+            kb.dma_copy(dst, &tile)?;
+            kb.free(tile)?;
+        }
+        Ok(())
+    }
+}
+
 /// `0..n` in consecutive ranges of at most `size`.
 pub(crate) fn blocks(n: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
     let size = size.max(1);
