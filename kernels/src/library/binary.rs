@@ -5,8 +5,9 @@
 //! iteration space is laid onto partitions).
 
 use super::layout::{broadcast_shape, broadcast_strides, plan};
-use super::{DeferredStores, FREE_CHUNK, blocks, check_shape};
+use super::{DeferredStores, FREE_CHUNK, blocks, check_shape, dma_groups};
 use crate::{KernelBuilder, KernelError};
+use std::ops::Range;
 use tessera_ir::{AluOp, DType, TargetSpec, TileProgram};
 
 /// `a`[a_shape], `b`[b_shape] -> `out`[broadcast shape], all of `dtype`.
@@ -44,16 +45,26 @@ pub fn binary(
                 let (p, w) = (rb.len() as u32, cb.len());
                 let ta = kb.sbuf("a", dtype, p, &[w])?;
                 let tb = kb.sbuf("b", dtype, p, &[w])?;
-                let (off, dims) = piece.ap(0, &rb, &cb);
-                kb.dma_copy(&ta, a.ap(off, &dims))?;
-                let (off, dims) = piece.ap(1, &rb, &cb);
-                kb.dma_copy(&tb, b.ap(off, &dims))?;
+                let groups = dma_groups(p, w * dtype.size_bytes());
+                let rows = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
+                for g in &groups {
+                    let (off, dims) = piece.ap(0, &rows(g), &cb);
+                    kb.dma_copy(ta.part(g.clone()), a.ap(off, &dims))?;
+                    let (off, dims) = piece.ap(1, &rows(g), &cb);
+                    kb.dma_copy(tb.part(g.clone()), b.ap(off, &dims))?;
+                }
                 let to = kb.sbuf("out", dtype, p, &[w])?;
                 kb.tensor_tensor(&to, &ta, op, &tb)?;
                 kb.free(ta)?;
                 kb.free(tb)?;
-                let (off, dims) = piece.ap(2, &rb, &cb);
-                stores.push(&mut kb, to, out.ap(off, &dims))?;
+                let dsts = groups
+                    .iter()
+                    .map(|g| {
+                        let (off, dims) = piece.ap(2, &rows(g), &cb);
+                        (g.clone(), out.ap(off, &dims))
+                    })
+                    .collect();
+                stores.push(&mut kb, to, dsts)?;
             }
         }
     }

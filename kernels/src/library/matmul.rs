@@ -388,7 +388,12 @@ fn resident_stripes(
         }
         match next {
             Some(next) => retired = Some(std::mem::replace(&mut current, next)),
-            None => retired = Some(std::mem::replace(&mut current, Stripe { tiles: Vec::new() })),
+            None => {
+                retired = Some(std::mem::replace(
+                    &mut current,
+                    Stripe { tiles: Vec::new() },
+                ))
+            }
         }
     }
     if let Some(old) = retired.take() {

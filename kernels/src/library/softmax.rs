@@ -7,8 +7,9 @@
 //! grows, the second recomputes `exp(x - max)` and scales it. So there is no length limit; long
 //! rows cost one extra read of `x`.
 
-use super::{blocks, check_shape, parts, rows_cols};
+use super::{DeferredStores, blocks, check_shape, dma_groups, parts, rows_cols};
 use crate::{KernelBuilder, KernelError, Step, Tile};
+use std::ops::Range;
 use tessera_ir::{ActFunc, AluOp, DType, Engine, ReduceOp, TargetSpec, TileProgram};
 
 /// Rows up to this many columns are processed from SBUF in one pass: x and exp(x) in f32 plus
@@ -39,12 +40,19 @@ pub fn softmax_chunked(
     let mut kb = KernelBuilder::new("softmax", target);
     let x = kb.input("x", dtype, shape)?;
     let y = kb.output("y", dtype, shape)?;
-    for rb in blocks(rows, target.partitions as usize) {
+    let mut stores = DeferredStores::default();
+    for (blk, rb) in blocks(rows, target.partitions as usize).enumerate() {
         let p = parts(&rb);
         let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);
         if cols <= chunk {
+            // Fresh tiles per block and stores deferred (`DeferredStores`), loads and stores
+            // split over several DMA queues (`dma_groups`), so consecutive blocks overlap.
+            let groups = dma_groups(p, cols * dtype.size_bytes());
+            let rows_of = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
             let xt = kb.sbuf("x", DType::F32, p, &[cols])?;
-            kb.dma_copy(&xt, x.rows(rb.clone()))?;
+            for g in &groups {
+                kb.dma_copy(xt.part(g.clone()), x.rows(rows_of(g)))?;
+            }
             let max = col(&mut kb, "max")?;
             kb.tensor_reduce(&max, &xt, ReduceOp::Max, 1)?;
             let neg_max = col(&mut kb, "neg_max")?;
@@ -52,14 +60,26 @@ pub fn softmax_chunked(
             let e = kb.sbuf("exp", DType::F32, p, &[cols])?;
             let sum = col(&mut kb, "sum")?;
             kb.activation(&e, &xt, ActFunc::Exp, 1.0, &neg_max, Some(&sum.all()))?;
+            kb.free(xt)?;
             let recip = col(&mut kb, "recip")?;
             kb.act(&recip, &sum, ActFunc::Reciprocal)?;
+            // The row max and the scaling both stream the row on DVE, which would make it the
+            // busiest engine; every other block scales on POOL instead.
+            let engine = if blk % 2 == 0 {
+                Engine::Dve
+            } else {
+                Engine::Pool
+            };
             let yt = kb.sbuf("y", dtype, p, &[cols])?;
-            kb.tensor_scalar(&yt, &e, AluOp::Mul, &recip)?;
-            kb.dma_copy(y.rows(rb.clone()), &yt)?;
-            for t in [xt, max, neg_max, e, sum, recip, yt] {
+            kb.tensor_scalar_on(engine, &yt, &e, Step::new(AluOp::Mul, &recip), None)?;
+            for t in [max, neg_max, e, sum, recip] {
                 kb.free(t)?;
             }
+            let dsts = groups
+                .iter()
+                .map(|g| (g.clone(), y.rows(rows_of(g))))
+                .collect();
+            stores.push(&mut kb, yt, dsts)?;
             continue;
         }
 
@@ -129,5 +149,6 @@ pub fn softmax_chunked(
             kb.free(t)?;
         }
     }
+    stores.flush(&mut kb)?;
     kb.finish()
 }

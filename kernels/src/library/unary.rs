@@ -4,8 +4,9 @@
 //! short tail) and streams columns in chunks.
 
 use super::layout::plan;
-use super::{DeferredStores, FREE_CHUNK, blocks, check_shape};
+use super::{DeferredStores, FREE_CHUNK, blocks, check_shape, dma_groups};
 use crate::{KernelBuilder, KernelError};
+use std::ops::Range;
 use tessera_ir::{ActFunc, DType, TargetSpec, TileProgram};
 
 /// `x`[shape] -> `y`[shape], both of `dtype`.
@@ -29,13 +30,23 @@ pub fn unary(
                 // Fresh tiles per block, stores deferred: see `DeferredStores`.
                 let (p, w) = (rb.len() as u32, cb.len());
                 let tx = kb.sbuf("x", dtype, p, &[w])?;
-                let (off, dims) = piece.ap(0, &rb, &cb);
-                kb.dma_copy(&tx, x.ap(off, &dims))?;
+                let groups = dma_groups(p, w * dtype.size_bytes());
+                let rows = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
+                for g in &groups {
+                    let (off, dims) = piece.ap(0, &rows(g), &cb);
+                    kb.dma_copy(tx.part(g.clone()), x.ap(off, &dims))?;
+                }
                 let ty = kb.sbuf("y", dtype, p, &[w])?;
                 kb.act(&ty, &tx, func)?;
                 kb.free(tx)?;
-                let (off, dims) = piece.ap(1, &rb, &cb);
-                stores.push(&mut kb, ty, y.ap(off, &dims))?;
+                let dsts = groups
+                    .iter()
+                    .map(|g| {
+                        let (off, dims) = piece.ap(1, &rows(g), &cb);
+                        (g.clone(), y.ap(off, &dims))
+                    })
+                    .collect();
+                stores.push(&mut kb, ty, dsts)?;
             }
         }
     }
