@@ -36,7 +36,8 @@ pub fn binary(
     let a = kb.input("a", dtype, a_shape)?;
     let b = kb.input("b", dtype, b_shape)?;
     let out = kb.output("out", dtype, &out_shape)?;
-    let mut stores = DeferredStores::default();
+    let tile_cols = pieces.iter().map(|p| p.cols.min(FREE_CHUNK)).max();
+    let mut stores = DeferredStores::new(tile_cols.unwrap_or(1) * dtype.size_bytes());
     for piece in &pieces {
         for rb in blocks(piece.rows, p_max) {
             for cb in blocks(piece.cols, FREE_CHUNK) {

@@ -59,7 +59,7 @@ pub fn layer_norm_chunked(
         None
     };
 
-    let mut stores = DeferredStores::default();
+    let mut stores = DeferredStores::new(width * dtype.size_bytes());
     for rb in blocks(rows, p_max) {
         let p = parts(&rb);
         if let Some((g, b)) = &params {
@@ -189,8 +189,8 @@ fn streamed_affine(
 }
 
 /// One block of rows that fit in SBUF, with the work spread over the engines so that none of
-/// them paces the kernel more than the DMA does: the row sum and the squared deviations on ACT
-/// (its `accum` output), the normalisation and the gamma product on DVE, the beta sum on POOL.
+/// them paces the kernel more than the DMA does: the statistics on ACT (row sums through its
+/// `accum` output), the normalisation and the gamma product on DVE, the beta sum on POOL.
 /// Tiles are fresh per block, loads and stores split over several DMA queues and stores
 /// deferred, so consecutive blocks overlap.
 fn resident_block(
@@ -214,31 +214,22 @@ fn resident_block(
     let work = kb.sbuf("work", DType::F32, p, &[cols])?;
     let sum = col(kb, "sum")?;
     kb.activation(&work, &xt, ActFunc::Identity, 1.0, 0.0, Some(&sum.all()))?;
+    // The statistics stay on ACT (scale and bias fold the divisions by n and the eps), so the
+    // chain from load to `rstd` never waits on another engine's queue; DVE and POOL only see
+    // the full-width work.
     let neg_mean = col(kb, "neg_mean")?;
-    kb.tensor_scalar_on(
-        Engine::Dve,
-        &neg_mean,
-        &sum,
-        Step::new(AluOp::Div, n),
-        Some(Step::new(AluOp::Mul, -1.0)),
-    )?;
+    kb.activation(&neg_mean, &sum, ActFunc::Identity, -1.0 / n, 0.0, None)?;
+    let sq_sum = col(kb, "sq_sum")?;
     kb.activation(
         &work,
         &xt,
         ActFunc::Square,
         1.0,
         &neg_mean,
-        Some(&sum.all()),
+        Some(&sq_sum.all()),
     )?;
     let rstd = col(kb, "rstd")?;
-    kb.tensor_scalar_on(
-        Engine::Dve,
-        &rstd,
-        &sum,
-        Step::new(AluOp::Div, n),
-        Some(Step::new(AluOp::Add, eps)),
-    )?;
-    kb.act(&rstd, &rstd, ActFunc::Rsqrt)?;
+    kb.activation(&rstd, &sq_sum, ActFunc::Rsqrt, 1.0 / n, eps, None)?;
     kb.tensor_scalar_on(
         Engine::Dve,
         &work,
@@ -250,7 +241,7 @@ fn resident_block(
     kb.tensor_tensor(&work, &work, AluOp::Mul, gamma.part(0..p))?;
     let yt = kb.sbuf("y", dtype, p, &[cols])?;
     kb.tensor_tensor_on(Engine::Pool, &yt, &work, AluOp::Add, beta.part(0..p))?;
-    for t in [work, sum, neg_mean, rstd] {
+    for t in [work, sum, neg_mean, sq_sum, rstd] {
         kb.free(t)?;
     }
     let dsts = groups

@@ -146,14 +146,20 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
 /// result tiles.
 const STRIPE_BYTES: usize = 64 * 1024;
 
-/// At most this many 128-row M tiles share one stripe. With [`N_SUBTILES`] accumulators per M
-/// tile this fills the eight PSUM banks.
-const STRIPE_M_TILES: usize = 4;
+/// At most this many 128-row M tiles share one stripe: one PSUM bank each fills the eight
+/// banks. B is re-read once per stripe, so the widest stripe that fits (in SBUF and PSUM) reads
+/// B the fewest times; with f32 inputs in HBM (auto-cast) that traffic is what paces the
+/// kernel.
+const STRIPE_M_TILES: usize = 8;
 
-/// Moving-operand widths (of `tile_n` = 512 columns, one PSUM bank each) loaded in one B tile:
-/// 1024 columns make 2 KiB contiguous bf16 runs (4 KiB for f32) where the DMA is efficient,
-/// and each B tile feeds `M tiles x 2` matmuls.
-const N_SUBTILES: usize = 2;
+/// PSUM banks the accumulators of one output block may take (all of them: the evacuation of a
+/// block overlaps the next block's first matmuls bank by bank, since the allocator hands the
+/// banks out in the order they were freed).
+const PSUM_BANKS: usize = 8;
+
+/// At most this many `tile_n` blocks share one B tile. Narrow stripes (small M or long K) load
+/// wider B tiles instead, so each load still feeds several matmuls.
+const MAX_N_SUBTILES: usize = 4;
 
 /// `A^T` chunks move this many 128-row K tiles per DMA, so each transfer is large (128 KiB of
 /// bf16) and amortises its fixed start cost.
@@ -219,9 +225,9 @@ struct Stripe {
 }
 
 /// The main schedule. `A^T` is loaded once, a stripe of up to `group` M tiles at a time, and
-/// stays in SBUF while every column of B streams past it: for each pair of 512-column N
-/// blocks and each K tile, one B tile `[K tile, 1024]` is loaded and feeds `group x 2`
-/// full-width matmuls into as many PSUM banks. So B is read `M / (128 group)` times and A once,
+/// stays in SBUF while every column of B streams past it: for each group of 512-column N
+/// blocks and each K tile, one B tile is loaded and feeds one full-width matmul per (M tile,
+/// N block) pair, eight in all, into as many PSUM banks. So B is read `M / (128 group)` times and A once,
 /// every matmul has N = 512, and each B load is reused by several matmuls. Loads of the next
 /// stripe are spread over the current stripe's iterations, so the tensor engine never waits for
 /// a whole stripe; every B tile is a fresh buffer, freed after use, so the allocator rotates
@@ -244,8 +250,10 @@ fn resident_stripes(
     let last = k_tiles.len() - 1;
     let kp = k.min(tile_k) as u32;
     let m_tiles: Vec<_> = blocks(m, tile_m).collect();
-    let stripes: Vec<&[Range<usize>]> = m_tiles.chunks(group.max(1)).collect();
-    let n_wide: Vec<_> = blocks(n, tile_n * N_SUBTILES).collect();
+    let stripes: Vec<&[Range<usize>]> = m_tiles.chunks(group.clamp(1, STRIPE_M_TILES)).collect();
+    let group = group.clamp(1, STRIPE_M_TILES).min(m_tiles.len());
+    let n_subtiles = (PSUM_BANKS / group).clamp(1, MAX_N_SUBTILES);
+    let n_wide: Vec<_> = blocks(n, tile_n * n_subtiles).collect();
 
     // Allocates a stripe's buffers and lists its loads (issued later, interleaved).
     let new_stripe = |kb: &mut KernelBuilder<'_>, mbs: &[Range<usize>]| {

@@ -28,20 +28,33 @@ use std::ops::Range;
 /// size are 24 KiB per partition, far inside SBUF, while still long enough for efficient DMA.
 pub(crate) const FREE_CHUNK: usize = 2048;
 
-/// How many blocks an element-wise kernel's stores trail its loads in program order.
-pub(crate) const STORE_DELAY_BLOCKS: usize = 4;
+/// At most this many blocks separate a store from the loads of its block in program order.
+const STORE_DELAY_BLOCKS: usize = 4;
+
+/// Per-partition SBUF bytes that tiles waiting for their deferred store may hold. Past that,
+/// fewer blocks are deferred: tiles held for stores shrink the space the allocator rotates new
+/// tiles through, and a new tile landing on recently used memory waits for its last reader.
+const PENDING_STORE_BYTES: usize = 32 * 1024;
 
 /// Result tiles whose stores are issued a few blocks late. A store waits for the compute that
 /// produces its tile; issued right after that compute it would sit at the head of its DMA queue
 /// and hold back the loads of later blocks that the round-robin dealt to the same queue. Issued
-/// [`STORE_DELAY_BLOCKS`] blocks later, its tile is (nearly) ready by the time the queue reaches
+/// a few blocks later, its tile is (nearly) ready by the time the queue reaches
 /// it, so loads keep streaming and several blocks' transfers share the DMA engines.
-#[derive(Default)]
 pub(crate) struct DeferredStores {
     pending: std::collections::VecDeque<(crate::Tile, Vec<(Range<u32>, crate::HbmView)>)>,
+    delay: usize,
 }
 
 impl DeferredStores {
+    /// Deferred stores of tiles of `row_bytes` bytes per partition.
+    pub fn new(row_bytes: usize) -> Self {
+        DeferredStores {
+            pending: Default::default(),
+            delay: (PENDING_STORE_BYTES / row_bytes.max(1)).clamp(1, STORE_DELAY_BLOCKS),
+        }
+    }
+
     /// Queues `tile`'s store, one DMA per `(partitions, destination)` piece, issuing (and
     /// freeing) the oldest ones past the delay.
     pub fn push(
@@ -51,7 +64,7 @@ impl DeferredStores {
         pieces: Vec<(Range<u32>, crate::HbmView)>,
     ) -> Result<(), KernelError> {
         self.pending.push_back((tile, pieces));
-        while self.pending.len() > STORE_DELAY_BLOCKS {
+        while self.pending.len() > self.delay {
             self.issue_oldest(kb)?;
         }
         Ok(())

@@ -40,7 +40,7 @@ pub fn softmax_chunked(
     let mut kb = KernelBuilder::new("softmax", target);
     let x = kb.input("x", dtype, shape)?;
     let y = kb.output("y", dtype, shape)?;
-    let mut stores = DeferredStores::default();
+    let mut stores = DeferredStores::new(cols.min(chunk) * dtype.size_bytes());
     for (blk, rb) in blocks(rows, target.partitions as usize).enumerate() {
         let p = parts(&rb);
         let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);

@@ -23,7 +23,8 @@ pub fn unary(
     let mut kb = KernelBuilder::new(format!("unary_{}", func.name()), target);
     let x = kb.input("x", dtype, shape)?;
     let y = kb.output("y", dtype, shape)?;
-    let mut stores = DeferredStores::default();
+    let tile_cols = pieces.iter().map(|p| p.cols.min(FREE_CHUNK)).max();
+    let mut stores = DeferredStores::new(tile_cols.unwrap_or(1) * dtype.size_bytes());
     for piece in &pieces {
         for rb in blocks(piece.rows, p_max) {
             for cb in blocks(piece.cols, FREE_CHUNK) {
