@@ -286,7 +286,7 @@ fn resident_stripes(
         let (j, kt, count, whole) = load;
         let (mb, t) = &stripe.tiles[j];
         let kr = &k_tiles[kt];
-        let dst = t.view(0..kr.len() as u32, &[kt..kt + count]);
+        let dst = t.view(0..kr.len() as u32, std::slice::from_ref(&(kt..kt + count)));
         if whole {
             kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, mb))
         } else {
@@ -332,7 +332,8 @@ fn resident_stripes(
                 let b_tile = kb.sbuf("b", compute_dtype, kr.len() as u32, &[nw.len()])?;
                 kb.dma_copy(&b_tile, ops.b_block(kr, nw))?;
                 for (j, (_, a_t)) in current.tiles.iter().enumerate() {
-                    let stationary = a_t.view(0..kr.len() as u32, &[i..i + 1]);
+                    let stationary =
+                        a_t.view(0..kr.len() as u32, std::slice::from_ref(&(i..i + 1)));
                     for (q, nb) in n_sub.iter().enumerate() {
                         let cols = nb.start - nw.start..nb.end - nw.start;
                         let moving = b_tile.cols(0..kr.len() as u32, cols);

@@ -36,13 +36,16 @@ const STORE_DELAY_BLOCKS: usize = 4;
 /// tiles through, and a new tile landing on recently used memory waits for its last reader.
 const PENDING_STORE_BYTES: usize = 32 * 1024;
 
+/// One DMA of a deferred store: the tile's partitions and where they go.
+pub(crate) type StorePiece = (Range<u32>, crate::HbmView);
+
 /// Result tiles whose stores are issued a few blocks late. A store waits for the compute that
 /// produces its tile; issued right after that compute it would sit at the head of its DMA queue
 /// and hold back the loads of later blocks that the round-robin dealt to the same queue. Issued
 /// a few blocks later, its tile is (nearly) ready by the time the queue reaches
 /// it, so loads keep streaming and several blocks' transfers share the DMA engines.
 pub(crate) struct DeferredStores {
-    pending: std::collections::VecDeque<(crate::Tile, Vec<(Range<u32>, crate::HbmView)>)>,
+    pending: std::collections::VecDeque<(crate::Tile, Vec<StorePiece>)>,
     delay: usize,
 }
 
@@ -61,7 +64,7 @@ impl DeferredStores {
         &mut self,
         kb: &mut crate::KernelBuilder<'_>,
         tile: crate::Tile,
-        pieces: Vec<(Range<u32>, crate::HbmView)>,
+        pieces: Vec<StorePiece>,
     ) -> Result<(), KernelError> {
         self.pending.push_back((tile, pieces));
         while self.pending.len() > self.delay {
@@ -108,7 +111,7 @@ pub(crate) fn dma_groups(partitions: u32, row_bytes: usize) -> Vec<Range<u32>> {
         .min(partitions.div_ceil(32) as usize)
         .max(1);
     if ways == 1 {
-        return vec![0..partitions];
+        return std::iter::once(0..partitions).collect();
     }
     // Whole 32-partition groups per piece, as even as possible.
     let groups = partitions.div_ceil(32) as usize;
