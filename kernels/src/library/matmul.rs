@@ -1,10 +1,12 @@
 //! `matmul`: `c[m, n] = a[m, k] . b[k, n]` on the tensor engine.
 //!
 //! Tiling: M by 128 (the stationary operand's free size and the result's partitions), N by 512
-//! (one PSUM bank of f32), K by 128 (the partitions contracted). `A^T` tiles are loaded by a
-//! transposing DMA view, so no on-chip transpose is needed; each `[M, N]` block accumulates over
-//! all K tiles in one PSUM buffer (start on the first, stop on the last), then the vector engine
-//! evacuates it to SBUF, casting to the output dtype, and DMA stores it.
+//! (one PSUM bank of f32), K by 128 (the partitions contracted). `A^T` is loaded once, by
+//! transposing DMA views, a stripe of up to eight M tiles at a time that stays in SBUF while B
+//! streams past it (see `resident_stripes` for the schedule and why). Each `[M, N]` block
+//! accumulates over all K tiles in its own PSUM bank (start on the first, stop on the last); ACT
+//! and DVE take turns evacuating the banks to SBUF, casting to the output dtype, and DMA stores
+//! them. The modelled performance is in `docs/performance.md`.
 
 use super::{blocks, check_shape, parts};
 use crate::{HbmView, KernelBuilder, KernelError, Tensor, Tile};
