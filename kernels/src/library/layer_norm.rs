@@ -189,8 +189,8 @@ fn streamed_affine(
 }
 
 /// One block of rows that fit in SBUF, with the work spread over the engines so that none of
-/// them paces the kernel more than the DMA does: the statistics on ACT (row sums through its
-/// `accum` output), the normalisation and the gamma product on DVE, the beta sum on POOL.
+/// them paces the kernel more than the DMA does: the squared deviations on ACT, the row sum,
+/// the normalisation and the gamma product on DVE, the beta sum on POOL.
 /// Tiles are fresh per block, loads and stores split over several DMA queues and stores
 /// deferred, so consecutive blocks overlap.
 fn resident_block(
@@ -212,13 +212,18 @@ fn resident_block(
     }
     let n = cols as f64;
     let work = kb.sbuf("work", DType::F32, p, &[cols])?;
+    // The row sum comes from ACT's `accum` (DVE has the two full-width passes below); the
+    // divisions by n stay on DVE, as in the streamed path, so they round the same way.
     let sum = col(kb, "sum")?;
     kb.activation(&work, &xt, ActFunc::Identity, 1.0, 0.0, Some(&sum.all()))?;
-    // The statistics stay on ACT (scale and bias fold the divisions by n and the eps), so the
-    // chain from load to `rstd` never waits on another engine's queue; DVE and POOL only see
-    // the full-width work.
     let neg_mean = col(kb, "neg_mean")?;
-    kb.activation(&neg_mean, &sum, ActFunc::Identity, -1.0 / n, 0.0, None)?;
+    kb.tensor_scalar_on(
+        Engine::Dve,
+        &neg_mean,
+        &sum,
+        Step::new(AluOp::Div, n),
+        Some(Step::new(AluOp::Mul, -1.0)),
+    )?;
     let sq_sum = col(kb, "sq_sum")?;
     kb.activation(
         &work,
@@ -229,7 +234,14 @@ fn resident_block(
         Some(&sq_sum.all()),
     )?;
     let rstd = col(kb, "rstd")?;
-    kb.activation(&rstd, &sq_sum, ActFunc::Rsqrt, 1.0 / n, eps, None)?;
+    kb.tensor_scalar_on(
+        Engine::Dve,
+        &rstd,
+        &sq_sum,
+        Step::new(AluOp::Div, n),
+        Some(Step::new(AluOp::Add, eps)),
+    )?;
+    kb.act(&rstd, &rstd, ActFunc::Rsqrt)?;
     kb.tensor_scalar_on(
         Engine::Dve,
         &work,
