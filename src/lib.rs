@@ -34,6 +34,8 @@ pub use tessera_ir as ir;
 pub use tessera_kernels as kernels;
 pub use tessera_runtime as runtime;
 
+pub mod perf;
+
 use tessera_ir::{HostTensor, TargetSpec, TensorKind, TileProgram};
 
 /// Everything that can go wrong in the facade's helpers.

@@ -5,8 +5,9 @@
 //! iteration space is laid onto partitions).
 
 use super::layout::{broadcast_shape, broadcast_strides, plan};
-use super::{FREE_CHUNK, blocks, check_shape};
+use super::{DeferredStores, FREE_CHUNK, blocks, check_shape, dma_groups};
 use crate::{KernelBuilder, KernelError};
+use std::ops::Range;
 use tessera_ir::{AluOp, DType, TargetSpec, TileProgram};
 
 /// `a`[a_shape], `b`[b_shape] -> `out`[broadcast shape], all of `dtype`.
@@ -31,34 +32,43 @@ pub fn binary(
     ];
     let p_max = target.partitions as usize;
     let pieces = plan(&out_shape, &strides, p_max, FREE_CHUNK);
-    let tile_rows = pieces.iter().map(|p| p.rows.min(p_max)).max().unwrap_or(1);
-    let tile_cols = pieces
-        .iter()
-        .map(|p| p.cols.min(FREE_CHUNK))
-        .max()
-        .unwrap_or(1);
-
     let mut kb = KernelBuilder::new(format!("binary_{}", op.name()), target);
     let a = kb.input("a", dtype, a_shape)?;
     let b = kb.input("b", dtype, b_shape)?;
     let out = kb.output("out", dtype, &out_shape)?;
-    // One set of tiles serves every block: sequential semantics make the reuse safe.
-    let ta = kb.sbuf("a", dtype, tile_rows as u32, &[tile_cols])?;
-    let tb = kb.sbuf("b", dtype, tile_rows as u32, &[tile_cols])?;
-    let to = kb.sbuf("out", dtype, tile_rows as u32, &[tile_cols])?;
+    let tile_cols = pieces.iter().map(|p| p.cols.min(FREE_CHUNK)).max();
+    let mut stores = DeferredStores::new(tile_cols.unwrap_or(1) * dtype.size_bytes());
     for piece in &pieces {
         for rb in blocks(piece.rows, p_max) {
             for cb in blocks(piece.cols, FREE_CHUNK) {
-                let view = |t: &crate::Tile| t.cols(0..rb.len() as u32, 0..cb.len());
-                let (off, dims) = piece.ap(0, &rb, &cb);
-                kb.dma_copy(view(&ta), a.ap(off, &dims))?;
-                let (off, dims) = piece.ap(1, &rb, &cb);
-                kb.dma_copy(view(&tb), b.ap(off, &dims))?;
-                kb.tensor_tensor(view(&to), view(&ta), op, view(&tb))?;
-                let (off, dims) = piece.ap(2, &rb, &cb);
-                kb.dma_copy(out.ap(off, &dims), view(&to))?;
+                // Fresh tiles per block (see `DeferredStores`): the allocator rotates them
+                // through SBUF, so the next blocks' loads overlap this block's work.
+                let (p, w) = (rb.len() as u32, cb.len());
+                let ta = kb.sbuf("a", dtype, p, &[w])?;
+                let tb = kb.sbuf("b", dtype, p, &[w])?;
+                let groups = dma_groups(p, w * dtype.size_bytes());
+                let rows = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
+                for g in &groups {
+                    let (off, dims) = piece.ap(0, &rows(g), &cb);
+                    kb.dma_copy(ta.part(g.clone()), a.ap(off, &dims))?;
+                    let (off, dims) = piece.ap(1, &rows(g), &cb);
+                    kb.dma_copy(tb.part(g.clone()), b.ap(off, &dims))?;
+                }
+                let to = kb.sbuf("out", dtype, p, &[w])?;
+                kb.tensor_tensor(&to, &ta, op, &tb)?;
+                kb.free(ta)?;
+                kb.free(tb)?;
+                let dsts = groups
+                    .iter()
+                    .map(|g| {
+                        let (off, dims) = piece.ap(2, &rows(g), &cb);
+                        (g.clone(), out.ap(off, &dims))
+                    })
+                    .collect();
+                stores.push(&mut kb, to, dsts)?;
             }
         }
     }
+    stores.flush(&mut kb)?;
     kb.finish()
 }

@@ -7,7 +7,7 @@
 //! and beta loaded once for the whole kernel; longer rows are streamed three times (sum, squared
 //! deviations, output) and gamma/beta are loaded per chunk, so there is no length limit.
 
-use super::{blocks, check_shape, parts, rows_cols};
+use super::{DeferredStores, blocks, check_shape, dma_groups, parts, rows_cols};
 use crate::{KernelBuilder, KernelError, Step, Tensor, Tile};
 use std::ops::Range;
 use tessera_ir::{ActFunc, AluOp, DType, Engine, ReduceOp, TargetSpec, TileProgram};
@@ -59,8 +59,21 @@ pub fn layer_norm_chunked(
         None
     };
 
+    let mut stores = DeferredStores::new(width * dtype.size_bytes());
     for rb in blocks(rows, p_max) {
         let p = parts(&rb);
+        if let Some((g, b)) = &params {
+            resident_block(
+                &mut kb,
+                &x,
+                &y,
+                (g, b),
+                &mut stores,
+                &rb,
+                (cols, dtype, eps),
+            )?;
+            continue;
+        }
         let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);
         let xt = kb.sbuf("x", DType::F32, p, &[width])?;
         let work = kb.sbuf("work", DType::F32, p, &[width])?;
@@ -149,6 +162,7 @@ pub fn layer_norm_chunked(
             kb.free(t)?;
         }
     }
+    stores.flush(&mut kb)?;
     kb.finish()
 }
 
@@ -172,4 +186,79 @@ fn streamed_affine(
     kb.free(g)?;
     kb.free(b)?;
     Ok(())
+}
+
+/// One block of rows that fit in SBUF, with the work spread over the engines so that none of
+/// them paces the kernel more than the DMA does: the squared deviations on ACT, the row sum,
+/// the normalisation and the gamma product on DVE, the beta sum on POOL.
+/// Tiles are fresh per block, loads and stores split over several DMA queues and stores
+/// deferred, so consecutive blocks overlap.
+fn resident_block(
+    kb: &mut KernelBuilder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    (gamma, beta): (&Tile, &Tile),
+    stores: &mut DeferredStores,
+    rb: &Range<usize>,
+    (cols, dtype, eps): (usize, DType, f64),
+) -> Result<(), KernelError> {
+    let p = parts(rb);
+    let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);
+    let groups = dma_groups(p, cols * dtype.size_bytes());
+    let rows_of = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
+    let xt = kb.sbuf("x", DType::F32, p, &[cols])?;
+    for g in &groups {
+        kb.dma_copy(xt.part(g.clone()), x.rows(rows_of(g)))?;
+    }
+    let n = cols as f64;
+    let work = kb.sbuf("work", DType::F32, p, &[cols])?;
+    // The row sum comes from ACT's `accum` (DVE has the two full-width passes below); the
+    // divisions by n stay on DVE, as in the streamed path, so they round the same way.
+    let sum = col(kb, "sum")?;
+    kb.activation(&work, &xt, ActFunc::Identity, 1.0, 0.0, Some(&sum.all()))?;
+    let neg_mean = col(kb, "neg_mean")?;
+    kb.tensor_scalar_on(
+        Engine::Dve,
+        &neg_mean,
+        &sum,
+        Step::new(AluOp::Div, n),
+        Some(Step::new(AluOp::Mul, -1.0)),
+    )?;
+    let sq_sum = col(kb, "sq_sum")?;
+    kb.activation(
+        &work,
+        &xt,
+        ActFunc::Square,
+        1.0,
+        &neg_mean,
+        Some(&sq_sum.all()),
+    )?;
+    let rstd = col(kb, "rstd")?;
+    kb.tensor_scalar_on(
+        Engine::Dve,
+        &rstd,
+        &sq_sum,
+        Step::new(AluOp::Div, n),
+        Some(Step::new(AluOp::Add, eps)),
+    )?;
+    kb.act(&rstd, &rstd, ActFunc::Rsqrt)?;
+    kb.tensor_scalar_on(
+        Engine::Dve,
+        &work,
+        &xt,
+        Step::new(AluOp::Add, &neg_mean),
+        Some(Step::new(AluOp::Mul, &rstd)),
+    )?;
+    kb.free(xt)?;
+    kb.tensor_tensor(&work, &work, AluOp::Mul, gamma.part(0..p))?;
+    let yt = kb.sbuf("y", dtype, p, &[cols])?;
+    kb.tensor_tensor_on(Engine::Pool, &yt, &work, AluOp::Add, beta.part(0..p))?;
+    for t in [work, sum, neg_mean, sq_sum, rstd] {
+        kb.free(t)?;
+    }
+    let dsts = groups
+        .iter()
+        .map(|g| (g.clone(), y.rows(rows_of(g))))
+        .collect();
+    stores.push(kb, yt, dsts)
 }

@@ -1,14 +1,17 @@
 //! `matmul`: `c[m, n] = a[m, k] . b[k, n]` on the tensor engine.
 //!
 //! Tiling: M by 128 (the stationary operand's free size and the result's partitions), N by 512
-//! (one PSUM bank of f32), K by 128 (the partitions contracted). `A^T` tiles are loaded by a
-//! transposing DMA view, so no on-chip transpose is needed; each `[M, N]` block accumulates over
-//! all K tiles in one PSUM buffer (start on the first, stop on the last), then the vector engine
-//! evacuates it to SBUF, casting to the output dtype, and DMA stores it.
+//! (one PSUM bank of f32), K by 128 (the partitions contracted). `A^T` is loaded once, by
+//! transposing DMA views, a stripe of up to eight M tiles at a time that stays in SBUF while B
+//! streams past it (see `resident_stripes` for the schedule and why). Each `[M, N]` block
+//! accumulates over all K tiles in its own PSUM bank (start on the first, stop on the last); ACT
+//! and DVE take turns evacuating the banks to SBUF, casting to the output dtype, and DMA stores
+//! them. The modelled performance is in `docs/performance.md`.
 
 use super::{blocks, check_shape, parts};
-use crate::{KernelBuilder, KernelError};
-use tessera_ir::{DType, TargetSpec, TileProgram};
+use crate::{HbmView, KernelBuilder, KernelError, Tensor, Tile};
+use std::ops::Range;
+use tessera_ir::{DType, Engine, TargetSpec, TileProgram};
 
 /// `a`[m, k] (in_dtype), `b`[k, n] (in_dtype) -> `c`[m, n] (out_dtype). `in_dtype` is f32 or
 /// bf16; accumulation is f32 in PSUM.
@@ -120,28 +123,337 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
     let a = kb.input("a", in_dtype, &a_shape)?;
     let b = kb.input("b", in_dtype, &b_shape)?;
     let c = kb.output("c", out_dtype, &[m, n])?;
+    let ops = Operands {
+        a: &a,
+        b: &b,
+        c: &c,
+        spec,
+    };
+    let stripe_m_tiles = STRIPE_BYTES / (k.div_ceil(tile_k) * tile_m * compute_dtype.size_bytes());
+    if stripe_m_tiles == 0 {
+        streaming(&mut kb, &ops, (tile_m, tile_k, tile_n))?;
+    } else {
+        resident_stripes(
+            &mut kb,
+            &ops,
+            (tile_m, tile_k, tile_n),
+            stripe_m_tiles.min(STRIPE_M_TILES),
+        )?;
+    }
+    kb.finish()
+}
+
+/// Per-partition SBUF bytes one stripe of `A^T` may take; two stripes are live at once (the
+/// current one and the prefetched next one), leaving the rest of SBUF for streamed B tiles and
+/// result tiles.
+const STRIPE_BYTES: usize = 64 * 1024;
+
+/// At most this many 128-row M tiles share one stripe: one PSUM bank each fills the eight
+/// banks. B is re-read once per stripe, so the widest stripe that fits (in SBUF and PSUM) reads
+/// B the fewest times; with f32 inputs in HBM (auto-cast) that traffic is what paces the
+/// kernel.
+const STRIPE_M_TILES: usize = 8;
+
+/// PSUM banks the accumulators of one output block may take (all of them: the evacuation of a
+/// block overlaps the next block's first matmuls bank by bank, since the allocator hands the
+/// banks out in the order they were freed).
+const PSUM_BANKS: usize = 8;
+
+/// At most this many `tile_n` blocks share one B tile. Narrow stripes (small M or long K) load
+/// wider B tiles instead, so each load still feeds several matmuls.
+const MAX_N_SUBTILES: usize = 4;
+
+/// `A^T` chunks move this many 128-row K tiles per DMA, so each transfer is large (128 KiB of
+/// bf16) and amortises its fixed start cost.
+const A_CHUNK_K_TILES: usize = 4;
+
+/// How many K steps of the next output block are issued before the previous block's stores.
+/// Stores wait for their evacuation, which waits for the last matmul; putting them behind the
+/// next block's first loads keeps those loads from queueing behind a blocked store.
+const STORE_DELAY_K_STEPS: usize = 16;
+
+/// How many K steps into a stripe the previous stripe's buffers are freed and the next
+/// stripe's allocated (see `resident_stripes`).
+const RETIRE_K_STEPS: usize = 4;
+
+struct Operands<'x> {
+    a: &'x Tensor,
+    b: &'x Tensor,
+    c: &'x Tensor,
+    spec: &'x MatmulSpec,
+}
+
+impl Operands<'_> {
+    /// B tile source: rows `kr` (K) and columns `nb` of B.
+    fn b_block(&self, kr: &Range<usize>, nb: &Range<usize>) -> HbmView {
+        if self.spec.trans_b {
+            self.b.block_t(nb.clone(), kr.clone())
+        } else {
+            self.b.block(kr.clone(), nb.clone())
+        }
+    }
+
+    /// `A^T` source for K rows `kr` and M columns `mb`.
+    fn a_t_block(&self, kr: &Range<usize>, mb: &Range<usize>) -> HbmView {
+        if self.spec.trans_a {
+            self.a.block(kr.clone(), mb.clone())
+        } else {
+            self.a.block_t(mb.clone(), kr.clone())
+        }
+    }
+
+    /// `A^T` source for `count` whole K tiles of `tile_k` rows from `k0`, M columns `mb`, as
+    /// `[tile_k partitions, count, mb.len()]`.
+    fn a_t_chunk(&self, k0: usize, count: usize, tile_k: usize, mb: &Range<usize>) -> HbmView {
+        let MatmulSpec { m, k, .. } = *self.spec;
+        let (tk, cnt, ml) = (tile_k as u32, count as u32, mb.len() as u32);
+        if self.spec.trans_a {
+            // a is [k, m]: K rows walk partitions, M is contiguous.
+            let offset = (k0 * m + mb.start) as u64;
+            let dims = [(m as i64, tk), ((tile_k * m) as i64, cnt), (1, ml)];
+            self.a.ap(offset, &dims)
+        } else {
+            // a is [m, k]: K is contiguous in HBM, so each element is its own run.
+            let offset = (mb.start * k + k0) as u64;
+            let dims = [(1, tk), (tile_k as i64, cnt), (k as i64, ml)];
+            self.a.ap(offset, &dims)
+        }
+    }
+}
+
+/// One stripe of `A^T`: for each of its M tiles, a buffer `[tile_k, K tiles, M tile]`.
+struct Stripe {
+    tiles: Vec<(Range<usize>, Tile)>,
+}
+
+/// The main schedule. `A^T` is loaded once, a stripe of up to `group` M tiles at a time, and
+/// stays in SBUF while every column of B streams past it: for each group of 512-column N
+/// blocks and each K tile, one B tile is loaded and feeds one full-width matmul per (M tile,
+/// N block) pair, eight in all, into as many PSUM banks. So B is read `M / (128 group)` times and A once,
+/// every matmul has N = 512, and each B load is reused by several matmuls. Loads of the next
+/// stripe are spread over the current stripe's iterations, so the tensor engine never waits for
+/// a whole stripe; every B tile is a fresh buffer, freed after use, so the allocator rotates
+/// them through SBUF and loads run ahead of the matmuls.
+fn resident_stripes(
+    kb: &mut KernelBuilder<'_>,
+    ops: &Operands<'_>,
+    (tile_m, tile_k, tile_n): (usize, usize, usize),
+    group: usize,
+) -> Result<(), KernelError> {
+    let MatmulSpec {
+        m,
+        k,
+        n,
+        compute_dtype,
+        out_dtype,
+        ..
+    } = *ops.spec;
+    let k_tiles: Vec<_> = blocks(k, tile_k).collect();
+    let last = k_tiles.len() - 1;
+    let kp = k.min(tile_k) as u32;
+    let m_tiles: Vec<_> = blocks(m, tile_m).collect();
+    let stripes: Vec<&[Range<usize>]> = m_tiles.chunks(group.clamp(1, STRIPE_M_TILES)).collect();
+    let group = group.clamp(1, STRIPE_M_TILES).min(m_tiles.len());
+    let n_subtiles = (PSUM_BANKS / group).clamp(1, MAX_N_SUBTILES);
+    let n_wide: Vec<_> = blocks(n, tile_n * n_subtiles).collect();
+
+    // Allocates a stripe's buffers and lists its loads (issued later, interleaved).
+    let new_stripe = |kb: &mut KernelBuilder<'_>, mbs: &[Range<usize>]| {
+        let mut tiles = Vec::with_capacity(mbs.len());
+        for mb in mbs {
+            let t = kb.sbuf("a_t", compute_dtype, kp, &[k_tiles.len(), mb.len()])?;
+            tiles.push((mb.clone(), t));
+        }
+        Ok::<_, KernelError>(Stripe { tiles })
+    };
+    // The stripe's loads in the order they are needed: K chunk by K chunk.
+    let stripe_loads = |stripe: &Stripe| {
+        let mut loads = Vec::new();
+        let mut kt = 0;
+        while kt < k_tiles.len() {
+            let whole = k_tiles[kt..]
+                .iter()
+                .take(A_CHUNK_K_TILES)
+                .take_while(|kr| kr.len() == tile_k)
+                .count();
+            let count = whole.max(1);
+            for (j, _) in stripe.tiles.iter().enumerate() {
+                loads.push((j, kt, count, whole > 0));
+            }
+            kt += count;
+        }
+        loads
+    };
+    let issue = |kb: &mut KernelBuilder<'_>, stripe: &Stripe, load: (usize, usize, usize, bool)| {
+        let (j, kt, count, whole) = load;
+        let (mb, t) = &stripe.tiles[j];
+        let kr = &k_tiles[kt];
+        let dst = t.view(0..kr.len() as u32, std::slice::from_ref(&(kt..kt + count)));
+        if whole {
+            kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, mb))
+        } else {
+            kb.dma_copy(dst, ops.a_t_block(kr, mb))
+        }
+    };
+
+    let mut current = new_stripe(kb, stripes[0])?;
+    // The first stripe's loads are issued just ahead of the K steps that need them, so the
+    // first matmuls wait for one chunk rather than the whole stripe.
+    let mut first_loads = stripe_loads(&current).into_iter().peekable();
+    // The stripe before `current`: freed a few steps into `current`, once its last matmuls are
+    // long issued, so that the first B tiles of a stripe do not land in memory the previous
+    // stripe's matmuls are still reading.
+    let mut retired: Option<Stripe> = None;
+    // Result tiles waiting to be stored, with their destinations.
+    let mut pending: Vec<(Tile, Range<usize>, Range<usize>)> = Vec::new();
+    let steps = n_wide.len() * k_tiles.len();
+    let retire_step = RETIRE_K_STEPS.min(steps - 1);
+    for s in 0..stripes.len() {
+        let mut next: Option<Stripe> = None;
+        let mut next_loads = Vec::new().into_iter();
+        let mut per_step = 0;
+        let mut step = 0;
+        for nw in &n_wide {
+            let n_sub: Vec<_> = blocks(nw.len(), tile_n)
+                .map(|r| nw.start + r.start..nw.start + r.end)
+                .collect();
+            let mut accs = Vec::with_capacity(current.tiles.len() * n_sub.len());
+            for (mb, _) in &current.tiles {
+                for nb in &n_sub {
+                    accs.push(kb.psum("acc", DType::F32, mb.len() as u32, &[nb.len()])?);
+                }
+            }
+            for (i, kr) in k_tiles.iter().enumerate() {
+                while let Some(&load) = first_loads.peek() {
+                    if load.1 > i + A_CHUNK_K_TILES {
+                        break;
+                    }
+                    issue(kb, &current, load)?;
+                    first_loads.next();
+                }
+                let b_tile = kb.sbuf("b", compute_dtype, kr.len() as u32, &[nw.len()])?;
+                kb.dma_copy(&b_tile, ops.b_block(kr, nw))?;
+                for (j, (_, a_t)) in current.tiles.iter().enumerate() {
+                    let stationary =
+                        a_t.view(0..kr.len() as u32, std::slice::from_ref(&(i..i + 1)));
+                    for (q, nb) in n_sub.iter().enumerate() {
+                        let cols = nb.start - nw.start..nb.end - nw.start;
+                        let moving = b_tile.cols(0..kr.len() as u32, cols);
+                        let acc = &accs[j * n_sub.len() + q];
+                        kb.nc_matmul(acc, &stationary, moving, i == 0, i == last)?;
+                    }
+                }
+                kb.free(b_tile)?;
+                if step == retire_step {
+                    if let Some(old) = retired.take() {
+                        for (_, t) in old.tiles {
+                            kb.free(t)?;
+                        }
+                    }
+                    if let Some(mbs) = stripes.get(s + 1) {
+                        let stripe = new_stripe(kb, mbs)?;
+                        let loads = stripe_loads(&stripe);
+                        per_step = loads.len().div_ceil(steps - step);
+                        next_loads = loads.into_iter();
+                        next = Some(stripe);
+                    }
+                }
+                if let Some(next) = &next {
+                    for load in next_loads.by_ref().take(per_step) {
+                        issue(kb, next, load)?;
+                    }
+                }
+                if i + 1 == STORE_DELAY_K_STEPS.min(k_tiles.len()) {
+                    flush(kb, ops, &mut pending)?;
+                }
+                step += 1;
+            }
+            // Evacuate now (PSUM is full), alternating ACT and DVE so the two engines share the
+            // work; store later.
+            let mut accs = accs.into_iter();
+            for (j, (mb, _)) in current.tiles.iter().enumerate() {
+                let out = kb.sbuf("c", out_dtype, mb.len() as u32, &[nw.len()])?;
+                for (q, nb) in n_sub.iter().enumerate() {
+                    let Some(acc) = accs.next() else { break };
+                    let engine = if (j + q) % 2 == 0 {
+                        Engine::Act
+                    } else {
+                        Engine::Dve
+                    };
+                    let cols = nb.start - nw.start..nb.end - nw.start;
+                    kb.tensor_copy_on(engine, out.cols(0..mb.len() as u32, cols), &acc)?;
+                    kb.free(acc)?;
+                }
+                pending.push((out, mb.clone(), nw.clone()));
+            }
+        }
+        if let Some(next) = &next {
+            for load in next_loads {
+                issue(kb, next, load)?;
+            }
+        }
+        if let Some(old) = retired.take() {
+            for (_, t) in old.tiles {
+                kb.free(t)?;
+            }
+        }
+        match next {
+            Some(next) => retired = Some(std::mem::replace(&mut current, next)),
+            None => {
+                retired = Some(std::mem::replace(
+                    &mut current,
+                    Stripe { tiles: Vec::new() },
+                ))
+            }
+        }
+    }
+    if let Some(old) = retired.take() {
+        for (_, t) in old.tiles {
+            kb.free(t)?;
+        }
+    }
+    flush(kb, ops, &mut pending)
+}
+
+/// Stores and frees the pending result tiles.
+fn flush(
+    kb: &mut KernelBuilder<'_>,
+    ops: &Operands<'_>,
+    pending: &mut Vec<(Tile, Range<usize>, Range<usize>)>,
+) -> Result<(), KernelError> {
+    for (out, mb, nb) in pending.drain(..) {
+        kb.dma_copy(ops.c.block(mb, nb), &out)?;
+        kb.free(out)?;
+    }
+    Ok(())
+}
+
+/// The fallback for a K so long that even one M tile's `A^T` does not fit a stripe: both
+/// operands stream, one `[K tile, M tile]` and one `[K tile, N tile]` per matmul, and each
+/// `[M, N]` block accumulates over all K tiles in one PSUM buffer.
+fn streaming(
+    kb: &mut KernelBuilder<'_>,
+    ops: &Operands<'_>,
+    (tile_m, tile_k, tile_n): (usize, usize, usize),
+) -> Result<(), KernelError> {
+    let MatmulSpec {
+        m,
+        k,
+        n,
+        compute_dtype,
+        out_dtype,
+        ..
+    } = *ops.spec;
     let k_tiles: Vec<_> = blocks(k, tile_k).collect();
     let last = k_tiles.len().saturating_sub(1);
-
     for mb in blocks(m, tile_m) {
         for nb in blocks(n, tile_n) {
             let acc = kb.psum("acc", DType::F32, parts(&mb), &[nb.len()])?;
             for (i, kr) in k_tiles.iter().enumerate() {
-                // Stationary operand: A^T [K tile on partitions, M tile free].
                 let a_t = kb.sbuf("a_t", compute_dtype, parts(kr), &[mb.len()])?;
-                let a_src = if trans_a {
-                    a.block(kr.clone(), mb.clone())
-                } else {
-                    a.block_t(mb.clone(), kr.clone())
-                };
-                kb.dma_copy(&a_t, a_src)?;
+                kb.dma_copy(&a_t, ops.a_t_block(kr, &mb))?;
                 let b_tile = kb.sbuf("b", compute_dtype, parts(kr), &[nb.len()])?;
-                let b_src = if trans_b {
-                    b.block_t(nb.clone(), kr.clone())
-                } else {
-                    b.block(kr.clone(), nb.clone())
-                };
-                kb.dma_copy(&b_tile, b_src)?;
+                kb.dma_copy(&b_tile, ops.b_block(kr, &nb))?;
                 kb.nc_matmul(&acc, &a_t, &b_tile, i == 0, i == last)?;
                 kb.free(a_t)?;
                 kb.free(b_tile)?;
@@ -149,9 +461,9 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
             let out = kb.sbuf("c", out_dtype, parts(&mb), &[nb.len()])?;
             kb.tensor_copy(&out, &acc)?;
             kb.free(acc)?;
-            kb.dma_copy(c.block(mb.clone(), nb.clone()), &out)?;
+            kb.dma_copy(ops.c.block(mb.clone(), nb.clone()), &out)?;
             kb.free(out)?;
         }
     }
-    kb.finish()
+    Ok(())
 }

@@ -28,6 +28,102 @@ use std::ops::Range;
 /// size are 24 KiB per partition, far inside SBUF, while still long enough for efficient DMA.
 pub(crate) const FREE_CHUNK: usize = 2048;
 
+/// At most this many blocks separate a store from the loads of its block in program order.
+const STORE_DELAY_BLOCKS: usize = 4;
+
+/// Per-partition SBUF bytes that tiles waiting for their deferred store may hold. Past that,
+/// fewer blocks are deferred: tiles held for stores shrink the space the allocator rotates new
+/// tiles through, and a new tile landing on recently used memory waits for its last reader.
+const PENDING_STORE_BYTES: usize = 32 * 1024;
+
+/// One DMA of a deferred store: the tile's partitions and where they go.
+pub(crate) type StorePiece = (Range<u32>, crate::HbmView);
+
+/// Result tiles whose stores are issued a few blocks late. A store waits for the compute that
+/// produces its tile; issued right after that compute it would sit at the head of its DMA queue
+/// and hold back the loads of later blocks that the round-robin dealt to the same queue. Issued
+/// a few blocks later, its tile is (nearly) ready by the time the queue reaches
+/// it, so loads keep streaming and several blocks' transfers share the DMA engines.
+pub(crate) struct DeferredStores {
+    pending: std::collections::VecDeque<(crate::Tile, Vec<StorePiece>)>,
+    delay: usize,
+}
+
+impl DeferredStores {
+    /// Deferred stores of tiles of `row_bytes` bytes per partition.
+    pub fn new(row_bytes: usize) -> Self {
+        DeferredStores {
+            pending: Default::default(),
+            delay: (PENDING_STORE_BYTES / row_bytes.max(1)).clamp(1, STORE_DELAY_BLOCKS),
+        }
+    }
+
+    /// Queues `tile`'s store, one DMA per `(partitions, destination)` piece, issuing (and
+    /// freeing) the oldest ones past the delay.
+    pub fn push(
+        &mut self,
+        kb: &mut crate::KernelBuilder<'_>,
+        tile: crate::Tile,
+        pieces: Vec<StorePiece>,
+    ) -> Result<(), KernelError> {
+        self.pending.push_back((tile, pieces));
+        while self.pending.len() > self.delay {
+            self.issue_oldest(kb)?;
+        }
+        Ok(())
+    }
+
+    /// Issues every remaining store.
+    pub fn flush(&mut self, kb: &mut crate::KernelBuilder<'_>) -> Result<(), KernelError> {
+        while !self.pending.is_empty() {
+            self.issue_oldest(kb)?;
+        }
+        Ok(())
+    }
+
+    fn issue_oldest(&mut self, kb: &mut crate::KernelBuilder<'_>) -> Result<(), KernelError> {
+        if let Some((tile, pieces)) = self.pending.pop_front() {
+            for (parts, dst) in pieces {
+                kb.dma_copy(dst, tile.part(parts))?;
+            }
+            kb.free(tile)?;
+        }
+        Ok(())
+    }
+}
+
+/// A transfer is split into at most this many DMAs by partition groups.
+const DMA_SPLIT_MAX: usize = 4;
+
+/// Smallest DMA, in bytes, worth splitting off. One transfer is served by one DMA engine
+/// (about 27 GB/s), a tenth of the core's bandwidth: a small tensor moved by one or two DMAs
+/// cannot reach the roofline however well it overlaps. Splitting by partition groups spreads it
+/// over several queues, while pieces of at least this size keep the fixed start cost (~1.3 us)
+/// small against the data time.
+const DMA_SPLIT_MIN_BYTES: usize = 64 * 1024;
+
+/// Partition groups for moving `partitions x row_bytes` bytes: 32-aligned groups (a valid start
+/// for any group of at most 32 partitions) when the transfer is large enough to split.
+pub(crate) fn dma_groups(partitions: u32, row_bytes: usize) -> Vec<Range<u32>> {
+    let bytes = partitions as usize * row_bytes;
+    let ways = (bytes / DMA_SPLIT_MIN_BYTES)
+        .min(DMA_SPLIT_MAX)
+        .min(partitions.div_ceil(32) as usize)
+        .max(1);
+    if ways == 1 {
+        return std::iter::once(0..partitions).collect();
+    }
+    // Whole 32-partition groups per piece, as even as possible.
+    let groups = partitions.div_ceil(32) as usize;
+    (0..ways)
+        .map(|i| {
+            let lo = (i * groups / ways) as u32 * 32;
+            let hi = (((i + 1) * groups / ways) as u32 * 32).min(partitions);
+            lo..hi
+        })
+        .collect()
+}
+
 /// `0..n` in consecutive ranges of at most `size`.
 pub(crate) fn blocks(n: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
     let size = size.max(1);
@@ -70,7 +166,7 @@ pub(crate) fn parts(r: &Range<usize>) -> u32 {
 pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "matmul",
-        "c[m,n] = a[m,k] . b[k,n]; M,K tiled by 128, N by 512, K accumulated in PSUM (f32 or bf16 inputs)",
+        "c[m,n] = a[m,k] . b[k,n]; A^T resident in SBUF in stripes of up to 8x128 rows, B streamed, N=512 per PSUM bank, K accumulated in PSUM (f32 or bf16 inputs)",
     ),
     (
         "binary",

@@ -4,8 +4,9 @@
 //! short tail) and streams columns in chunks.
 
 use super::layout::plan;
-use super::{FREE_CHUNK, blocks, check_shape};
+use super::{DeferredStores, FREE_CHUNK, blocks, check_shape, dma_groups};
 use crate::{KernelBuilder, KernelError};
+use std::ops::Range;
 use tessera_ir::{ActFunc, DType, TargetSpec, TileProgram};
 
 /// `x`[shape] -> `y`[shape], both of `dtype`.
@@ -19,29 +20,37 @@ pub fn unary(
     let strides = crate::view::row_major(shape);
     let p_max = target.partitions as usize;
     let pieces = plan(shape, &[strides.clone(), strides], p_max, FREE_CHUNK);
-    let tile_rows = pieces.iter().map(|p| p.rows.min(p_max)).max().unwrap_or(1);
-    let tile_cols = pieces
-        .iter()
-        .map(|p| p.cols.min(FREE_CHUNK))
-        .max()
-        .unwrap_or(1);
-
     let mut kb = KernelBuilder::new(format!("unary_{}", func.name()), target);
     let x = kb.input("x", dtype, shape)?;
     let y = kb.output("y", dtype, shape)?;
-    let tx = kb.sbuf("x", dtype, tile_rows as u32, &[tile_cols])?;
-    let ty = kb.sbuf("y", dtype, tile_rows as u32, &[tile_cols])?;
+    let tile_cols = pieces.iter().map(|p| p.cols.min(FREE_CHUNK)).max();
+    let mut stores = DeferredStores::new(tile_cols.unwrap_or(1) * dtype.size_bytes());
     for piece in &pieces {
         for rb in blocks(piece.rows, p_max) {
             for cb in blocks(piece.cols, FREE_CHUNK) {
-                let view = |t: &crate::Tile| t.cols(0..rb.len() as u32, 0..cb.len());
-                let (off, dims) = piece.ap(0, &rb, &cb);
-                kb.dma_copy(view(&tx), x.ap(off, &dims))?;
-                kb.act(view(&ty), view(&tx), func)?;
-                let (off, dims) = piece.ap(1, &rb, &cb);
-                kb.dma_copy(y.ap(off, &dims), view(&ty))?;
+                // Fresh tiles per block, stores deferred: see `DeferredStores`.
+                let (p, w) = (rb.len() as u32, cb.len());
+                let tx = kb.sbuf("x", dtype, p, &[w])?;
+                let groups = dma_groups(p, w * dtype.size_bytes());
+                let rows = |g: &Range<u32>| rb.start + g.start as usize..rb.start + g.end as usize;
+                for g in &groups {
+                    let (off, dims) = piece.ap(0, &rows(g), &cb);
+                    kb.dma_copy(tx.part(g.clone()), x.ap(off, &dims))?;
+                }
+                let ty = kb.sbuf("y", dtype, p, &[w])?;
+                kb.act(&ty, &tx, func)?;
+                kb.free(tx)?;
+                let dsts = groups
+                    .iter()
+                    .map(|g| {
+                        let (off, dims) = piece.ap(1, &rows(g), &cb);
+                        (g.clone(), y.ap(off, &dims))
+                    })
+                    .collect();
+                stores.push(&mut kb, ty, dsts)?;
             }
         }
     }
+    stores.flush(&mut kb)?;
     kb.finish()
 }
