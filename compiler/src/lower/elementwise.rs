@@ -127,6 +127,8 @@ fn steps(op: ElementwiseOp, x: DType, out: DType) -> Option<Vec<(EwStep, DType)>
             };
             vec![(Act(In(0), f), x)]
         }
+        E::Sin if float => vec![(Act(In(0), ActFunc::Sin), x)],
+        E::Cos if float => vec![(Act(In(0), ActFunc::Cos), x)],
         E::Floor | E::Ceil | E::Round | E::Gelu { .. } | E::Sin | E::Cos => return None,
     })
 }
