@@ -91,34 +91,43 @@ fn steps(op: ElementwiseOp, x: DType, out: DType) -> Option<Vec<(EwStep, DType)>
             (AluScalar(In(0), AluOp::Lt, 0.0), b),
             (Select(Step(6), Step(5), Step(4)), x),
         ],
-        E::Sign if float => vec![(Act(In(0), ActFunc::Sign), x)],
+        E::Sign if float => keep_special(vec![(Act(In(0), ActFunc::Sign), x)], x),
         // (x > 0) - (x < 0) for integers
         E::Sign => vec![
             (AluScalar(In(0), AluOp::Gt, 0.0), x),
             (AluScalar(In(0), AluOp::Lt, 0.0), x),
             (Alu(Step(0), AluOp::Sub, Step(1)), x),
         ],
-        E::Floor if float => vec![
-            (AluScalar(In(0), AluOp::Mod, 1.0), x),
-            (Alu(In(0), AluOp::Sub, Step(0)), x),
-        ],
-        E::Ceil if float => vec![
-            (AluScalar(In(0), AluOp::Mul, -1.0), x),
-            (AluScalar(Step(0), AluOp::Mod, 1.0), x),
-            (Alu(In(0), AluOp::Add, Step(1)), x),
-        ],
-        E::Round if float => vec![
-            // fraction f in [0, 1) and floor x - f
-            (AluScalar(In(0), AluOp::Mod, 1.0), x),
-            (Alu(In(0), AluOp::Sub, Step(0)), x),
-            // up = (f > 0.5) + (f == 0.5) * (floor mod 2)
-            (AluScalar(Step(0), AluOp::Gt, 0.5), x),
-            (AluScalar(Step(0), AluOp::Eq, 0.5), x),
-            (AluScalar(Step(1), AluOp::Mod, 2.0), x),
-            (Alu(Step(3), AluOp::Mul, Step(4)), x),
-            (Alu(Step(2), AluOp::Add, Step(5)), x),
-            (Alu(Step(1), AluOp::Add, Step(6)), x),
-        ],
+        E::Floor if float => keep_special(
+            vec![
+                (AluScalar(In(0), AluOp::Mod, 1.0), x),
+                (Alu(In(0), AluOp::Sub, Step(0)), x),
+            ],
+            x,
+        ),
+        E::Ceil if float => keep_special(
+            vec![
+                (AluScalar(In(0), AluOp::Mul, -1.0), x),
+                (AluScalar(Step(0), AluOp::Mod, 1.0), x),
+                (Alu(In(0), AluOp::Add, Step(1)), x),
+            ],
+            x,
+        ),
+        E::Round if float => keep_special(
+            vec![
+                // fraction f in [0, 1) and floor x - f
+                (AluScalar(In(0), AluOp::Mod, 1.0), x),
+                (Alu(In(0), AluOp::Sub, Step(0)), x),
+                // up = (f > 0.5) + (f == 0.5) * (floor mod 2)
+                (AluScalar(Step(0), AluOp::Gt, 0.5), x),
+                (AluScalar(Step(0), AluOp::Eq, 0.5), x),
+                (AluScalar(Step(1), AluOp::Mod, 2.0), x),
+                (Alu(Step(3), AluOp::Mul, Step(4)), x),
+                (Alu(Step(2), AluOp::Add, Step(5)), x),
+                (Alu(Step(1), AluOp::Add, Step(6)), x),
+            ],
+            x,
+        ),
         E::Gelu { tanh } if float => {
             let f = if tanh {
                 ActFunc::GeluTanh
@@ -131,4 +140,20 @@ fn steps(op: ElementwiseOp, x: DType, out: DType) -> Option<Vec<(EwStep, DType)>
         E::Cos if float => vec![(Act(In(0), ActFunc::Cos), x)],
         E::Floor | E::Ceil | E::Round | E::Gelu { .. } | E::Sin | E::Cos => return None,
     })
+}
+
+/// Appends `r != r ? x : r` to a chain whose result `r` is NaN exactly where `x` is NaN or an
+/// infinity (`inf mod 1` is NaN; the activation engine's sign maps NaN to 0, so Sign checks `x`
+/// instead): those inputs are their own floor, ceiling, rounding and sign (numpy's, which the
+/// ONNX reference uses).
+fn keep_special(mut steps: Vec<(EwStep, DType)>, x: DType) -> Vec<(EwStep, DType)> {
+    let r = steps.len() - 1;
+    let probe = if matches!(steps[r].0, Act(_, ActFunc::Sign)) {
+        In(0)
+    } else {
+        Step(r)
+    };
+    steps.push((Alu(probe, AluOp::Ne, probe), DType::Bool));
+    steps.push((Select(Step(r + 1), In(0), Step(r)), x));
+    steps
 }
