@@ -182,10 +182,14 @@ pub enum ActFunc {
     Erf,
     /// -1, 0 or 1 (0 for NaN)
     Sign,
+    /// sin x (radians)
+    Sin,
+    /// cos x (radians)
+    Cos,
 }
 
 /// Every [`ActFunc`].
-pub const ALL_ACT_FUNCS: [ActFunc; 16] = [
+pub const ALL_ACT_FUNCS: [ActFunc; 18] = [
     ActFunc::Identity,
     ActFunc::Relu,
     ActFunc::Sigmoid,
@@ -202,6 +206,8 @@ pub const ALL_ACT_FUNCS: [ActFunc; 16] = [
     ActFunc::Abs,
     ActFunc::Erf,
     ActFunc::Sign,
+    ActFunc::Sin,
+    ActFunc::Cos,
 ];
 
 impl ActFunc {
@@ -224,6 +230,8 @@ impl ActFunc {
             ActFunc::Abs => "abs",
             ActFunc::Erf => "erf",
             ActFunc::Sign => "sign",
+            ActFunc::Sin => "sin",
+            ActFunc::Cos => "cos",
         }
     }
 }

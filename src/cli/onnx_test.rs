@@ -111,7 +111,11 @@ fn is_unsupported(e: &CompileError) -> bool {
     matches!(
         e,
         CompileError::Import(
-            ImportError::Unsupported(_) | ImportError::Type { .. } | ImportError::Opset { .. }
+            ImportError::Unsupported(_)
+                | ImportError::Type { .. }
+                | ImportError::Opset { .. }
+                // a shape computed from inputs at run time that freezing inputs cannot fix
+                | ImportError::NeedsConstant { .. }
         ) | CompileError::Lower(LowerError::Unsupported { .. })
     )
 }

@@ -132,6 +132,8 @@ pub fn activation(func: ActFunc, x: f64) -> f64 {
         ActFunc::Square => x * x,
         ActFunc::Abs => x.abs(),
         ActFunc::Erf => libm::erf(x),
+        ActFunc::Sin => libm::sin(x),
+        ActFunc::Cos => libm::cos(x),
         ActFunc::Sign => {
             if x > 0.0 {
                 1.0
@@ -226,6 +228,8 @@ mod tests {
         assert_eq!(activation(ActFunc::Erf, 0.0), 0.0);
         assert_eq!(activation(ActFunc::Sign, -0.5), -1.0);
         assert_eq!(activation(ActFunc::Sign, f64::NAN), 0.0);
+        assert_eq!(activation(ActFunc::Sin, 0.0), 0.0);
+        assert_eq!(activation(ActFunc::Cos, 0.0), 1.0);
         assert!(activation(ActFunc::Log, -1.0).is_nan());
     }
 

@@ -6,6 +6,7 @@
 //! graph output that is not produced into its own output tensor (an input, a weight or an alias
 //! returned directly) is copied there by DMA.
 
+mod elementwise;
 pub mod link;
 
 use link::{Binding, Linker};
@@ -411,6 +412,7 @@ impl Lowering<'_> {
                     &[Binding::whole("x", ins[0]), Binding::whole("y", out)],
                 )?;
             }
+            GraphOp::Elementwise(op) => self.elementwise(node, *op, &ins)?,
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(
                     node,

@@ -284,7 +284,7 @@ fn unsupported_ops_are_collected_with_generated_names() {
         vec![
             node("Det", "", &["x"], "a", vec![]),
             node("Relu", "r", &["a"], "b", vec![]),
-            node("Erf", "erf0", &["b"], "y", vec![]),
+            node("TfIdfVectorizer", "tfidf0", &["b"], "y", vec![]),
         ],
         vec![f32_input("x", &[2, 2])],
         vec![],
@@ -293,7 +293,7 @@ fn unsupported_ops_are_collected_with_generated_names() {
     let e = import_model(&bytes, None).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unsupported operators: Det (node \"Det_0\"), Erf (node \"erf0\")"
+        "unsupported operators: Det (node \"Det_0\"), TfIdfVectorizer (node \"tfidf0\")"
     );
 }
 

@@ -9,6 +9,7 @@
 //! ```
 
 mod attrs;
+mod elementwise;
 mod error;
 mod fold;
 mod import;

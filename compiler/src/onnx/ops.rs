@@ -23,12 +23,12 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         | "Gather" | "Concat" | "Unsqueeze" | "Squeeze" | "Cast" => 1,
         "ConstantOfShape" => 9,
         "Range" => 11,
-        _ => return None,
+        other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 23] = [
+pub const SUPPORTED_OPS: [&str; 67] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -52,6 +52,51 @@ pub const SUPPORTED_OPS: [&str; 23] = [
     "ConstantOfShape",
     "Range",
     "Cast",
+    // Element-wise operators (elementwise.rs).
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Exp",
+    "Log",
+    "Erf",
+    "Neg",
+    "Abs",
+    "Sign",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Mod",
+    "Sum",
+    "Mean",
+    "Max",
+    "Min",
+    "Clip",
+    "LeakyRelu",
+    "PRelu",
+    "Elu",
+    "Selu",
+    "Celu",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Mish",
+    "Sin",
+    "Cos",
+    "Equal",
+    "Less",
+    "Greater",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Not",
+    "Where",
+    "IsNaN",
+    "IsInf",
+    "CastLike",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -86,6 +131,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "ConstantOfShape" => constant_of_shape(imp, cx),
         "Range" => range(imp, cx),
         "Cast" => cast(imp, cx),
+        op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }
 }

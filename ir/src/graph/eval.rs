@@ -173,6 +173,7 @@ fn eval_node(
             .as_standard_layout()
             .into_owned()),
         GraphOp::Identity | GraphOp::Cast { .. } => one(args[0].clone()),
+        GraphOp::Elementwise(op) => one(super::elementwise::eval(*op, args, types)?),
         GraphOp::Gather { axis } => one(gather(args[0], args[1], *axis)?),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();

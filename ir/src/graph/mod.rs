@@ -6,11 +6,13 @@
 //! meaning of each [`GraphOp`] is defined by the reference evaluator ([`eval`]), which is the
 //! oracle that rewrites and lowering are tested against.
 
+pub mod elementwise;
 pub mod eval;
 pub mod ops;
 pub mod print;
 pub mod verify;
 
+pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};
 pub use print::print_graph;

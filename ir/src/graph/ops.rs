@@ -139,6 +139,8 @@ pub enum GraphOp {
         /// Target type.
         to: DType,
     },
+    /// Other element-wise operators (predicates, logic, `Where`, operators with attributes).
+    Elementwise(super::ElementwiseOp),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -227,6 +229,7 @@ impl GraphOp {
             GraphOp::Gather { .. } => "Gather",
             GraphOp::Concat { .. } => "Concat",
             GraphOp::Cast { .. } => "Cast",
+            GraphOp::Elementwise(e) => e.name(),
         }
     }
 
@@ -387,6 +390,7 @@ impl GraphOp {
                 }
                 one(TensorType { dtype, shape })
             }
+            GraphOp::Elementwise(e) => one(e.infer(inputs)?),
             GraphOp::Cast { to } => {
                 arity(inputs, 1, 1, "1")?;
                 one(TensorType {

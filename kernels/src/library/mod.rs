@@ -6,6 +6,7 @@
 mod layout;
 
 pub mod binary;
+pub mod ewchain;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
@@ -14,6 +15,7 @@ pub mod transpose;
 pub mod unary;
 
 pub use binary::binary;
+pub use ewchain::{EwChain, EwStep, Operand, ewchain};
 pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
@@ -171,6 +173,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "binary",
         "element-wise a OP b with numpy broadcasting via stride-0 DMA views (any rank)",
+    ),
+    (
+        "ewchain",
+        "a few vector/activation steps over 1-3 broadcast inputs (predicates, select, floor, ...)",
     ),
     (
         "unary",
