@@ -7,6 +7,7 @@
 //! returned directly) is copied there by DMA.
 
 pub mod link;
+mod reduce;
 
 use link::{Binding, Linker};
 use std::collections::BTreeMap;
@@ -410,6 +411,10 @@ impl Lowering<'_> {
                     &k,
                     &[Binding::whole("x", ins[0]), Binding::whole("y", out)],
                 )?;
+            }
+            GraphOp::Reduce(spec) => {
+                let out = self.result_tensor(out_id);
+                self.reduce(node, spec, ins[0], out)?;
             }
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(

@@ -16,6 +16,7 @@ mod import;
 mod import_tests;
 mod ops;
 pub mod proto;
+mod reduce;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

@@ -21,6 +21,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "MatMul" | "Gemm" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "Sigmoid" | "Tanh"
         | "Softmax" | "Reshape" | "Transpose" | "Flatten" | "Identity" | "Constant" | "Shape"
         | "Gather" | "Concat" | "Unsqueeze" | "Squeeze" | "Cast" => 1,
+        op if super::reduce::reduce_kind(op).is_some() => 1,
         "ConstantOfShape" => 9,
         "Range" => 11,
         _ => return None,
@@ -28,7 +29,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 23] = [
+pub const SUPPORTED_OPS: [&str; 33] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -52,6 +53,16 @@ pub const SUPPORTED_OPS: [&str; 23] = [
     "ConstantOfShape",
     "Range",
     "Cast",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -86,6 +97,9 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "ConstantOfShape" => constant_of_shape(imp, cx),
         "Range" => range(imp, cx),
         "Cast" => cast(imp, cx),
+        op if let Some(kind) = super::reduce::reduce_kind(op) => {
+            super::reduce::reduce(imp, cx, kind)
+        }
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }
 }
@@ -109,7 +123,7 @@ fn one_input(imp: &mut Importer, cx: &NodeCx, op: GraphOp) -> Result<ValueId, Im
 }
 
 /// The integer values of an input that must be known at compile time (a shape, axes, ...).
-fn const_ints(
+pub(super) fn const_ints(
     imp: &Importer,
     cx: &NodeCx,
     v: ValueId,

@@ -139,6 +139,8 @@ pub enum GraphOp {
         /// Target type.
         to: DType,
     },
+    /// A reduction over some axes (see [`super::reduce`]).
+    Reduce(super::reduce::ReduceSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -227,6 +229,7 @@ impl GraphOp {
             GraphOp::Gather { .. } => "Gather",
             GraphOp::Concat { .. } => "Concat",
             GraphOp::Cast { .. } => "Cast",
+            GraphOp::Reduce(r) => r.kind.name(),
         }
     }
 
@@ -281,6 +284,10 @@ impl GraphOp {
                     dtype,
                     shape: broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?,
                 })
+            }
+            GraphOp::Reduce(r) => {
+                arity(inputs, 1, 1, "1")?;
+                one(r.infer(inputs[0])?)
             }
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;

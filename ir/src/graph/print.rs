@@ -76,6 +76,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Reshape { shape } => format!("shape={shape:?}"),
         GraphOp::Transpose { perm } => format!("perm={perm:?}"),
         GraphOp::Cast { to } => format!("to={to}"),
+        GraphOp::Reduce(r) => r.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
+pub mod reduce;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
@@ -17,6 +18,7 @@ pub use binary::binary;
 pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
+pub use reduce::{reduce_rows, reduce_rows_chunked};
 pub use softmax::{softmax, softmax_chunked};
 pub use transpose::transpose2d;
 pub use unary::unary;
@@ -87,6 +89,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "layer_norm",
         "layer normalisation over the last axis with gamma and beta (eps configurable)",
+    ),
+    (
+        "reduce_rows",
+        "one value per row (sum/mean/max/min/prod/L1/L2/log-sum/log-sum-exp/sum-of-squares), chunked rows combined",
     ),
     (
         "transpose2d",
