@@ -14,6 +14,7 @@ mod fold;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod norm;
 mod ops;
 pub mod proto;
 mod reduce;

@@ -22,6 +22,9 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         | "Softmax" | "Reshape" | "Transpose" | "Flatten" | "Identity" | "Constant" | "Shape"
         | "Gather" | "Concat" | "Unsqueeze" | "Squeeze" | "Cast" => 1,
         op if super::reduce::reduce_kind(op).is_some() => 1,
+        "LogSoftmax" | "BatchNormalization" | "InstanceNormalization" | "LpNormalization" => 1,
+        "MeanVarianceNormalization" => 9,
+        "GroupNormalization" => 18,
         "ConstantOfShape" => 9,
         "Range" => 11,
         _ => return None,
@@ -29,7 +32,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 33] = [
+pub const SUPPORTED_OPS: [&str; 39] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -63,6 +66,12 @@ pub const SUPPORTED_OPS: [&str; 33] = [
     "ReduceLogSum",
     "ReduceLogSumExp",
     "ReduceSumSquare",
+    "LogSoftmax",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "LpNormalization",
+    "MeanVarianceNormalization",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -97,6 +106,12 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "ConstantOfShape" => constant_of_shape(imp, cx),
         "Range" => range(imp, cx),
         "Cast" => cast(imp, cx),
+        "LogSoftmax" => super::norm::log_softmax(imp, cx),
+        "BatchNormalization" => super::norm::batch_norm(imp, cx),
+        "InstanceNormalization" => super::norm::instance_norm(imp, cx),
+        "GroupNormalization" => super::norm::group_norm(imp, cx),
+        "LpNormalization" => super::norm::lp_norm(imp, cx),
+        "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
