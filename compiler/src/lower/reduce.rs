@@ -6,7 +6,7 @@
 use super::link::Binding;
 use super::{LowerError, Lowering};
 use tessera_ir::TensorId;
-use tessera_ir::graph::{Node, ReduceSpec};
+use tessera_ir::graph::{Node, ReduceKind, ReduceSpec};
 use tessera_kernels::library;
 
 impl Lowering<'_> {
@@ -28,6 +28,9 @@ impl Lowering<'_> {
             return Err(Self::unsupported(node, "a reduction over an empty tensor"));
         }
         let (perm, rows, cols) = spec.rows_last(&in_ty.shape);
+        if cols == 0 {
+            return Err(Self::unsupported(node, "an empty reduction"));
+        }
         let src = if perm.iter().enumerate().all(|(i, &p)| i == p) {
             x
         } else {
@@ -44,10 +47,17 @@ impl Lowering<'_> {
             )?;
             t
         };
-        let k = self.kernel(
-            node,
-            library::reduce_rows(self.target, rows, cols, spec.kind, in_ty.dtype),
-        )?;
+        let k = match spec.kind {
+            ReduceKind::ArgMax { last } | ReduceKind::ArgMin { last } => {
+                if cols > library::arg_reduce::ARG_RESIDENT_COLS {
+                    return Err(Self::unsupported(node, format!("{cols}-element rows")));
+                }
+                let max = matches!(spec.kind, ReduceKind::ArgMax { .. });
+                library::arg_reduce_rows(self.target, rows, cols, max, last, in_ty.dtype)
+            }
+            kind => library::reduce_rows(self.target, rows, cols, kind, in_ty.dtype),
+        };
+        let k = self.kernel(node, k)?;
         self.link(
             &node.name,
             &k,

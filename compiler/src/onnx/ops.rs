@@ -22,6 +22,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         | "Softmax" | "Reshape" | "Transpose" | "Flatten" | "Identity" | "Constant" | "Shape"
         | "Gather" | "Concat" | "Unsqueeze" | "Squeeze" | "Cast" => 1,
         op if super::reduce::reduce_kind(op).is_some() => 1,
+        "ArgMax" | "ArgMin" => 1,
         "LogSoftmax" | "BatchNormalization" | "InstanceNormalization" | "LpNormalization" => 1,
         "MeanVarianceNormalization" => 9,
         "GroupNormalization" => 18,
@@ -32,7 +33,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 39] = [
+pub const SUPPORTED_OPS: [&str; 41] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -72,6 +73,8 @@ pub const SUPPORTED_OPS: [&str; 39] = [
     "GroupNormalization",
     "LpNormalization",
     "MeanVarianceNormalization",
+    "ArgMax",
+    "ArgMin",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -106,6 +109,8 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "ConstantOfShape" => constant_of_shape(imp, cx),
         "Range" => range(imp, cx),
         "Cast" => cast(imp, cx),
+        "ArgMax" => super::reduce::arg_reduce(imp, cx, true),
+        "ArgMin" => super::reduce::arg_reduce(imp, cx, false),
         "LogSoftmax" => super::norm::log_softmax(imp, cx),
         "BatchNormalization" => super::norm::batch_norm(imp, cx),
         "InstanceNormalization" => super::norm::instance_norm(imp, cx),

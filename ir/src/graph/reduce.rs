@@ -31,6 +31,16 @@ pub enum ReduceKind {
     LogSumExp,
     /// sum x^2
     SumSquare,
+    /// Index of the largest element (the last of equal ones when `last`), as int64.
+    ArgMax {
+        /// `select_last_index`.
+        last: bool,
+    },
+    /// Index of the smallest element (the last of equal ones when `last`), as int64.
+    ArgMin {
+        /// `select_last_index`.
+        last: bool,
+    },
 }
 
 impl ReduceKind {
@@ -47,6 +57,8 @@ impl ReduceKind {
             ReduceKind::LogSum => "ReduceLogSum",
             ReduceKind::LogSumExp => "ReduceLogSumExp",
             ReduceKind::SumSquare => "ReduceSumSquare",
+            ReduceKind::ArgMax { .. } => "ArgMax",
+            ReduceKind::ArgMin { .. } => "ArgMin",
         }
     }
 
@@ -72,6 +84,19 @@ impl ReduceKind {
                 m + xs.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
             }
             ReduceKind::SumSquare => sum(|x| x * x),
+            ReduceKind::ArgMax { last } | ReduceKind::ArgMin { last } => {
+                let better = |a: f64, b: f64| match self {
+                    ReduceKind::ArgMax { .. } => a > b || (last && a == b),
+                    _ => a < b || (last && a == b),
+                };
+                let mut best = 0;
+                for (i, &x) in xs.iter().enumerate().skip(1) {
+                    if better(x, xs[best]) {
+                        best = i;
+                    }
+                }
+                best as f64
+            }
         }
     }
 }
@@ -107,10 +132,11 @@ impl ReduceSpec {
                 (true, false) => None,
             })
             .collect();
-        Ok(TensorType {
-            dtype: x.dtype,
-            shape,
-        })
+        let dtype = match self.kind {
+            ReduceKind::ArgMax { .. } | ReduceKind::ArgMin { .. } => crate::dtype::DType::I64,
+            _ => x.dtype,
+        };
+        Ok(TensorType { dtype, shape })
     }
 
     /// The permutation that moves the kept axes first and the reduced axes last (both in
@@ -186,6 +212,15 @@ mod tests {
             array![[0.0, 0.0]].into_dyn(),
         );
         assert!((y[[]] - 2f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn arg_max_and_min_pick_the_first_or_last_tie() {
+        let x = array![[1.0, 3.0, 3.0], [2.0, 0.0, 0.0]].into_dyn();
+        let first = run(ReduceKind::ArgMax { last: false }, &[1], false, x.clone());
+        assert_eq!(first, array![1.0, 0.0].into_dyn());
+        let last = run(ReduceKind::ArgMin { last: true }, &[1], true, x);
+        assert_eq!(last, array![[0.0], [2.0]].into_dyn());
     }
 
     #[test]

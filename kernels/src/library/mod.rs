@@ -5,6 +5,7 @@
 
 mod layout;
 
+pub mod arg_reduce;
 pub mod binary;
 pub mod layer_norm;
 pub mod matmul;
@@ -14,6 +15,7 @@ pub mod softmax;
 pub mod transpose;
 pub mod unary;
 
+pub use arg_reduce::arg_reduce_rows;
 pub use binary::binary;
 pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
@@ -93,6 +95,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "reduce_rows",
         "one value per row (sum/mean/max/min/prod/L1/L2/log-sum/log-sum-exp/sum-of-squares), chunked rows combined",
+    ),
+    (
+        "arg_reduce_rows",
+        "int64 index of each row's max/min (first or last tie) from reduce, Eq mask, iota and select",
     ),
     (
         "transpose2d",

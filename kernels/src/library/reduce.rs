@@ -35,6 +35,12 @@ pub fn reduce_rows_chunked(
     chunk: usize,
 ) -> Result<TileProgram, KernelError> {
     check_shape("reduce_rows", "x", &[rows, cols])?;
+    if matches!(kind, ReduceKind::ArgMax { .. } | ReduceKind::ArgMin { .. }) {
+        return Err(KernelError::Unsupported {
+            kernel: "reduce_rows",
+            detail: "index reductions are arg_reduce_rows".into(),
+        });
+    }
     let chunk = chunk.clamp(1, cols);
     let mut kb = KernelBuilder::new("reduce_rows", target);
     let x = kb.input("x", dtype, &[rows, cols])?;
