@@ -290,3 +290,29 @@ pub fn mean_variance_norm(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, Im
     axes.dedup();
     standardize(imp, cx, cx.name, x, axes, 1e-9)
 }
+
+/// RMSNormalization (23): `x / sqrt(mean(x^2) + epsilon) * scale` over every axis from `axis`
+/// (default -1) on; `scale` broadcasts against those trailing axes. `stash_type` only chooses
+/// the precision of the statistics, which are computed in the input type here (f32).
+pub fn rms_norm(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
+    inputs(cx, 2, 2)?;
+    let x = cx.input(0)?;
+    float_input(imp, cx, x)?;
+    let rank = imp.ty(x).shape.len();
+    let a = axis(cx, cx.attrs.int_or("axis", -1)?, rank)?;
+    let eps = f64::from(cx.attrs.float_or("epsilon", 1e-5)?);
+    let sq = bin(imp, cx, &sub(cx, "square"), BinaryOp::Mul, x, x)?;
+    let ms = reduce(
+        imp,
+        cx,
+        &sub(cx, "mean_square"),
+        ReduceKind::Mean,
+        (a..rank).collect(),
+        sq,
+    )?;
+    let eps = scalar(imp, cx, "eps", x, eps);
+    let ms = bin(imp, cx, &sub(cx, "ms_eps"), BinaryOp::Add, ms, eps)?;
+    let rms = imp.emit(cx, &sub(cx, "rms"), GraphOp::Unary(UnaryOp::Sqrt), &[ms])?;
+    let y = bin(imp, cx, &sub(cx, "normed"), BinaryOp::Div, x, rms)?;
+    bin(imp, cx, cx.name, BinaryOp::Mul, y, cx.input(1)?)
+}

@@ -26,6 +26,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LogSoftmax" | "BatchNormalization" | "InstanceNormalization" | "LpNormalization" => 1,
         "MeanVarianceNormalization" => 9,
         "GroupNormalization" => 18,
+        "RMSNormalization" => 23,
         "ConstantOfShape" => 9,
         "Range" => 11,
         _ => return None,
@@ -33,7 +34,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 41] = [
+pub const SUPPORTED_OPS: [&str; 42] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -75,6 +76,7 @@ pub const SUPPORTED_OPS: [&str; 41] = [
     "MeanVarianceNormalization",
     "ArgMax",
     "ArgMin",
+    "RMSNormalization",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -116,6 +118,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "InstanceNormalization" => super::norm::instance_norm(imp, cx),
         "GroupNormalization" => super::norm::group_norm(imp, cx),
         "LpNormalization" => super::norm::lp_norm(imp, cx),
+        "RMSNormalization" => super::norm::rms_norm(imp, cx),
         "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
