@@ -521,3 +521,58 @@ fn library_kernels_refuse_bad_arguments() {
     assert!(library::transpose2d(&t, 4, 4, DType::I32).is_err());
     assert!(library::unary(&t, ActFunc::Exp, &[2, 0], DType::F32).is_err());
 }
+
+/// `reduce_rows` (streamed in `chunk`-column pieces) and `arg_reduce_rows` against
+/// [`ReduceKind::combine`]. Sums of f32 values round once per partial sum, so the bound is
+/// 1e-5 of the sum of magnitudes (plus one for the log forms near zero); max/min are exact.
+fn reduce_case(rows: usize, cols: usize, chunk: usize, seed: u64) {
+    use tessera_ir::graph::ReduceKind;
+    let t = TargetSpec::trn2();
+    let x = array(
+        &[rows, cols],
+        Rng(seed).values(DType::F32, rows * cols, 0.5, 4.0),
+    );
+    let row = |r: usize| x.as_slice().expect("standard")[r * cols..(r + 1) * cols].to_vec();
+    for kind in [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::L2,
+        ReduceKind::LogSumExp,
+    ] {
+        let p = library::reduce_rows_chunked(&t, rows, cols, kind, DType::F32, chunk)
+            .expect("reduce kernel");
+        let got = &run(&p, &t, &[("x", DType::F32, &x)])["y"];
+        for r in 0..rows {
+            let xs = row(r);
+            let want = kind.combine(&xs);
+            let scale = xs.iter().map(|v| v.abs() * v.abs().max(1.0)).sum::<f64>() + 1.0;
+            let g = got.as_slice().expect("standard")[r];
+            assert!(
+                (g - want).abs() <= 1e-5 * scale,
+                "{kind:?} row {r} of [{rows}, {cols}] chunk {chunk}: got {g}, want {want}"
+            );
+        }
+    }
+    for kind in [
+        ReduceKind::ArgMax { last: false },
+        ReduceKind::ArgMin { last: true },
+    ] {
+        let max = matches!(kind, ReduceKind::ArgMax { .. });
+        let last = matches!(kind, ReduceKind::ArgMin { last: true });
+        let p = library::arg_reduce_rows(&t, rows, cols, max, last, DType::F32).expect("arg");
+        let got = &run(&p, &t, &[("x", DType::F32, &x)])["y"];
+        for r in 0..rows {
+            assert_eq!(got.as_slice().expect("standard")[r], kind.combine(&row(r)));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cfg(8))]
+    #[test]
+    fn reduce_rows_combine_chunks(rows in 1usize..=200, cols in 1usize..=300, chunk in 7usize..=100, seed: u64) {
+        reduce_case(rows, cols, chunk, seed);
+    }
+}

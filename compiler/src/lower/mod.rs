@@ -8,6 +8,7 @@
 
 mod elementwise;
 pub mod link;
+mod reduce;
 
 use link::{Binding, Linker};
 use std::collections::BTreeMap;
@@ -413,6 +414,10 @@ impl Lowering<'_> {
                 )?;
             }
             GraphOp::Elementwise(op) => self.elementwise(node, *op, &ins)?,
+            GraphOp::Reduce(spec) => {
+                let out = self.result_tensor(out_id);
+                self.reduce(node, spec, ins[0], out)?;
+            }
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(
                     node,

@@ -15,8 +15,10 @@ mod fold;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod norm;
 mod ops;
 pub mod proto;
+mod reduce;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

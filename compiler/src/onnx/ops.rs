@@ -21,6 +21,12 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "MatMul" | "Gemm" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "Sigmoid" | "Tanh"
         | "Softmax" | "Reshape" | "Transpose" | "Flatten" | "Identity" | "Constant" | "Shape"
         | "Gather" | "Concat" | "Unsqueeze" | "Squeeze" | "Cast" => 1,
+        op if super::reduce::reduce_kind(op).is_some() => 1,
+        "ArgMax" | "ArgMin" => 1,
+        "LogSoftmax" | "BatchNormalization" | "InstanceNormalization" | "LpNormalization" => 1,
+        "MeanVarianceNormalization" => 9,
+        "GroupNormalization" => 18,
+        "RMSNormalization" => 23,
         "ConstantOfShape" => 9,
         "Range" => 11,
         other => return super::elementwise::since_opset(other),
@@ -28,7 +34,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 67] = [
+pub const SUPPORTED_OPS: [&str; 86] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -97,6 +103,25 @@ pub const SUPPORTED_OPS: [&str; 67] = [
     "IsNaN",
     "IsInf",
     "CastLike",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceSumSquare",
+    "LogSoftmax",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "LpNormalization",
+    "MeanVarianceNormalization",
+    "ArgMax",
+    "ArgMin",
+    "RMSNormalization",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -131,6 +156,18 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "ConstantOfShape" => constant_of_shape(imp, cx),
         "Range" => range(imp, cx),
         "Cast" => cast(imp, cx),
+        "ArgMax" => super::reduce::arg_reduce(imp, cx, true),
+        "ArgMin" => super::reduce::arg_reduce(imp, cx, false),
+        "LogSoftmax" => super::norm::log_softmax(imp, cx),
+        "BatchNormalization" => super::norm::batch_norm(imp, cx),
+        "InstanceNormalization" => super::norm::instance_norm(imp, cx),
+        "GroupNormalization" => super::norm::group_norm(imp, cx),
+        "LpNormalization" => super::norm::lp_norm(imp, cx),
+        "RMSNormalization" => super::norm::rms_norm(imp, cx),
+        "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
+        op if let Some(kind) = super::reduce::reduce_kind(op) => {
+            super::reduce::reduce(imp, cx, kind)
+        }
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }
@@ -155,7 +192,7 @@ fn one_input(imp: &mut Importer, cx: &NodeCx, op: GraphOp) -> Result<ValueId, Im
 }
 
 /// The integer values of an input that must be known at compile time (a shape, axes, ...).
-fn const_ints(
+pub(super) fn const_ints(
     imp: &Importer,
     cx: &NodeCx,
     v: ValueId,

@@ -175,6 +175,7 @@ fn eval_node(
         GraphOp::Identity | GraphOp::Cast { .. } => one(args[0].clone()),
         GraphOp::Elementwise(op) => one(super::elementwise::eval(*op, args, types)?),
         GraphOp::Gather { axis } => one(gather(args[0], args[1], *axis)?),
+        GraphOp::Reduce(r) => one(r.eval(args[0])?),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

@@ -10,12 +10,14 @@ pub mod elementwise;
 pub mod eval;
 pub mod ops;
 pub mod print;
+pub mod reduce;
 pub mod verify;
 
 pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};
 pub use print::print_graph;
+pub use reduce::{ReduceKind, ReduceSpec};
 pub use verify::{GraphError, verify_graph};
 
 use crate::dtype::DType;

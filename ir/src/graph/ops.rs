@@ -141,6 +141,8 @@ pub enum GraphOp {
     },
     /// Other element-wise operators (predicates, logic, `Where`, operators with attributes).
     Elementwise(super::ElementwiseOp),
+    /// A reduction over some axes (see [`super::reduce`]).
+    Reduce(super::reduce::ReduceSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -230,6 +232,7 @@ impl GraphOp {
             GraphOp::Concat { .. } => "Concat",
             GraphOp::Cast { .. } => "Cast",
             GraphOp::Elementwise(e) => e.name(),
+            GraphOp::Reduce(r) => r.kind.name(),
         }
     }
 
@@ -284,6 +287,10 @@ impl GraphOp {
                     dtype,
                     shape: broadcast_shapes(&inputs[0].shape, &inputs[1].shape)?,
                 })
+            }
+            GraphOp::Reduce(r) => {
+                arity(inputs, 1, 1, "1")?;
+                one(r.infer(inputs[0])?)
             }
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;

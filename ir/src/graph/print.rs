@@ -77,6 +77,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Transpose { perm } => format!("perm={perm:?}"),
         GraphOp::Cast { to } => format!("to={to}"),
         GraphOp::Elementwise(e) => e.attrs(),
+        GraphOp::Reduce(r) => r.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -5,20 +5,24 @@
 
 mod layout;
 
+pub mod arg_reduce;
 pub mod binary;
 pub mod ewchain;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
+pub mod reduce;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
 
+pub use arg_reduce::arg_reduce_rows;
 pub use binary::binary;
 pub use ewchain::{EwChain, EwStep, Operand, ewchain};
 pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
+pub use reduce::{reduce_rows, reduce_rows_chunked};
 pub use softmax::{softmax, softmax_chunked};
 pub use transpose::transpose2d;
 pub use unary::unary;
@@ -189,6 +193,14 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "layer_norm",
         "layer normalisation over the last axis with gamma and beta (eps configurable)",
+    ),
+    (
+        "reduce_rows",
+        "one value per row (sum/mean/max/min/prod/L1/L2/log-sum/log-sum-exp/sum-of-squares), chunked rows combined",
+    ),
+    (
+        "arg_reduce_rows",
+        "int64 index of each row's max/min (first or last tie) from reduce, Eq mask, iota and select",
     ),
     (
         "transpose2d",
