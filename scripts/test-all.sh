@@ -31,6 +31,17 @@ if [ "$passed" -lt "$floor" ]; then
     echo "onnx-test: $passed node test cases pass, below the floor of $floor"
     exit 1
 fi
+# The JIT must pass every case the emulator passes.
+./target/debug/tessera onnx-test target/nodetests --backend jit > target/onnx-test-jit.log || {
+    grep '^FAIL' target/onnx-test-jit.log | head -50
+    echo "onnx-test --backend jit: some node test cases failed (full log: target/onnx-test-jit.log)"
+    exit 1
+}
+echo "jit: $(tail -n 1 target/onnx-test-jit.log)"
+if [ "$(tail -n 1 target/onnx-test-jit.log | awk '{print $1}')" -ne "$passed" ]; then
+    echo "onnx-test: the jit passes a different number of cases than interp"
+    exit 1
+fi
 
 echo "== cargo test"
 log=$(mktemp)
