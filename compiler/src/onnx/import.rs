@@ -202,6 +202,9 @@ pub struct Importer<'m> {
     env: HashMap<String, ValueId>,
     /// Every name in use or reserved (all ONNX tensor names), so generated names never collide.
     taken: HashSet<String>,
+    /// Results beyond the first that the node being converted produced (e.g. LayerNormalization's
+    /// Mean and InvStdDev), in output order; a converter sets it, `convert_node` binds them.
+    pub extra_outputs: Vec<ValueId>,
 }
 
 impl<'m> Importer<'m> {
@@ -217,6 +220,7 @@ impl<'m> Importer<'m> {
             model_dir,
             env: HashMap::new(),
             taken,
+            extra_outputs: Vec::new(),
         }
     }
 
@@ -380,14 +384,29 @@ impl<'m> Importer<'m> {
             inputs,
         };
         let first_new = self.graph.values.len();
+        self.extra_outputs.clear();
         let result = ops::convert(self, &cx)?;
-        let outputs: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
-        let [out_name] = outputs.as_slice() else {
-            return Err(cx.attr_err(format!(
-                "expected one output, the node lists {}",
-                node.output.len()
-            )));
+        let extra = std::mem::take(&mut self.extra_outputs);
+        // Output 0 is the converter's result; outputs 1.. (when the model asks for them) are the
+        // extra results it reported. An empty name means the output is not wanted.
+        let Some(out_name) = node.output.first().filter(|o| !o.is_empty()) else {
+            return Err(cx.attr_err("the node's first output has no name"));
         };
+        for (k, name) in node.output.iter().enumerate().skip(1) {
+            if name.is_empty() {
+                continue;
+            }
+            let Some(&v) = extra.get(k - 1) else {
+                return Err(cx.attr_err(format!(
+                    "output {k} (\"{name}\") is not supported for this operator; only the first output is produced"
+                )));
+            };
+            let v = self.emit(&cx, name, GraphOp::Identity, &[v])?;
+            if let Some(value) = self.graph.values.get_mut(v.0 as usize) {
+                value.name = name.clone();
+            }
+            self.bind(name, v)?;
+        }
         // A result that existed before this node (an operand passed through) gets its own
         // value, so every ONNX name, graph outputs included, names exactly one value.
         let v = if (result.0 as usize) < first_new {
@@ -396,7 +415,7 @@ impl<'m> Importer<'m> {
             result
         };
         if let Some(value) = self.graph.values.get_mut(v.0 as usize) {
-            value.name = (*out_name).clone();
+            value.name = out_name.clone();
         }
         self.bind(out_name, v)
     }

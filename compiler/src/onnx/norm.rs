@@ -316,3 +316,46 @@ pub fn rms_norm(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError>
     let y = bin(imp, cx, &sub(cx, "normed"), BinaryOp::Div, x, rms)?;
     bin(imp, cx, cx.name, BinaryOp::Mul, y, cx.input(1)?)
 }
+
+/// LayerNormalization (opset 17): normalise over every axis from `axis` (default -1):
+/// `Y = (X - mean) * InvStdDev * Scale + B`. The optional second and third outputs are the
+/// `Mean` and `InvStdDev` it computed (kept-dims shape), as the spec defines them.
+pub fn layer_norm(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
+    inputs(cx, 2, 3)?;
+    let x = cx.input(0)?;
+    float_input(imp, cx, x)?;
+    let rank = imp.ty(x).shape.len();
+    let a = axis(cx, cx.attrs.int_or("axis", -1)?, rank)?;
+    let eps = f64::from(cx.attrs.float_or("epsilon", 1e-5)?);
+    let axes: Vec<usize> = (a..rank).collect();
+    let mean = reduce(imp, cx, &sub(cx, "mean"), ReduceKind::Mean, axes.clone(), x)?;
+    let d = bin(imp, cx, &sub(cx, "centred"), BinaryOp::Sub, x, mean)?;
+    let sq = bin(imp, cx, &sub(cx, "square"), BinaryOp::Mul, d, d)?;
+    let var = reduce(imp, cx, &sub(cx, "var"), ReduceKind::Mean, axes, sq)?;
+    let eps = scalar(imp, cx, "eps", x, eps);
+    let var = bin(imp, cx, &sub(cx, "var_eps"), BinaryOp::Add, var, eps)?;
+    let std = imp.emit(cx, &sub(cx, "std"), GraphOp::Unary(UnaryOp::Sqrt), &[var])?;
+    let inv = imp.emit(
+        cx,
+        &sub(cx, "inv_std"),
+        GraphOp::Unary(UnaryOp::Reciprocal),
+        &[std],
+    )?;
+    let normed = bin(imp, cx, &sub(cx, "normed"), BinaryOp::Mul, d, inv)?;
+    let y = match cx.opt_input(2) {
+        Some(b) => {
+            let scaled = bin(
+                imp,
+                cx,
+                &sub(cx, "scaled"),
+                BinaryOp::Mul,
+                normed,
+                cx.input(1)?,
+            )?;
+            bin(imp, cx, cx.name, BinaryOp::Add, scaled, b)?
+        }
+        None => bin(imp, cx, cx.name, BinaryOp::Mul, normed, cx.input(1)?)?,
+    };
+    imp.extra_outputs = vec![mean, inv];
+    Ok(y)
+}

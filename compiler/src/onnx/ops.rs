@@ -27,6 +27,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "MeanVarianceNormalization" => 9,
         "GroupNormalization" => 18,
         "RMSNormalization" => 23,
+        "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
         other => return super::elementwise::since_opset(other),
@@ -34,7 +35,7 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 86] = [
+pub const SUPPORTED_OPS: [&str; 87] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -122,6 +123,7 @@ pub const SUPPORTED_OPS: [&str; 86] = [
     "ArgMax",
     "ArgMin",
     "RMSNormalization",
+    "LayerNormalization",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -164,6 +166,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "GroupNormalization" => super::norm::group_norm(imp, cx),
         "LpNormalization" => super::norm::lp_norm(imp, cx),
         "RMSNormalization" => super::norm::rms_norm(imp, cx),
+        "LayerNormalization" => super::norm::layer_norm(imp, cx),
         "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
