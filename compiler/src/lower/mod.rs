@@ -227,6 +227,28 @@ impl Lowering<'_> {
         t
     }
 
+    /// One broadcasting element-wise kernel `out = a OP b`, linked for `node`.
+    fn binary_kernel(
+        &mut self,
+        node: &Node,
+        op: AluOp,
+        a: (TensorId, &[usize]),
+        b: (TensorId, &[usize]),
+        out: TensorId,
+        dtype: DType,
+    ) -> Result<(), LowerError> {
+        let k = self.kernel(node, library::binary(self.target, op, a.1, b.1, dtype))?;
+        self.link(
+            &node.name,
+            &k,
+            &[
+                Binding::whole("a", a.0),
+                Binding::whole("b", b.0),
+                Binding::whole("out", out),
+            ],
+        )
+    }
+
     /// The dtype the tensor engine reads for a matmul whose operands are `dtype` in HBM.
     fn compute_dtype(&self, dtype: DType) -> DType {
         if self.options.bf16_matmul && dtype == DType::F32 {
@@ -315,35 +337,25 @@ impl Lowering<'_> {
             GraphOp::Binary(op) => {
                 let out = self.result_tensor(out_id);
                 let (a, b) = (ty(node.inputs[0]), ty(node.inputs[1]));
-                let k = self.kernel(
+                self.binary_kernel(
                     node,
-                    library::binary(self.target, alu(*op), &a.shape, &b.shape, a.dtype),
-                )?;
-                self.link(
-                    &node.name,
-                    &k,
-                    &[
-                        Binding::whole("a", ins[0]),
-                        Binding::whole("b", ins[1]),
-                        Binding::whole("out", out),
-                    ],
+                    alu(*op),
+                    (ins[0], &a.shape),
+                    (ins[1], &b.shape),
+                    out,
+                    a.dtype,
                 )?;
             }
             GraphOp::Unary(UnaryOp::Neg) => {
                 let out = self.result_tensor(out_id);
                 let minus_one = self.scalar_weight(&node.name, out_ty.dtype, -1.0);
-                let k = self.kernel(
+                self.binary_kernel(
                     node,
-                    library::binary(self.target, AluOp::Mul, &out_ty.shape, &[1], out_ty.dtype),
-                )?;
-                self.link(
-                    &node.name,
-                    &k,
-                    &[
-                        Binding::whole("a", ins[0]),
-                        Binding::whole("b", minus_one),
-                        Binding::whole("out", out),
-                    ],
+                    AluOp::Mul,
+                    (ins[0], &out_ty.shape),
+                    (minus_one, &[1]),
+                    out,
+                    out_ty.dtype,
                 )?;
             }
             GraphOp::Unary(op) => {
@@ -551,19 +563,7 @@ impl Lowering<'_> {
                 out
             };
             let w = self.scalar_weight(&node.name, dtype, alpha);
-            let k = self.kernel(
-                node,
-                library::binary(self.target, AluOp::Mul, &[m, n], &[1], dtype),
-            )?;
-            self.link(
-                &node.name,
-                &k,
-                &[
-                    Binding::whole("a", acc),
-                    Binding::whole("b", w),
-                    Binding::whole("out", scaled),
-                ],
-            )?;
+            self.binary_kernel(node, AluOp::Mul, (acc, &[m, n]), (w, &[1]), scaled, dtype)?;
             acc = scaled;
         }
         if has_c {
@@ -586,34 +586,17 @@ impl Lowering<'_> {
                 } else {
                     let t = self.scratch(&format!("{}.beta_c", node.name), c_ty.dtype, &c_ty.shape);
                     let w = self.scalar_weight(&node.name, dtype, beta);
-                    let k = self.kernel(
-                        node,
-                        library::binary(self.target, AluOp::Mul, &c_ty.shape, &[1], dtype),
-                    )?;
-                    self.link(
-                        &node.name,
-                        &k,
-                        &[
-                            Binding::whole("a", c),
-                            Binding::whole("b", w),
-                            Binding::whole("out", t),
-                        ],
-                    )?;
+                    self.binary_kernel(node, AluOp::Mul, (c, &c_ty.shape), (w, &[1]), t, dtype)?;
                     c = t;
                 }
             }
-            let k = self.kernel(
+            self.binary_kernel(
                 node,
-                library::binary(self.target, AluOp::Add, &[m, n], &c_ty.shape, dtype),
-            )?;
-            self.link(
-                &node.name,
-                &k,
-                &[
-                    Binding::whole("a", acc),
-                    Binding::whole("b", c),
-                    Binding::whole("out", out),
-                ],
+                AluOp::Add,
+                (acc, &[m, n]),
+                (c, &c_ty.shape),
+                out,
+                dtype,
             )?;
         }
         Ok(())
