@@ -37,12 +37,29 @@ pub(crate) trait Store {
         role: &'static str,
         h: &HbmAccess,
     ) -> Result<View, InterpError>;
-    /// Decodes every element of the view, in element order.
-    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError>;
+    /// Decodes every element of the view, in element order. The default decodes
+    /// [`Store::read_bytes`]; a store with a faster path may override it.
+    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError> {
+        let bytes = self.read_bytes(ctx, view)?;
+        let w = view.dtype.size_bytes();
+        Ok(bytes
+            .chunks_exact(w)
+            .map(|b| view.dtype.decode(b))
+            .collect())
+    }
     /// The encoded bytes of every element of the view, in element order.
     fn read_bytes(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<u8>, InterpError>;
-    /// Stores `values` through the view, rounding to its dtype.
-    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError>;
+    /// Stores `values` through the view, rounding to its dtype. The default encodes and calls
+    /// [`Store::write_bytes`]; a store with a faster path may override it.
+    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError> {
+        super::memory::check_len(ctx, view, values.len())?;
+        let w = view.dtype.size_bytes();
+        let mut bytes = vec![0u8; values.len() * w];
+        for (&v, slot) in values.iter().zip(bytes.chunks_exact_mut(w)) {
+            view.dtype.encode(v, slot);
+        }
+        self.write_bytes(ctx, view, &bytes)
+    }
     /// Stores already-encoded elements of the view's dtype.
     fn write_bytes(&mut self, ctx: Ctx<'_>, view: &View, bytes: &[u8]) -> Result<(), InterpError>;
 }

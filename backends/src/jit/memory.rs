@@ -243,15 +243,6 @@ impl Store for JitMemory<'_> {
         resolve_hbm(ctx, role, slot, shape, h)
     }
 
-    fn read(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<f64>, InterpError> {
-        let bytes = self.read_bytes(ctx, view)?;
-        let w = view.dtype.size_bytes();
-        Ok(bytes
-            .chunks_exact(w)
-            .map(|b| view.dtype.decode(b))
-            .collect())
-    }
-
     fn read_bytes(&self, ctx: Ctx<'_>, view: &View) -> Result<Vec<u8>, InterpError> {
         let (loc, addresses) = self.addresses(ctx, view)?;
         let internal = || ctx.bad(format!("internal: `{}` lies outside memory", view.role));
@@ -266,16 +257,6 @@ impl Store for JitMemory<'_> {
             out.extend_from_slice(bytes);
         }
         Ok(out)
-    }
-
-    fn write(&mut self, ctx: Ctx<'_>, view: &View, values: &[f64]) -> Result<(), InterpError> {
-        check_len(ctx, view, values.len())?;
-        let w = view.dtype.size_bytes();
-        let mut bytes = vec![0u8; values.len() * w];
-        for (&v, slot) in values.iter().zip(bytes.chunks_exact_mut(w)) {
-            view.dtype.encode(v, slot);
-        }
-        self.write_bytes(ctx, view, &bytes)
     }
 
     fn write_bytes(&mut self, ctx: Ctx<'_>, view: &View, bytes: &[u8]) -> Result<(), InterpError> {
