@@ -431,6 +431,14 @@ fn onnx_test(
 }
 
 fn main() -> ExitCode {
+    // Like other Unix command-line tools, end quietly when the reader of our output goes away
+    // (`tessera profile m.onnx | head`): Rust ignores SIGPIPE, which turns every later print into
+    // a panic. SAFETY: called first thing in main, before any thread exists; restoring a
+    // signal's default disposition has no other effect on the program's state.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

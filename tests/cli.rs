@@ -183,3 +183,84 @@ fn missing_file_is_a_clear_error() {
     let out = tessera(&["kernel", "check", "/nonexistent/k.tile"]);
     assert_clean_failure(&out, "cannot read /nonexistent/k.tile");
 }
+
+/// A big MatMul model built with the protobuf structs, so `inspect --emit isa` prints far more
+/// than a pipe buffer holds.
+fn big_matmul_model(dir: &Path) -> PathBuf {
+    use prost::Message;
+    use tessera::compiler::onnx::proto::*;
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: data_type::BFLOAT16,
+                shape: Some(TensorShapeProto {
+                    dim: [2048, 2048]
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            denotation: String::new(),
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: String::new(),
+        }),
+        doc_string: String::new(),
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            name: "mm".into(),
+            node: vec![NodeProto {
+                input: vec!["a".into(), "b".into()],
+                output: vec!["c".into()],
+                name: "mm".into(),
+                op_type: "MatMul".into(),
+                ..Default::default()
+            }],
+            input: vec![value("a"), value("b")],
+            output: vec![value("c")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = dir.join("mm2048.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn a_reader_that_stops_early_does_not_make_tessera_panic() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let model = big_matmul_model(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["inspect", model.to_str().unwrap(), "--emit", "isa"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line's worth, then close our end while tessera is still writing (as `| head` does).
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(
+        first.starts_with(b"machine mm"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
