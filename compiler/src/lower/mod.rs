@@ -8,6 +8,7 @@
 
 mod elementwise;
 pub mod link;
+mod movement;
 mod reduce;
 
 use link::{Binding, Linker};
@@ -430,6 +431,10 @@ impl Lowering<'_> {
                 let out = self.result_tensor(out_id);
                 self.reduce(node, spec, ins[0], out)?;
             }
+            GraphOp::Movement(op) => {
+                let out = self.result_tensor(out_id);
+                self.movement(node, op, &ins, out)?;
+            }
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(
                     node,
@@ -469,6 +474,12 @@ impl Lowering<'_> {
         let batch = tessera_ir::graph::ops::broadcast_shapes(a_batch, b_batch)
             .map_err(|e| Self::unsupported(node, e.to_string()))?;
         let out_dtype = self.graph.ty(node.outputs[0]).dtype;
+        if !matches!(at.dtype, DType::F32 | DType::Bf16) {
+            return Err(Self::unsupported(
+                node,
+                format!("MatMul on {} tensors", at.dtype),
+            ));
+        }
         let spec = library::MatmulSpec {
             m,
             k,
@@ -530,6 +541,12 @@ impl Lowering<'_> {
         let has_c = ins.len() > 2 && beta != 0.0;
         let needs_scale = alpha != 1.0;
         let dtype = out_ty.dtype;
+        if !matches!(at.dtype, DType::F32 | DType::Bf16) {
+            return Err(Self::unsupported(
+                node,
+                format!("Gemm on {} tensors", at.dtype),
+            ));
+        }
         let spec = library::MatmulSpec {
             m,
             k,

@@ -15,6 +15,7 @@ mod fold;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod movement;
 mod norm;
 mod ops;
 pub mod proto;

@@ -30,12 +30,13 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
+        op if super::movement::handles(op) => return super::movement::since_opset(op),
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 87] = [
+pub const SUPPORTED_OPS: [&str; 98] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -124,6 +125,18 @@ pub const SUPPORTED_OPS: [&str; 87] = [
     "ArgMin",
     "RMSNormalization",
     "LayerNormalization",
+    // Shape and data movement (movement.rs).
+    "Slice",
+    "Expand",
+    "Tile",
+    "Pad",
+    "Split",
+    "DepthToSpace",
+    "SpaceToDepth",
+    "Size",
+    "Dropout",
+    "EyeLike",
+    "Trilu",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -172,6 +185,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
             super::reduce::reduce(imp, cx, kind)
         }
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
+        op if super::movement::handles(op) => super::movement::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }
 }

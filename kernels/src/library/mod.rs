@@ -13,6 +13,7 @@ pub mod matmul;
 pub mod movement;
 pub mod reduce;
 pub mod softmax;
+pub mod strided;
 pub mod transpose;
 pub mod unary;
 
@@ -24,6 +25,7 @@ pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
 pub use reduce::{reduce_rows, reduce_rows_chunked};
 pub use softmax::{softmax, softmax_chunked};
+pub use strided::{axis_gather, tile};
 pub use transpose::transpose2d;
 pub use unary::unary;
 
@@ -201,6 +203,14 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "arg_reduce_rows",
         "int64 index of each row's max/min (first or last tie) from reduce, Eq mask, iota and select",
+    ),
+    (
+        "axis_gather",
+        "slice/expand/pad: per-axis index maps as runs of constant stride, one strided DMA per piece, fill from a one-element tensor",
+    ),
+    (
+        "tile",
+        "y = tile(x, repeats) as one DMA pattern over the interleaved [repeat, axis] index space",
     ),
     (
         "transpose2d",
