@@ -10,12 +10,12 @@ use super::ImportError;
 use super::error::{UnsupportedOp, UnsupportedOps};
 use super::fold;
 use super::import::{Importer, NodeCx};
-use super::ops::const_ints;
+use super::ops::{const_ints, needs_constant};
 use super::proto::data_type;
 use super::tensor::dtype_of;
 use tessera_ir::dtype::DType;
 use tessera_ir::graph::ops::broadcast_shapes;
-use tessera_ir::graph::{AxisSlice, ElementwiseOp, GraphOp, MovementOp, PadMode, ValueId};
+use tessera_ir::graph::{AxisSlice, ElementwiseOp, Graph, GraphOp, MovementOp, PadMode, ValueId};
 use tessera_ir::host::HostTensor;
 
 /// The first ai.onnx opset of each operator converted here; `None` for the others.
@@ -51,6 +51,25 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "Trilu" => trilu(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not a movement operator"))),
     }
+}
+
+/// A graph input that `v` is computed from (`v` itself when it is one), found by walking the
+/// nodes back from `v`; `None` when `v` depends on no graph input.
+pub fn source_input(g: &Graph, v: ValueId) -> Option<ValueId> {
+    let mut stack = vec![v];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(u) = stack.pop() {
+        if !seen.insert(u) {
+            continue;
+        }
+        if g.inputs.contains(&u) {
+            return Some(u);
+        }
+        if let Some(n) = g.nodes.iter().find(|n| n.outputs.contains(&u)) {
+            stack.extend(n.inputs.iter().rev());
+        }
+    }
+    None
 }
 
 fn arity(cx: &NodeCx, lo: usize, hi: usize) -> Result<(), ImportError> {
@@ -517,12 +536,7 @@ fn dropout(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
                 Some(r) => {
                     let t = imp
                         .constant_of(r)
-                        .ok_or_else(|| ImportError::NeedsConstant {
-                            node: cx.name.to_string(),
-                            op_type: cx.op_type().to_string(),
-                            what: "the ratio input".into(),
-                            value: imp.graph.value(r).name.clone(),
-                        })?;
+                        .ok_or_else(|| needs_constant(imp, cx, r, "the ratio input"))?;
                     t.to_f64_vec().first().copied().unwrap_or(0.5)
                 }
                 None => 0.5,

@@ -217,18 +217,32 @@ pub(super) fn const_ints(
 ) -> Result<Vec<i64>, ImportError> {
     let t = imp
         .constant_of(v)
-        .ok_or_else(|| ImportError::NeedsConstant {
-            node: cx.name.to_string(),
-            op_type: cx.op_type().to_string(),
-            what: what.to_string(),
-            value: imp.graph.value(v).name.clone(),
-        })?;
+        .ok_or_else(|| needs_constant(imp, cx, v, what))?;
     fold::tensor_ints(t).ok_or_else(|| {
         cx.shape_err(format!(
             "{what} must be an integer tensor, it is {}",
             t.dtype
         ))
     })
+}
+
+/// The error for a value `v` that must be a constant: it names `v` when `v` is a graph input,
+/// else the graph input it is computed from (so that freezing that input makes it constant).
+pub(super) fn needs_constant(imp: &Importer, cx: &NodeCx, v: ValueId, what: &str) -> ImportError {
+    let g = &imp.graph;
+    let (what, value) = match super::movement::source_input(g, v) {
+        Some(i) if i != v => (
+            format!("{what}, computed from graph input"),
+            g.value(i).name.clone(),
+        ),
+        _ => (what.to_string(), g.value(v).name.clone()),
+    };
+    ImportError::NeedsConstant {
+        node: cx.name.to_string(),
+        op_type: cx.op_type().to_string(),
+        what,
+        value,
+    }
 }
 
 fn axis_of(cx: &NodeCx, axis: i64, rank: usize) -> Result<usize, ImportError> {
@@ -511,12 +525,7 @@ fn range(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
         let v = cx.input(i)?;
         let t = imp
             .constant_of(v)
-            .ok_or_else(|| ImportError::NeedsConstant {
-                node: cx.name.to_string(),
-                op_type: cx.op_type().to_string(),
-                what: what.to_string(),
-                value: imp.graph.value(v).name.clone(),
-            })?;
+            .ok_or_else(|| needs_constant(imp, cx, v, what))?;
         if t.elems() != 1 {
             return Err(cx.shape_err(format!(
                 "{what} must be a scalar, it has shape {:?}",
