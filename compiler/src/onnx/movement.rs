@@ -668,7 +668,13 @@ fn trilu(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::import_model;
+    use super::super::proto::tensor_shape_proto::{Dimension, dimension::Value as Dim};
+    use super::super::proto::*;
     use super::*;
+    use prost::Message;
+    use std::collections::BTreeMap;
+    use tessera_ir::graph::evaluate;
 
     fn axis(dim: usize, s: i64, e: i64, st: i64) -> (usize, i64, usize) {
         let a = slice_axis(dim, s, e, st);
@@ -689,5 +695,257 @@ mod tests {
         // Extreme values do not overflow.
         assert_eq!(axis(10, i64::MIN, i64::MAX, i64::MAX), (0, i64::MAX, 1));
         assert_eq!(axis(0, 0, 5, 1).2, 0);
+    }
+
+    fn info(name: &str, elem_type: i32, shape: &[i64]) -> ValueInfoProto {
+        let dim = shape
+            .iter()
+            .map(|&v| Dimension {
+                value: Some(Dim::DimValue(v)),
+                denotation: String::new(),
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                denotation: String::new(),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    fn ints(name: &str, v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: vec![v.len() as i64],
+            data_type: data_type::INT64,
+            int64_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn attr(name: &str, i: Option<i64>, s: &str) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            r#type: if i.is_some() {
+                AttributeType::Int
+            } else {
+                AttributeType::String
+            } as i32,
+            i: i.unwrap_or(0),
+            s: s.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// One node `op` on a float input `x` of `shape` (other inputs from `inits`), with `outs`.
+    fn one_node(
+        opset: i64,
+        op: &str,
+        ins: &[&str],
+        outs: &[&str],
+        attribute: Vec<AttributeProto>,
+        shape: &[i64],
+        inits: Vec<TensorProto>,
+    ) -> Result<tessera_ir::graph::Graph, ImportError> {
+        let node = NodeProto {
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            name: "n".into(),
+            op_type: op.into(),
+            attribute,
+            ..Default::default()
+        };
+        let m = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: vec![node],
+                input: vec![info("x", data_type::FLOAT, shape)],
+                output: outs
+                    .iter()
+                    .map(|o| ValueInfoProto {
+                        name: o.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                initializer: inits,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        import_model(&m.encode_to_vec(), None)
+    }
+
+    fn run(g: &tessera_ir::graph::Graph, x: &[f64]) -> BTreeMap<String, Vec<f64>> {
+        let shape = g.ty(g.inputs[0]).shape.clone();
+        let input = HostTensor::from_f64(DType::F32, &shape, x);
+        evaluate(g, &BTreeMap::from([("x".to_string(), input)]))
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_f64_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn split_18_leaves_the_last_part_smaller() {
+        let g = one_node(
+            18,
+            "Split",
+            &["x"],
+            &["a", "b", "c"],
+            vec![attr("num_outputs", Some(3), "")],
+            &[7],
+            vec![],
+        )
+        .unwrap();
+        let out = run(&g, &[0., 1., 2., 3., 4., 5., 6.]);
+        // ceil(7 / 3) = 3: parts of 3, 3 and 1.
+        assert_eq!(out["a"], [0., 1., 2.]);
+        assert_eq!(out["b"], [3., 4., 5.]);
+        assert_eq!(out["c"], [6.]);
+        // Split-13 sizes that do not add up to the axis name the node.
+        let e = one_node(
+            13,
+            "Split",
+            &["x", "s"],
+            &["a", "b"],
+            vec![],
+            &[7],
+            vec![ints("s", &[3, 3])],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"n\" (Split)"), "{e}");
+    }
+
+    #[test]
+    fn bad_slice_and_pad_arguments_are_errors_naming_the_node() {
+        let init = |s: &[i64]| {
+            vec![
+                ints("s", &[0]),
+                ints("e", &[2]),
+                ints("a", &[0]),
+                ints("t", s),
+            ]
+        };
+        let e = one_node(
+            13,
+            "Slice",
+            &["x", "s", "e", "a", "t"],
+            &["y"],
+            vec![],
+            &[4],
+            init(&[0]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"n\" (Slice)"), "{e}");
+        // Wrap padding arrives with Pad-19.
+        let pads = vec![ints("p", &[1, 1])];
+        let wrap = vec![attr("mode", None, "wrap")];
+        let e = one_node(
+            18,
+            "Pad",
+            &["x", "p"],
+            &["y"],
+            wrap.clone(),
+            &[4],
+            pads.clone(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("wrap"), "{e}");
+        let g = one_node(19, "Pad", &["x", "p"], &["y"], wrap, &[4], pads).unwrap();
+        assert_eq!(run(&g, &[0., 1., 2., 3.])["y"], [3., 0., 1., 2., 3., 0.]);
+    }
+
+    #[test]
+    fn dropout_is_the_identity_unless_it_draws_random_numbers() {
+        let scalar = |name: &str, dtype, v: f64| {
+            let mut t = TensorProto {
+                name: name.into(),
+                data_type: dtype,
+                ..Default::default()
+            };
+            if dtype == data_type::BOOL {
+                t.int32_data = vec![v as i32];
+            } else {
+                t.float_data = vec![v as f32];
+            }
+            t
+        };
+        let training = |ratio| {
+            vec![
+                scalar("r", data_type::FLOAT, ratio),
+                scalar("t", data_type::BOOL, 1.0),
+            ]
+        };
+        let e = one_node(
+            13,
+            "Dropout",
+            &["x", "r", "t"],
+            &["y"],
+            vec![],
+            &[3],
+            training(0.5),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ImportError::Unsupported(_)), "{e}");
+        // Ratio 0 in training keeps every element: output = input, mask all true.
+        let g = one_node(
+            13,
+            "Dropout",
+            &["x", "r", "t"],
+            &["y", "m"],
+            vec![],
+            &[3],
+            training(0.0),
+        )
+        .unwrap();
+        let out = run(&g, &[1., -2., 3.]);
+        assert_eq!(out["y"], [1., -2., 3.]);
+        assert_eq!(out["m"], [1., 1., 1.]);
+        assert_eq!(g.ty(g.outputs[1]).dtype, DType::Bool);
+    }
+
+    #[test]
+    fn trilu_and_eye_like_by_hand() {
+        // Lower triangle with k = -1 of a 3x3: keeps (1, 0), (2, 0), (2, 1).
+        let g = one_node(
+            14,
+            "Trilu",
+            &["x", "k"],
+            &["y"],
+            vec![attr("upper", Some(0), "")],
+            &[3, 3],
+            vec![TensorProto {
+                name: "k".into(),
+                data_type: data_type::INT64,
+                int64_data: vec![-1],
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+        let x: Vec<f64> = (1..=9).map(f64::from).collect();
+        assert_eq!(run(&g, &x)["y"], [0., 0., 0., 4., 0., 0., 7., 8., 0.]);
+        // EyeLike k = 1 on [2, 3]: ones at (0, 1) and (1, 2), as int32.
+        let g = one_node(
+            9,
+            "EyeLike",
+            &["x"],
+            &["y"],
+            vec![attr("k", Some(1), ""), attr("dtype", Some(6), "")],
+            &[2, 3],
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(run(&g, &[0.; 6])["y"], [0., 1., 0., 0., 0., 1.]);
+        assert_eq!(g.ty(g.outputs[0]).dtype, DType::I32);
     }
 }

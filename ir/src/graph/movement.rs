@@ -377,8 +377,12 @@ mod tests {
         };
         let y = op.eval(&[&arr(&[3, 1])]).unwrap();
         assert_eq!(vals(&y), [0., 0., 1., 1., 2., 2., 0., 0., 1., 1., 2., 2.]);
-        let t = TensorType::new(DType::I64, &[3, 2]);
-        assert!(op.infer(&[&t]).is_err());
+        // [3, 2] broadcasts to [2, 3, 2]; [3, 4] does not, and [2, 3, 2] cannot shrink to it.
+        let ok = TensorType::new(DType::I64, &[3, 2]);
+        assert_eq!(op.infer(&[&ok]).unwrap().shape, [2, 3, 2]);
+        assert!(op.infer(&[&TensorType::new(DType::I64, &[3, 4])]).is_err());
+        let wider = TensorType::new(DType::I64, &[4, 3, 2]);
+        assert!(op.infer(&[&wider]).is_err());
         // [[0, 1], [2, 3]] tiled (2, 1) = rows 0 1 0 1; tiled (1, 2) repeats within each row.
         let y = MovementOp::Tile {
             repeats: vec![2, 1],
