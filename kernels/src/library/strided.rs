@@ -401,16 +401,19 @@ fn copy_strided(
 mod tests {
     use super::*;
 
+    type Triple = (usize, usize, Option<(usize, i64)>);
+
+    fn triples(runs: &[Run]) -> Vec<Triple> {
+        runs.iter().map(|r| (r.out_start, r.len, r.src)).collect()
+    }
+
     #[test]
     fn runs_follow_constant_strides() {
         // Reflect-pad by 2 of [0, 1, 2, 3] reads 2 1 0 1 2 3 2 1: greedily 2 1 0, then 1 2 3,
         // then 2 1, three runs with strides -1, +1, -1.
         let map: Vec<Option<usize>> = [2, 1, 0, 1, 2, 3, 2, 1].iter().map(|&i| Some(i)).collect();
-        let runs = axis_runs(&map);
-        let got: Vec<(usize, usize, Option<(usize, i64)>)> =
-            runs.iter().map(|r| (r.out_start, r.len, r.src)).collect();
         assert_eq!(
-            got,
+            triples(&axis_runs(&map)),
             [
                 (0, 3, Some((2, -1))),
                 (3, 3, Some((1, 1))),
@@ -419,11 +422,8 @@ mod tests {
         );
         // Edge padding repeats index 0 (stride 0); fill runs merge.
         let map = [Some(0), Some(0), Some(0), Some(1), None, None];
-        let runs = axis_runs(&map);
-        let got: Vec<(usize, usize, Option<(usize, i64)>)> =
-            runs.iter().map(|r| (r.out_start, r.len, r.src)).collect();
         assert_eq!(
-            got,
+            triples(&axis_runs(&map)),
             [(0, 3, Some((0, 0))), (3, 1, Some((1, 1))), (4, 2, None)]
         );
     }
