@@ -8,6 +8,7 @@
 //! # Ok::<(), tessera_compiler::onnx::ImportError>(())
 //! ```
 
+mod attention;
 mod attrs;
 mod elementwise;
 mod error;
@@ -15,6 +16,7 @@ mod fold;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod loss;
 mod norm;
 mod ops;
 pub mod proto;

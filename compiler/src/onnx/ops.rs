@@ -30,12 +30,14 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
+        "Attention" => 23,
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 12,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 87] = [
+pub const SUPPORTED_OPS: [&str; 90] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -124,6 +126,9 @@ pub const SUPPORTED_OPS: [&str; 87] = [
     "ArgMin",
     "RMSNormalization",
     "LayerNormalization",
+    "Attention",
+    "NegativeLogLikelihoodLoss",
+    "SoftmaxCrossEntropyLoss",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -168,6 +173,9 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "RMSNormalization" => super::norm::rms_norm(imp, cx),
         "LayerNormalization" => super::norm::layer_norm(imp, cx),
         "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
+        "Attention" => super::attention::attention(imp, cx),
+        "NegativeLogLikelihoodLoss" => super::loss::nll_loss(imp, cx),
+        "SoftmaxCrossEntropyLoss" => super::loss::softmax_cross_entropy(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
