@@ -471,8 +471,9 @@ fn attention_bias(
         };
         // The spec pads a short mask to the total length with -inf (False).
         let m = if last < l {
+            let axis = ty.shape.len() - 1;
             let mut pad_shape = ty.shape.clone();
-            *pad_shape.last_mut().unwrap_or(&mut 0) = l - last;
+            pad_shape[axis] = l - last;
             let elems: usize = pad_shape.iter().product();
             let (dt, fill) = if is_bool {
                 (DType::Bool, 0.0)
@@ -483,7 +484,6 @@ fn attention_bias(
                 &sub(cx, "mask_pad"),
                 HostTensor::from_f64(dt, &pad_shape, &vec![fill; elems]),
             );
-            let axis = ty.shape.len() - 1;
             node(imp, cx, "mask_padded", GraphOp::Concat { axis }, &[m, pad])?
         } else {
             m

@@ -8,8 +8,11 @@
 //! # Ok::<(), tessera_compiler::onnx::ImportError>(())
 //! ```
 
+mod activation;
 mod attention;
 mod attrs;
+#[cfg(test)]
+mod decompose_tests;
 mod elementwise;
 mod error;
 mod fold;
@@ -21,6 +24,7 @@ mod norm;
 mod ops;
 pub mod proto;
 mod reduce;
+mod rotary;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

@@ -32,12 +32,15 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "Range" => 11,
         "Attention" => 23,
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 12,
+        "RotaryEmbedding" => 23,
+        "Swish" => 24,
+        "ThresholdedRelu" => 10,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 90] = [
+pub const SUPPORTED_OPS: [&str; 93] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -129,6 +132,9 @@ pub const SUPPORTED_OPS: [&str; 90] = [
     "Attention",
     "NegativeLogLikelihoodLoss",
     "SoftmaxCrossEntropyLoss",
+    "RotaryEmbedding",
+    "Swish",
+    "ThresholdedRelu",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -176,6 +182,9 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "Attention" => super::attention::attention(imp, cx),
         "NegativeLogLikelihoodLoss" => super::loss::nll_loss(imp, cx),
         "SoftmaxCrossEntropyLoss" => super::loss::softmax_cross_entropy(imp, cx),
+        "RotaryEmbedding" => super::rotary::rotary_embedding(imp, cx),
+        "Swish" => super::activation::swish(imp, cx),
+        "ThresholdedRelu" => super::activation::thresholded_relu(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
