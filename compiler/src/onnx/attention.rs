@@ -246,6 +246,8 @@ pub fn attention(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError
         )?;
     }
     let probs = cast(imp, cx, "probs", probs, w)?;
+    // The spec's modes: 0 the raw product, 1 after softcap, 2 with the bias, 3 the softmax
+    // (the reference also softcaps mode 0, which the spec's text does not say; no test has it).
     let qk_out = match plan.mode {
         0 => qk,
         1 => capped,
@@ -342,7 +344,7 @@ fn plan(
             )));
         }
     }
-    if kv_heads == 0 || q_heads % kv_heads != 0 {
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
         return Err(cx.shape_err(format!(
             "q_num_heads ({q_heads}) must be a multiple of kv_num_heads ({kv_heads})"
         )));
@@ -426,7 +428,7 @@ fn split_heads(
 ) -> Result<ValueId, ImportError> {
     let shape = imp.ty(x).shape.clone();
     let hidden = shape[2];
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(cx.shape_err(format!(
             "{what}'s hidden size {hidden} is not a multiple of its {heads} heads"
         )));
@@ -455,6 +457,18 @@ fn attention_bias(
         if last > l {
             return Err(cx.shape_err(format!(
                 "attn_mask's last dim {last} is longer than the total sequence length {l}"
+            )));
+        }
+        // The mask broadcasts into the scores [B, Hq, S, L], never the other way.
+        let scores = [plan.batch, plan.q_heads, s, l];
+        let fits = ty.shape.len() <= 4
+            && (ty.shape.iter().rev().skip(1))
+                .zip(scores.iter().rev().skip(1))
+                .all(|(&m, &t)| m == 1 || m == t);
+        if !fits {
+            return Err(cx.shape_err(format!(
+                "attn_mask {:?} does not broadcast to the scores {scores:?}",
+                ty.shape
             )));
         }
         let is_bool = ty.dtype == DType::Bool;

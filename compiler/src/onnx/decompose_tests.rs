@@ -333,6 +333,23 @@ fn attention_errors_name_the_node() {
     let bytes = one_node(23, "Attention", &["q", "k", "v"], &["y"], vec![], &feeds);
     let e = import_model(&bytes, None).unwrap_err().to_string();
     assert!(e.contains("n0") && e.contains("multiple"), "{e}");
+    // A mask with a batch of 3 would broadcast the scores of batch 1 instead of masking them.
+    let feeds = [
+        ("q", f32s(&[1, 1, 2, 2], 1.0, 0.0)),
+        ("k", f32s(&[1, 1, 2, 2], 1.0, 0.0)),
+        ("v", f32s(&[1, 1, 2, 2], 1.0, 0.0)),
+        ("mask", f32s(&[3, 1, 2, 2], 1.0, 0.0)),
+    ];
+    let bytes = one_node(
+        23,
+        "Attention",
+        &["q", "k", "v", "mask"],
+        &["y"],
+        vec![],
+        &feeds,
+    );
+    let e = import_model(&bytes, None).unwrap_err().to_string();
+    assert!(e.contains("n0") && e.contains("does not broadcast"), "{e}");
 }
 
 /// Weighted mean with an ignored class: sum(-w[t] x[t]) / sum(w[t]) over the kept elements.

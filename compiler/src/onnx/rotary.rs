@@ -54,7 +54,7 @@ pub fn rotary_embedding(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, Impo
         &[b, s, hidden] => {
             let h = usize::try_from(cx.attrs.int_or("num_heads", 0)?)
                 .ok()
-                .filter(|&h| h > 0 && hidden % h == 0)
+                .filter(|&h| h > 0 && hidden.is_multiple_of(h))
                 .ok_or_else(|| {
                     cx.attr_err(format!(
                         "3-D input needs num_heads dividing its hidden size {hidden}"
@@ -71,7 +71,7 @@ pub fn rotary_embedding(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, Impo
         0 => d,
         r => usize::try_from(r)
             .ok()
-            .filter(|&r| r <= d && r % 2 == 0)
+            .filter(|&r| r <= d && r.is_multiple_of(2))
             .ok_or_else(|| {
                 cx.attr_err(format!(
                     "rotary_embedding_dim {r} must be even and at most the head size {d}"
