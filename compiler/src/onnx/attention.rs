@@ -228,7 +228,7 @@ pub fn attention(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError
         None => capped,
     };
     let sm_in = cast(imp, cx, "softmax_in", logits, plan.softmax_dtype)?;
-    let mut probs = if plan.softmax_dtype == DType::Bf16 {
+    let mut probs = if plan.softmax_dtype == DType::Bf16 && l <= BF16_STEPWISE_MAX_KEYS {
         softmax_bf16(imp, cx, sm_in)?
     } else {
         node(imp, cx, "softmax", GraphOp::Softmax { axis: 3 }, &[sm_in])?
@@ -619,6 +619,11 @@ fn fully_masked_rows(
     }
     Ok(Some(masked))
 }
+
+/// The longest key sequence whose bf16 softmax is computed step by step ([`softmax_bf16`]);
+/// its key-by-key sum costs two nodes per key over the whole score tensor, so longer rows use
+/// the fused Softmax kernel (f32 inside, rounded once: at least as accurate).
+const BF16_STEPWISE_MAX_KEYS: usize = 64;
 
 /// Softmax over the last axis of a bf16 tensor with every step rounded to bf16 and the
 /// denominator summed key by key (each partial sum rounded), which is what the ONNX reference
