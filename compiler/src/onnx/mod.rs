@@ -8,7 +8,11 @@
 //! # Ok::<(), tessera_compiler::onnx::ImportError>(())
 //! ```
 
+mod activation;
+mod attention;
 mod attrs;
+#[cfg(test)]
+mod decompose_tests;
 mod elementwise;
 mod error;
 mod fold;
@@ -16,10 +20,12 @@ mod import;
 #[cfg(test)]
 mod import_tests;
 mod movement;
+mod loss;
 mod norm;
 mod ops;
 pub mod proto;
 mod reduce;
+mod rotary;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

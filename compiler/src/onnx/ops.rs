@@ -31,12 +31,17 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "ConstantOfShape" => 9,
         "Range" => 11,
         op if super::movement::handles(op) => return super::movement::since_opset(op),
+        "Attention" => 23,
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 12,
+        "RotaryEmbedding" => 23,
+        "Swish" => 24,
+        "ThresholdedRelu" => 10,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 98] = [
+pub const SUPPORTED_OPS: [&str; 104] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -137,6 +142,12 @@ pub const SUPPORTED_OPS: [&str; 98] = [
     "Dropout",
     "EyeLike",
     "Trilu",
+    "Attention",
+    "NegativeLogLikelihoodLoss",
+    "SoftmaxCrossEntropyLoss",
+    "RotaryEmbedding",
+    "Swish",
+    "ThresholdedRelu",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -181,6 +192,12 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "RMSNormalization" => super::norm::rms_norm(imp, cx),
         "LayerNormalization" => super::norm::layer_norm(imp, cx),
         "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
+        "Attention" => super::attention::attention(imp, cx),
+        "NegativeLogLikelihoodLoss" => super::loss::nll_loss(imp, cx),
+        "SoftmaxCrossEntropyLoss" => super::loss::softmax_cross_entropy(imp, cx),
+        "RotaryEmbedding" => super::rotary::rotary_embedding(imp, cx),
+        "Swish" => super::activation::swish(imp, cx),
+        "ThresholdedRelu" => super::activation::thresholded_relu(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
