@@ -9,6 +9,7 @@
 //! ```
 
 mod attrs;
+mod conv;
 mod elementwise;
 mod error;
 mod fold;

@@ -30,12 +30,13 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
+        op if super::conv::since_opset(op).is_some() => 1,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 87] = [
+pub const SUPPORTED_OPS: [&str; 95] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -124,6 +125,15 @@ pub const SUPPORTED_OPS: [&str; 87] = [
     "ArgMin",
     "RMSNormalization",
     "LayerNormalization",
+    // Convolution and pooling (conv.rs).
+    "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LRN",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -171,6 +181,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
+        op if super::conv::OPS.contains(&op) => super::conv::convert(imp, cx),
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }

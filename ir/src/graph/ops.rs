@@ -143,6 +143,10 @@ pub enum GraphOp {
     Elementwise(super::ElementwiseOp),
     /// A reduction over some axes (see [`super::reduce`]).
     Reduce(super::reduce::ReduceSpec),
+    /// Conv or ConvTranspose (see [`super::conv`]).
+    Conv(super::conv::ConvSpec),
+    /// MaxPool, AveragePool or LpPool (see [`super::conv`]).
+    Pool(super::conv::PoolSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -233,6 +237,9 @@ impl GraphOp {
             GraphOp::Cast { .. } => "Cast",
             GraphOp::Elementwise(e) => e.name(),
             GraphOp::Reduce(r) => r.kind.name(),
+            GraphOp::Conv(c) if c.transpose => "ConvTranspose",
+            GraphOp::Conv(_) => "Conv",
+            GraphOp::Pool(p) => p.name(),
         }
     }
 
@@ -398,6 +405,11 @@ impl GraphOp {
                 one(TensorType { dtype, shape })
             }
             GraphOp::Elementwise(e) => one(e.infer(inputs)?),
+            GraphOp::Conv(c) => one(c.infer(inputs)?),
+            GraphOp::Pool(p) => {
+                arity(inputs, 1, 1, "1")?;
+                one(p.infer(inputs[0])?)
+            }
             GraphOp::Cast { to } => {
                 arity(inputs, 1, 1, "1")?;
                 one(TensorType {

@@ -78,6 +78,8 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Cast { to } => format!("to={to}"),
         GraphOp::Elementwise(e) => e.attrs(),
         GraphOp::Reduce(r) => r.attributes(),
+        GraphOp::Conv(c) => c.attributes(),
+        GraphOp::Pool(p) => p.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -1,0 +1,415 @@
+//! `conv`: N-D convolution (up to three spatial axes) on the tensor engine.
+//!
+//! Channels sit on partitions. For each output tile (a block of output positions of at most
+//! 512, one PSUM bank of f32) the kernel loads the input block the tile reads, zero-padded, into
+//! SBUF as `[C_in chunk, planes, rows, cols]`; then for every kernel tap and every 128-channel
+//! chunk of C_in it issues one `nc_matmul` with the tap's weights `[C_in chunk, C_out chunk]` as
+//! the stationary operand and, as the moving operand, the strided (and dilated) window view of
+//! the block, `[C_in chunk, output positions]`, accumulating all taps and chunks in one PSUM bank
+//! (start on the first, stop on the last). ACT and DVE take turns evacuating the banks (adding
+//! the per-channel bias on the way), and the stores are deferred a few tiles so they do not block
+//! the next tiles' loads.
+//!
+//! The weights arrive pre-arranged by the lowering as `w[group, C_in, tap, C_out]`, so each
+//! `C_in` row of a group is one contiguous DMA; they stay resident in SBUF (or, when too large,
+//! a stripe of C_out chunks at a time, the input re-read once per stripe). Grouped convolutions
+//! are independent convolutions over channel ranges; the lowering packs several small groups
+//! into one block-diagonal group so depthwise convolutions still fill the partitions.
+//!
+//! The input may be dilated (`in_dilation`): element `i` sits at padded position
+//! `pads_begin + i * in_dilation` with zeros between. That is how the lowering runs
+//! `ConvTranspose`: a stride-1 convolution of the zero-inserted input with flipped weights,
+//! the zero insertion being a strided DMA into a zeroed block.
+
+use super::{DeferredStores, blocks};
+use crate::{KernelBuilder, KernelError, ScalarArg, Step, Tile};
+use std::ops::Range;
+use tessera_ir::{ActFunc, AluOp, DType, Engine, TargetSpec, TileProgram};
+
+/// Everything that shapes a convolution kernel. Spatial quantities are `[D, H, W]`; fewer
+/// spatial axes are given as leading size-1 axes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvKernelSpec {
+    /// Batch size N.
+    pub batch: usize,
+    /// Independent channel groups.
+    pub groups: usize,
+    /// Input channels per group.
+    pub c_in: usize,
+    /// Output channels per group.
+    pub c_out: usize,
+    /// Input extents.
+    pub in_sp: [usize; 3],
+    /// Output extents.
+    pub out_sp: [usize; 3],
+    /// Kernel extents.
+    pub kernel: [usize; 3],
+    /// Strides.
+    pub strides: [usize; 3],
+    /// Kernel dilations.
+    pub dilations: [usize; 3],
+    /// Padded position of input element 0 (negative crops the input).
+    pub pads_begin: [i64; 3],
+    /// Distance between consecutive input elements in the padded input (1 for a plain
+    /// convolution).
+    pub in_dilation: [usize; 3],
+    /// A bias input `b[groups * c_out]` is added.
+    pub bias: bool,
+    /// dtype of `x`, `w`, `b` and `y` (f32 or bf16); accumulation is f32 in PSUM.
+    pub dtype: DType,
+}
+
+const KERNEL: &str = "conv";
+
+/// Per-partition SBUF bytes the resident weights may take.
+const WEIGHT_BYTES: usize = 96 * 1024;
+
+/// Per-partition SBUF bytes the input blocks of one output tile may take (all C_in chunks);
+/// two tiles' blocks are live while the next loads overlap the current matmuls.
+const BLOCK_BYTES: usize = 40 * 1024;
+
+fn unsupported(detail: String) -> KernelError {
+    KernelError::Unsupported {
+        kernel: KERNEL,
+        detail,
+    }
+}
+
+/// One output tile: ranges of output planes, rows and columns.
+#[derive(Clone, Debug)]
+struct OutTile {
+    r: [Range<usize>; 3],
+}
+
+impl OutTile {
+    fn len(&self, a: usize) -> usize {
+        self.r[a].len()
+    }
+
+    fn pixels(&self) -> usize {
+        (0..3).map(|a| self.len(a)).product()
+    }
+}
+
+impl ConvKernelSpec {
+    fn taps(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Padded extent one tile of `n` outputs reads along axis `a`.
+    fn span(&self, a: usize, n: usize) -> usize {
+        (n - 1) * self.strides[a] + (self.kernel[a] - 1) * self.dilations[a] + 1
+    }
+
+    /// Output tile extents `[planes, rows, cols]`: whole planes and rows while they fit one
+    /// PSUM bank (`max_n` positions), then shrunk until the input block fits its budget.
+    fn tile_extents(&self, max_n: usize, ci_chunks: usize) -> Result<[usize; 3], KernelError> {
+        let o = self.out_sp;
+        let mut t = [1, 1, o[2].min(max_n)];
+        if o[2] <= max_n {
+            t[1] = o[1].min(max_n / o[2]);
+            if t[1] == o[1] {
+                t[0] = o[0].min(max_n / (o[1] * o[2]));
+            }
+        }
+        let bytes = |t: &[usize; 3]| {
+            (0..3).map(|a| self.span(a, t[a])).product::<usize>()
+                * ci_chunks
+                * self.dtype.size_bytes()
+        };
+        while bytes(&t) > BLOCK_BYTES {
+            if t[0] > 1 {
+                t[0] = t[0].div_ceil(2);
+            } else if t[1] > 1 {
+                t[1] = t[1].div_ceil(2);
+            } else if t[2] > 1 {
+                t[2] = t[2].div_ceil(2);
+            } else {
+                return Err(unsupported(format!(
+                    "one output position reads a block of {} bytes per partition, more than {BLOCK_BYTES}",
+                    bytes(&t)
+                )));
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// `x[N, groups c_in, D, H, W]`, `w[groups, c_in, taps, c_out]` (and `b[groups c_out]`) ->
+/// `y[N, groups c_out, OD, OH, OW]`.
+pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, KernelError> {
+    let s = spec;
+    if !matches!(s.dtype, DType::F32 | DType::Bf16) {
+        return Err(unsupported(format!(
+            "dtype {}; expected f32 or bf16",
+            s.dtype
+        )));
+    }
+    let dims_ok = [s.batch, s.groups, s.c_in, s.c_out].iter().all(|&d| d > 0)
+        && (0..3).all(|a| {
+            s.in_sp[a] > 0
+                && s.out_sp[a] > 0
+                && s.kernel[a] > 0
+                && s.strides[a] > 0
+                && s.dilations[a] > 0
+                && s.in_dilation[a] > 0
+        });
+    if !dims_ok {
+        return Err(unsupported(format!("empty or zero extent in {s:?}")));
+    }
+    let parts = target.partitions as usize;
+    let max_n = target.matmul_max_n as usize;
+    let max_m = target.matmul_max_m as usize;
+    let dsize = s.dtype.size_bytes();
+    let taps = s.taps();
+    let ci_chunks: Vec<Range<usize>> = blocks(s.c_in, parts).collect();
+    let co_chunks: Vec<Range<usize>> = blocks(s.c_out, max_m).collect();
+    let ext = s.tile_extents(max_n, ci_chunks.len())?;
+
+    // C_out chunks whose weights (all C_in chunks and taps) stay resident together.
+    let chunk_bytes = ci_chunks.len() * taps * max_m.min(s.c_out) * dsize;
+    let per_stripe = (WEIGHT_BYTES / chunk_bytes.max(1)).max(1);
+    if chunk_bytes > target.sbuf_partition_bytes as usize / 2 {
+        return Err(unsupported(format!(
+            "the weights of one output-channel chunk need {chunk_bytes} bytes per partition"
+        )));
+    }
+    let stripes: Vec<&[Range<usize>]> = co_chunks.chunks(per_stripe).collect();
+
+    let [d, h, w] = s.in_sp;
+    let [od, oh, ow] = s.out_sp;
+    let (cin_total, cout_total) = (s.groups * s.c_in, s.groups * s.c_out);
+    let name = format!(
+        "conv_{}x{}x{}x{}x{}_k{}x{}x{}_to{}",
+        s.batch, cin_total, d, h, w, s.kernel[0], s.kernel[1], s.kernel[2], cout_total
+    );
+    let mut kb = KernelBuilder::new(name, target);
+    let x = kb.input("x", s.dtype, &[s.batch, cin_total, d, h, w])?;
+    let wt = kb.input("w", s.dtype, &[s.groups, s.c_in, taps, s.c_out])?;
+    let b = if s.bias {
+        Some(kb.input("b", s.dtype, &[cout_total])?)
+    } else {
+        None
+    };
+    let y = kb.output("y", s.dtype, &[s.batch, cout_total, od, oh, ow])?;
+
+    let tiles: Vec<OutTile> = blocks(od, ext[0])
+        .flat_map(|rd| {
+            blocks(oh, ext[1]).flat_map(move |rh| {
+                let rd = rd.clone();
+                blocks(ow, ext[2]).map(move |rw| OutTile {
+                    r: [rd.clone(), rh.clone(), rw],
+                })
+            })
+        })
+        .collect();
+    let mut stores = DeferredStores::new(ext.iter().product::<usize>() * dsize);
+    let mut evac = 0usize;
+    let n_mm = ci_chunks.len() * taps;
+    for g in 0..s.groups {
+        for stripe in &stripes {
+            let cols = stripe[0].start..stripe[stripe.len() - 1].end;
+            // Weights of this stripe: one [C_in chunk, taps, stripe columns] tile per chunk.
+            let mut wtiles = Vec::with_capacity(ci_chunks.len());
+            for cr in &ci_chunks {
+                let t = kb.sbuf("w", s.dtype, cr.len() as u32, &[taps, cols.len()])?;
+                let off = ((g * s.c_in + cr.start) * taps * s.c_out + cols.start) as u64;
+                let src = wt.ap(
+                    off,
+                    &[
+                        ((taps * s.c_out) as i64, cr.len() as u32),
+                        (s.c_out as i64, taps as u32),
+                        (1, cols.len() as u32),
+                    ],
+                );
+                kb.dma_copy(&t, src)?;
+                wtiles.push(t);
+            }
+            let mut btiles = Vec::new();
+            if let Some(b) = &b {
+                for cc in stripe.iter() {
+                    let t = kb.sbuf("bias", DType::F32, cc.len() as u32, &[1])?;
+                    let off = (g * s.c_out + cc.start) as u64;
+                    kb.dma_copy(&t, b.ap(off, &[(1, cc.len() as u32), (1, 1)]))?;
+                    btiles.push(t);
+                }
+            }
+            for n in 0..s.batch {
+                for tile in &tiles {
+                    let blocks_in = load_blocks(&mut kb, s, &x, n, g, &ci_chunks, tile)?;
+                    let span = [
+                        s.span(0, tile.len(0)),
+                        s.span(1, tile.len(1)),
+                        s.span(2, tile.len(2)),
+                    ];
+                    for (j, cc) in stripe.iter().enumerate() {
+                        let npix = tile.pixels();
+                        let acc = kb.psum("acc", DType::F32, cc.len() as u32, &[npix])?;
+                        let mut i = 0;
+                        for (q, cr) in ci_chunks.iter().enumerate() {
+                            let pc = cr.len() as u32;
+                            for t in 0..taps {
+                                let k = [
+                                    t / (s.kernel[1] * s.kernel[2]),
+                                    (t / s.kernel[2]) % s.kernel[1],
+                                    t % s.kernel[2],
+                                ];
+                                let off = ((k[0] * s.dilations[0] * span[1]
+                                    + k[1] * s.dilations[1])
+                                    * span[2]
+                                    + k[2] * s.dilations[2])
+                                    as u64;
+                                let moving = blocks_in[q].ap(
+                                    0..pc,
+                                    off,
+                                    &[
+                                        (
+                                            (s.strides[0] * span[1] * span[2]) as i64,
+                                            tile.len(0) as u32,
+                                        ),
+                                        ((s.strides[1] * span[2]) as i64, tile.len(1) as u32),
+                                        (s.strides[2] as i64, tile.len(2) as u32),
+                                    ],
+                                );
+                                let c0 = cc.start - cols.start;
+                                let stationary =
+                                    wtiles[q].view(0..pc, &[t..t + 1, c0..c0 + cc.len()]);
+                                kb.nc_matmul(&acc, stationary, moving, i == 0, i + 1 == n_mm)?;
+                                i += 1;
+                            }
+                        }
+                        let out = kb.sbuf("y", s.dtype, cc.len() as u32, &[npix])?;
+                        let engine = if evac % 2 == 0 {
+                            Engine::Act
+                        } else {
+                            Engine::Dve
+                        };
+                        evac += 1;
+                        match btiles.get(j) {
+                            Some(bt) if engine == Engine::Act => {
+                                kb.activation(&out, &acc, ActFunc::Identity, 1.0, bt, None)?
+                            }
+                            Some(bt) => kb.tensor_scalar_on(
+                                engine,
+                                &out,
+                                &acc,
+                                Step::new(AluOp::Add, ScalarArg::from(bt)),
+                                None,
+                            )?,
+                            None => kb.tensor_copy_on(engine, &out, &acc)?,
+                        }
+                        kb.free(acc)?;
+                        let o = &tile.r;
+                        let off = ((((n * cout_total + g * s.c_out + cc.start) * od + o[0].start)
+                            * oh
+                            + o[1].start)
+                            * ow
+                            + o[2].start) as u64;
+                        let dst = y.ap(
+                            off,
+                            &[
+                                ((od * oh * ow) as i64, cc.len() as u32),
+                                ((oh * ow) as i64, tile.len(0) as u32),
+                                (ow as i64, tile.len(1) as u32),
+                                (1, tile.len(2) as u32),
+                            ],
+                        );
+                        stores.push(&mut kb, out, vec![(0..cc.len() as u32, dst)])?;
+                    }
+                    for t in blocks_in {
+                        kb.free(t)?;
+                    }
+                }
+            }
+            stores.flush(&mut kb)?;
+            for t in wtiles.into_iter().chain(btiles) {
+                kb.free(t)?;
+            }
+        }
+    }
+    kb.finish()
+}
+
+/// The input blocks (one per C_in chunk) that output tile `tile` of batch `n`, group `g`
+/// reads: padded positions `o s + k d` for the tile's outputs, zero where no input element
+/// lands (padding, or the gaps of a dilated input).
+fn load_blocks(
+    kb: &mut KernelBuilder<'_>,
+    s: &ConvKernelSpec,
+    x: &crate::Tensor,
+    n: usize,
+    g: usize,
+    ci_chunks: &[Range<usize>],
+    tile: &OutTile,
+) -> Result<Vec<Tile>, KernelError> {
+    let span: Vec<usize> = (0..3).map(|a| s.span(a, tile.len(a))).collect();
+    // Per axis: first padded position, and the input elements that land in the block (first
+    // index, count, first position inside the block).
+    let mut full = true;
+    let mut empty = false;
+    let mut lands = [(0usize, 0usize, 0usize); 3];
+    for a in 0..3 {
+        let q0 = (tile.r[a].start * s.strides[a]) as i64;
+        let q1 = q0 + span[a] as i64; // exclusive
+        let (pb, step) = (s.pads_begin[a], s.in_dilation[a] as i64);
+        // Smallest i with pb + i step >= q0, largest with pb + i step < q1.
+        let lo = (q0 - pb).max(0);
+        let i_lo = (lo + step - 1) / step;
+        let hi = q1 - 1 - pb;
+        let i_hi = if hi < 0 {
+            -1
+        } else {
+            (hi / step).min(s.in_sp[a] as i64 - 1)
+        };
+        if i_hi < i_lo {
+            empty = true;
+            continue;
+        }
+        let count = (i_hi - i_lo + 1) as usize;
+        let at = (pb + i_lo * step - q0) as usize;
+        if count != span[a] {
+            full = false;
+        }
+        lands[a] = (i_lo as usize, count, at);
+    }
+    let [d, h, w] = s.in_sp;
+    let cin_total = s.groups * s.c_in;
+    let mut out = Vec::with_capacity(ci_chunks.len());
+    for cr in ci_chunks {
+        let pc = cr.len() as u32;
+        let t = kb.sbuf("x", s.dtype, pc, &[span[0], span[1], span[2]])?;
+        if !full || empty {
+            // Zeros for the padding and gaps; on POOL, which evacuation does not use.
+            kb.memset_on(Engine::Pool, &t, 0.0)?;
+        }
+        if !empty {
+            let dst_off = ((lands[0].2 * span[1] + lands[1].2) * span[2] + lands[2].2) as u64;
+            let dst = t.ap(
+                0..pc,
+                dst_off,
+                &[
+                    (
+                        (s.in_dilation[0] * span[1] * span[2]) as i64,
+                        lands[0].1 as u32,
+                    ),
+                    ((s.in_dilation[1] * span[2]) as i64, lands[1].1 as u32),
+                    (s.in_dilation[2] as i64, lands[2].1 as u32),
+                ],
+            );
+            let c = n * cin_total + g * s.c_in + cr.start;
+            let src_off = (((c * d + lands[0].0) * h + lands[1].0) * w + lands[2].0) as u64;
+            let src = x.ap(
+                src_off,
+                &[
+                    ((d * h * w) as i64, pc),
+                    ((h * w) as i64, lands[0].1 as u32),
+                    (w as i64, lands[1].1 as u32),
+                    (1, lands[2].1 as u32),
+                ],
+            );
+            kb.dma_copy(dst, src)?;
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
