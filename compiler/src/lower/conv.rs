@@ -31,7 +31,7 @@ fn three<T: Copy>(v: &[T], fill: T) -> [T; 3] {
 fn pack(groups: usize, cin_g: usize, cout_g: usize, limit: usize) -> usize {
     (1..=groups)
         .rev()
-        .find(|&p| groups % p == 0 && p * cin_g <= limit && p * cout_g <= limit)
+        .find(|&p| groups.is_multiple_of(p) && p * cin_g <= limit && p * cout_g <= limit)
         .unwrap_or(1)
 }
 

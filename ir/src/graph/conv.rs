@@ -442,7 +442,7 @@ impl PoolSpec {
             .map(|a| {
                 let (k, s, d) = (self.kernel[a], self.strides[a], self.dilations[a]);
                 let (pb, pe) = (self.pads_begin[a], self.pads_end[a]);
-                if k == 0 || d == 0 || pb >= (k - 1) * d + 1 || pe >= (k - 1) * d + 1 {
+                if k == 0 || d == 0 || pb > (k - 1) * d || pe > (k - 1) * d {
                     return Err(ShapeError::Mismatch(format!(
                         "axis {a}: kernel {k}, dilation {d} and pads {pb}/{pe} are invalid (pads \
                          must be smaller than the window)"

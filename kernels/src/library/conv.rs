@@ -64,6 +64,16 @@ const KERNEL: &str = "conv";
 /// Per-partition SBUF bytes the resident weights may take.
 const WEIGHT_BYTES: usize = 96 * 1024;
 
+/// C_out chunks accumulated at once, each in its own PSUM bank (half the banks, so the next
+/// group's accumulation overlaps this group's evacuation).
+const PSUM_GROUP: usize = 4;
+
+/// Target size of an input-block or result DMA piece (see [`split_parts`]).
+const ACT_PIECE_BYTES: usize = 16 * 1024;
+
+/// Smallest weight DMA worth splitting off (its fixed start cost stays small against its data).
+const WEIGHT_PIECE_BYTES: usize = 128 * 1024;
+
 /// Per-partition SBUF bytes the input blocks of one output tile may take (all C_in chunks);
 /// two tiles' blocks are live while the next loads overlap the current matmuls.
 const BLOCK_BYTES: usize = 40 * 1024;
@@ -209,20 +219,29 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
     for g in 0..s.groups {
         for stripe in &stripes {
             let cols = stripe[0].start..stripe[stripe.len() - 1].end;
+            // The first tile's input goes ahead of the weights in the DMA queues.
+            let mut first = Some(load_blocks(&mut kb, s, &x, 0, g, &ci_chunks, &tiles[0])?);
             // Weights of this stripe: one [C_in chunk, taps, stripe columns] tile per chunk.
             let mut wtiles = Vec::with_capacity(ci_chunks.len());
             for cr in &ci_chunks {
                 let t = kb.sbuf("w", s.dtype, cr.len() as u32, &[taps, cols.len()])?;
-                let off = ((g * s.c_in + cr.start) * taps * s.c_out + cols.start) as u64;
-                let src = wt.ap(
-                    off,
-                    &[
-                        ((taps * s.c_out) as i64, cr.len() as u32),
-                        (s.c_out as i64, taps as u32),
-                        (1, cols.len() as u32),
-                    ],
-                );
-                kb.dma_copy(&t, src)?;
+                // Whole contiguous rows (every tap) per DMA, so runs are long, split into
+                // partition groups of at least WEIGHT_PIECE_BYTES so the pieces spread over
+                // the DMA queues.
+                let row_bytes = taps * cols.len() * dsize;
+                let pieces = (cr.len() * row_bytes / WEIGHT_PIECE_BYTES).clamp(1, 8);
+                for pg in blocks(cr.len(), cr.len().div_ceil(pieces)) {
+                    let row = g * s.c_in + cr.start + pg.start;
+                    let src = wt.ap(
+                        (row * taps * s.c_out + cols.start) as u64,
+                        &[
+                            ((taps * s.c_out) as i64, pg.len() as u32),
+                            (s.c_out as i64, taps as u32),
+                            (1, cols.len() as u32),
+                        ],
+                    );
+                    kb.dma_copy(t.part(pg.start as u32..pg.end as u32), src)?;
+                }
                 wtiles.push(t);
             }
             let mut btiles = Vec::new();
@@ -236,85 +255,83 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
             }
             for n in 0..s.batch {
                 for tile in &tiles {
-                    let blocks_in = load_blocks(&mut kb, s, &x, n, g, &ci_chunks, tile)?;
+                    let blocks_in = match first.take() {
+                        Some(b) => b,
+                        None => load_blocks(&mut kb, s, &x, n, g, &ci_chunks, tile)?,
+                    };
                     let span = [
                         s.span(0, tile.len(0)),
                         s.span(1, tile.len(1)),
                         s.span(2, tile.len(2)),
                     ];
-                    for (j, cc) in stripe.iter().enumerate() {
-                        let npix = tile.pixels();
-                        let acc = kb.psum("acc", DType::F32, cc.len() as u32, &[npix])?;
-                        let mut i = 0;
+                    let npix = tile.pixels();
+                    // C_out chunks accumulate side by side in their own PSUM banks, C_in chunk
+                    // by C_in chunk: the first matmuls need only the first chunk's weights.
+                    for group in stripe.chunks(PSUM_GROUP) {
+                        let mut accs = Vec::with_capacity(group.len());
+                        for cc in group {
+                            accs.push(kb.psum("acc", DType::F32, cc.len() as u32, &[npix])?);
+                        }
                         for (q, cr) in ci_chunks.iter().enumerate() {
                             let pc = cr.len() as u32;
-                            for t in 0..taps {
-                                let k = [
-                                    t / (s.kernel[1] * s.kernel[2]),
-                                    (t / s.kernel[2]) % s.kernel[1],
-                                    t % s.kernel[2],
-                                ];
-                                let off = ((k[0] * s.dilations[0] * span[1]
-                                    + k[1] * s.dilations[1])
-                                    * span[2]
-                                    + k[2] * s.dilations[2])
-                                    as u64;
-                                let moving = blocks_in[q].ap(
-                                    0..pc,
-                                    off,
-                                    &[
-                                        (
-                                            (s.strides[0] * span[1] * span[2]) as i64,
-                                            tile.len(0) as u32,
-                                        ),
-                                        ((s.strides[1] * span[2]) as i64, tile.len(1) as u32),
-                                        (s.strides[2] as i64, tile.len(2) as u32),
-                                    ],
-                                );
-                                let c0 = cc.start - cols.start;
-                                let stationary =
-                                    wtiles[q].view(0..pc, &[t..t + 1, c0..c0 + cc.len()]);
-                                kb.nc_matmul(&acc, stationary, moving, i == 0, i + 1 == n_mm)?;
-                                i += 1;
+                            for (cc, acc) in group.iter().zip(&accs) {
+                                for t in 0..taps {
+                                    let i = q * taps + t;
+                                    let moving = window(s, &blocks_in[q], pc, &span, tile, t);
+                                    let c0 = cc.start - cols.start;
+                                    let stationary =
+                                        wtiles[q].view(0..pc, &[t..t + 1, c0..c0 + cc.len()]);
+                                    kb.nc_matmul(acc, stationary, moving, i == 0, i + 1 == n_mm)?;
+                                }
                             }
                         }
-                        let out = kb.sbuf("y", s.dtype, cc.len() as u32, &[npix])?;
-                        let engine = if evac % 2 == 0 {
-                            Engine::Act
-                        } else {
-                            Engine::Dve
-                        };
-                        evac += 1;
-                        match btiles.get(j) {
-                            Some(bt) if engine == Engine::Act => {
-                                kb.activation(&out, &acc, ActFunc::Identity, 1.0, bt, None)?
+                        for (cc, acc) in group.iter().zip(accs) {
+                            let j = (cc.start - cols.start) / max_m;
+                            let out = kb.sbuf("y", s.dtype, cc.len() as u32, &[npix])?;
+                            let engine = if evac.is_multiple_of(2) {
+                                Engine::Act
+                            } else {
+                                Engine::Dve
+                            };
+                            evac += 1;
+                            match btiles.get(j) {
+                                Some(bt) if engine == Engine::Act => {
+                                    kb.activation(&out, &acc, ActFunc::Identity, 1.0, bt, None)?
+                                }
+                                Some(bt) => kb.tensor_scalar_on(
+                                    engine,
+                                    &out,
+                                    &acc,
+                                    Step::new(AluOp::Add, ScalarArg::from(bt)),
+                                    None,
+                                )?,
+                                None => kb.tensor_copy_on(engine, &out, &acc)?,
                             }
-                            Some(bt) => kb.tensor_scalar_on(
-                                engine,
-                                &out,
-                                &acc,
-                                Step::new(AluOp::Add, ScalarArg::from(bt)),
-                                None,
-                            )?,
-                            None => kb.tensor_copy_on(engine, &out, &acc)?,
+                            kb.free(acc)?;
+                            let o = &tile.r;
+                            let off = ((((n * cout_total + g * s.c_out + cc.start) * od
+                                + o[0].start)
+                                * oh
+                                + o[1].start)
+                                * ow
+                                + o[2].start) as u64;
+                            let pieces = split_parts(cc.len(), npix * dsize)
+                                .into_iter()
+                                .map(|pr| {
+                                    let dst = y.ap(
+                                        off + (pr.start * od * oh * ow) as u64,
+                                        &[
+                                            ((od * oh * ow) as i64, pr.len() as u32),
+                                            ((oh * ow) as i64, tile.len(0) as u32),
+                                            (ow as i64, tile.len(1) as u32),
+                                            (1, tile.len(2) as u32),
+                                        ],
+                                    );
+                                    (pr.start as u32..pr.end as u32, dst)
+                                })
+                                .collect();
+                            stores.push(&mut kb, out, pieces)?;
                         }
-                        kb.free(acc)?;
-                        let o = &tile.r;
-                        let off = ((((n * cout_total + g * s.c_out + cc.start) * od + o[0].start)
-                            * oh
-                            + o[1].start)
-                            * ow
-                            + o[2].start) as u64;
-                        let dst = y.ap(
-                            off,
-                            &[
-                                ((od * oh * ow) as i64, cc.len() as u32),
-                                ((oh * ow) as i64, tile.len(0) as u32),
-                                (ow as i64, tile.len(1) as u32),
-                                (1, tile.len(2) as u32),
-                            ],
-                        );
-                        stores.push(&mut kb, out, vec![(0..cc.len() as u32, dst)])?;
                     }
                     for t in blocks_in {
                         kb.free(t)?;
@@ -328,6 +345,46 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
         }
     }
     kb.finish()
+}
+
+/// Partition ranges splitting a DMA of `per_part` bytes per partition into pieces of about
+/// [`ACT_PIECE_BYTES`]: the input blocks and results move in short rows (an image row), at half
+/// a DMA engine's bandwidth, so one transfer per tile would hold the tile's matmuls back; the
+/// pieces run on several queues at once.
+fn split_parts(p: usize, per_part: usize) -> Vec<Range<usize>> {
+    let ways = (p * per_part / ACT_PIECE_BYTES).clamp(1, 8).min(p);
+    blocks(p, p.div_ceil(ways)).collect()
+}
+
+/// The moving operand of tap `t`: the strided, dilated window of `block` whose columns are the
+/// tile's output positions.
+fn window(
+    s: &ConvKernelSpec,
+    block: &Tile,
+    pc: u32,
+    span: &[usize; 3],
+    tile: &OutTile,
+    t: usize,
+) -> crate::TileView {
+    let k = [
+        t / (s.kernel[1] * s.kernel[2]),
+        (t / s.kernel[2]) % s.kernel[1],
+        t % s.kernel[2],
+    ];
+    let off = ((k[0] * s.dilations[0] * span[1] + k[1] * s.dilations[1]) * span[2]
+        + k[2] * s.dilations[2]) as u64;
+    block.ap(
+        0..pc,
+        off,
+        &[
+            (
+                (s.strides[0] * span[1] * span[2]) as i64,
+                tile.len(0) as u32,
+            ),
+            ((s.strides[1] * span[2]) as i64, tile.len(1) as u32),
+            (s.strides[2] as i64, tile.len(2) as u32),
+        ],
+    )
 }
 
 /// The input blocks (one per C_in chunk) that output tile `tile` of batch `n`, group `g`
@@ -384,30 +441,33 @@ fn load_blocks(
         }
         if !empty {
             let dst_off = ((lands[0].2 * span[1] + lands[1].2) * span[2] + lands[2].2) as u64;
-            let dst = t.ap(
-                0..pc,
-                dst_off,
-                &[
-                    (
-                        (s.in_dilation[0] * span[1] * span[2]) as i64,
-                        lands[0].1 as u32,
-                    ),
-                    ((s.in_dilation[1] * span[2]) as i64, lands[1].1 as u32),
-                    (s.in_dilation[2] as i64, lands[2].1 as u32),
-                ],
-            );
             let c = n * cin_total + g * s.c_in + cr.start;
             let src_off = (((c * d + lands[0].0) * h + lands[1].0) * w + lands[2].0) as u64;
-            let src = x.ap(
-                src_off,
-                &[
-                    ((d * h * w) as i64, pc),
-                    ((h * w) as i64, lands[0].1 as u32),
-                    (w as i64, lands[1].1 as u32),
-                    (1, lands[2].1 as u32),
-                ],
-            );
-            kb.dma_copy(dst, src)?;
+            let per_part = lands[0].1 * lands[1].1 * lands[2].1 * s.dtype.size_bytes();
+            for pr in split_parts(cr.len(), per_part) {
+                let dst = t.ap(
+                    pr.start as u32..pr.end as u32,
+                    dst_off,
+                    &[
+                        (
+                            (s.in_dilation[0] * span[1] * span[2]) as i64,
+                            lands[0].1 as u32,
+                        ),
+                        ((s.in_dilation[1] * span[2]) as i64, lands[1].1 as u32),
+                        (s.in_dilation[2] as i64, lands[2].1 as u32),
+                    ],
+                );
+                let src = x.ap(
+                    src_off + (pr.start * d * h * w) as u64,
+                    &[
+                        ((d * h * w) as i64, pr.len() as u32),
+                        ((h * w) as i64, lands[0].1 as u32),
+                        (w as i64, lands[1].1 as u32),
+                        (1, lands[2].1 as u32),
+                    ],
+                );
+                kb.dma_copy(dst, src)?;
+            }
         }
         out.push(t);
     }

@@ -166,7 +166,7 @@ pub fn pool(target: &TargetSpec, spec: &PoolKernelSpec) -> Result<TileProgram, K
     for rb in blocks(s.rows, target.partitions as usize) {
         let pc = rb.len() as u32;
         for r in &tiles {
-            let engine = if turn % 2 == 0 {
+            let engine = if turn.is_multiple_of(2) {
                 Engine::Dve
             } else {
                 Engine::Pool
