@@ -266,3 +266,58 @@ fn pools_match_the_reference() {
     // Integer max is exact; the padding holds the dtype's lowest value.
     pool_case(PoolKind::Max, DType::U8, &[1, 2, 5, 5], &[3, 3], &[1, 1]);
 }
+
+#[test]
+fn few_channels_fold_kernel_rows_into_partitions() {
+    // 3 channels, 5x3 kernel: the kernel-row-folded path (partition (kh, c)), with padding on
+    // every side, stride 2 and row dilation; 130 outputs take two C_out chunks.
+    let (n, c, h, w, m) = (1, 3, 9, 10, 130);
+    let x = arr(&[n, c, h, w], values(n * c * h * w, 8));
+    let wt = values(m * c * 15, 9);
+    let b = arr(&[m], values(m, 10));
+    let spec = ConvSpec {
+        transpose: false,
+        strides: vec![2, 2],
+        dilations: vec![2, 1],
+        pads_begin: vec![3, 1],
+        pads_end: vec![2, 2],
+        group: 1,
+    };
+    let w4 = arr(&[m, c, 5, 3], wt.clone());
+    let want = spec.eval(&[&x, &w4, &b]).unwrap();
+    let abs = |a: &ArrayD<f64>| a.mapv(f64::abs);
+    let scale = spec.eval(&[&abs(&x), &abs(&w4), &abs(&b)]).unwrap();
+    let ks = ConvKernelSpec {
+        batch: n,
+        groups: 1,
+        c_in: c,
+        c_out: m,
+        in_sp: [1, h, w],
+        out_sp: [1, want.shape()[2], want.shape()[3]],
+        kernel: [1, 5, 3],
+        strides: [1, 2, 2],
+        dilations: [1, 2, 1],
+        pads_begin: [0, 3, 1],
+        in_dilation: [1, 1, 1],
+        bias: true,
+        dtype: DType::F32,
+    };
+    let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
+    // The folded path issues one matmul per kernel column (3) per C_out chunk (2).
+    let matmuls = p
+        .insts
+        .iter()
+        .filter(|i| matches!(i.op, tessera_ir::Op::Matmul { .. }))
+        .count();
+    assert_eq!(matmuls, 3 * 2);
+    let wa = arr(&[1, c, 15, m], arrange(&wt, m, c, 15, false));
+    let got = run(
+        &p,
+        &[
+            ("x", DType::F32, &x),
+            ("w", DType::F32, &wa),
+            ("b", DType::F32, &b),
+        ],
+    );
+    assert_close(&got, &want, &scale);
+}

@@ -16,6 +16,11 @@
 //! are independent convolutions over channel ranges; the lowering packs several small groups
 //! into one block-diagonal group so depthwise convolutions still fill the partitions.
 //!
+//! With few input channels (at most 32, 2-D) the kernel rows are folded into the contraction
+//! instead: partition `(kh, c)` holds the input rows that kernel row `kh` reads (a DMA per
+//! kernel row with the row stride applied), and one matmul per kernel column covers every row,
+//! so a 7x7 convolution of an RGB image runs 7 matmuls of K = 21 per tile instead of 49 of K = 3.
+//!
 //! The input may be dilated (`in_dilation`): element `i` sits at padded position
 //! `pads_begin + i * in_dilation` with zeros between. That is how the lowering runs
 //! `ConvTranspose`: a stride-1 convolution of the zero-inserted input with flipped weights,
@@ -67,6 +72,9 @@ const WEIGHT_BYTES: usize = 96 * 1024;
 /// C_out chunks accumulated at once, each in its own PSUM bank (half the banks, so the next
 /// group's accumulation overlaps this group's evacuation).
 const PSUM_GROUP: usize = 4;
+
+/// Kernel-row folding (see `conv`) for at most this many input channels per group.
+const FOLD_MAX_CHANNELS: usize = 32;
 
 /// Target size of an input-block or result DMA piece (see [`split_parts`]).
 const ACT_PIECE_BYTES: usize = 16 * 1024;
@@ -215,15 +223,53 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
         .collect();
     let mut stores = DeferredStores::new(ext.iter().product::<usize>() * dsize);
     let mut evac = 0usize;
-    let n_mm = ci_chunks.len() * taps;
+    // Few input channels leave most of the contraction rows idle, and the tensor engine takes
+    // as long for K = 3 as for K = 128: fold the kernel rows into the partitions instead, so
+    // partition (kh, c) holds the input rows tap row kh reads and one matmul per kernel column
+    // covers every kernel row (7 instead of 49 matmuls for a 7x7 conv on RGB input).
+    let fold = s.in_sp[0] == 1
+        && s.kernel[0] == 1
+        && s.in_dilation == [1, 1, 1]
+        && s.kernel[1] > 1
+        && s.c_in <= FOLD_MAX_CHANNELS
+        && s.c_in * s.kernel[1] <= parts;
+    let (kfold, mm_taps) = if fold {
+        (s.kernel[1], s.kernel[2])
+    } else {
+        (1, taps)
+    };
+    let n_mm = ci_chunks.len() * mm_taps;
+    let load = |kb: &mut KernelBuilder<'_>, n: usize, g: usize, tile: &OutTile| {
+        if fold {
+            load_folded(kb, s, &x, n, g, tile)
+        } else {
+            load_blocks(kb, s, &x, n, g, &ci_chunks, tile)
+        }
+    };
     for g in 0..s.groups {
         for stripe in &stripes {
             let cols = stripe[0].start..stripe[stripe.len() - 1].end;
             // The first tile's input goes ahead of the weights in the DMA queues.
-            let mut first = Some(load_blocks(&mut kb, s, &x, 0, g, &ci_chunks, &tiles[0])?);
+            let mut first = Some(load(&mut kb, 0, g, &tiles[0])?);
             // Weights of this stripe: one [C_in chunk, taps, stripe columns] tile per chunk.
             let mut wtiles = Vec::with_capacity(ci_chunks.len());
-            for cr in &ci_chunks {
+            for cr in ci_chunks.iter().filter(|_| fold) {
+                // Partition (kh, c), then [kw, C_out]: one DMA (the weights are small).
+                let pk = (kfold * cr.len()) as u32;
+                let t = kb.sbuf("w", s.dtype, pk, &[mm_taps, cols.len()])?;
+                let src = wt.ap(
+                    ((g * s.c_in + cr.start) * taps * s.c_out + cols.start) as u64,
+                    &[
+                        ((mm_taps * s.c_out) as i64, kfold as u32),
+                        ((taps * s.c_out) as i64, cr.len() as u32),
+                        (s.c_out as i64, mm_taps as u32),
+                        (1, cols.len() as u32),
+                    ],
+                );
+                kb.dma_copy(&t, src)?;
+                wtiles.push(t);
+            }
+            for cr in ci_chunks.iter().filter(|_| !fold) {
                 let t = kb.sbuf("w", s.dtype, cr.len() as u32, &[taps, cols.len()])?;
                 // Whole contiguous rows (every tap) per DMA, so runs are long, split into
                 // partition groups of at least WEIGHT_PIECE_BYTES so the pieces spread over
@@ -257,7 +303,7 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                 for tile in &tiles {
                     let blocks_in = match first.take() {
                         Some(b) => b,
-                        None => load_blocks(&mut kb, s, &x, n, g, &ci_chunks, tile)?,
+                        None => load(&mut kb, n, g, tile)?,
                     };
                     let span = [
                         s.span(0, tile.len(0)),
@@ -273,11 +319,23 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                             accs.push(kb.psum("acc", DType::F32, cc.len() as u32, &[npix])?);
                         }
                         for (q, cr) in ci_chunks.iter().enumerate() {
-                            let pc = cr.len() as u32;
+                            let pc = (kfold * cr.len()) as u32;
                             for (cc, acc) in group.iter().zip(&accs) {
-                                for t in 0..taps {
-                                    let i = q * taps + t;
-                                    let moving = window(s, &blocks_in[q], pc, &span, tile, t);
+                                for t in 0..mm_taps {
+                                    let i = q * mm_taps + t;
+                                    let moving = if fold {
+                                        // Rows are pre-strided; column kw of the kernel.
+                                        blocks_in[q].ap(
+                                            0..pc,
+                                            (t * s.dilations[2]) as u64,
+                                            &[
+                                                (span[2] as i64, tile.len(1) as u32),
+                                                (s.strides[2] as i64, tile.len(2) as u32),
+                                            ],
+                                        )
+                                    } else {
+                                        window(s, &blocks_in[q], pc, &span, tile, t)
+                                    };
                                     let c0 = cc.start - cols.start;
                                     let stationary =
                                         wtiles[q].view(0..pc, &[t..t + 1, c0..c0 + cc.len()]);
@@ -472,4 +530,71 @@ fn load_blocks(
         out.push(t);
     }
     Ok(out)
+}
+
+/// The kernel-row-folded input of one output tile (2-D, `c_in * KH <= 128`): partition
+/// `(kh, c)` row `r` holds padded input row `(oh0 + r) sh + kh dh` of channel `c`, all
+/// `span` padded columns, zeros where the padding is.
+fn load_folded(
+    kb: &mut KernelBuilder<'_>,
+    s: &ConvKernelSpec,
+    x: &crate::Tensor,
+    n: usize,
+    g: usize,
+    tile: &OutTile,
+) -> Result<Vec<Tile>, KernelError> {
+    let [_, h, w] = s.in_sp;
+    let (kh_n, c) = (s.kernel[1], s.c_in);
+    let (nh, cols) = (tile.len(1), s.span(2, tile.len(2)));
+    let t = kb.sbuf("x", s.dtype, (kh_n * c) as u32, &[nh, cols])?;
+    // Columns: the input columns landing in the tile's padded span.
+    let q0 = (tile.r[2].start * s.strides[2]) as i64;
+    let pw = s.pads_begin[2];
+    let i_lo = (q0 - pw).max(0);
+    let i_hi = (q0 + cols as i64 - 1 - pw).min(w as i64 - 1);
+    // Rows per kernel row: outputs oh whose input row oh sh + kh dh - ph lies in 0..h.
+    let ph = s.pads_begin[1];
+    let rows: Vec<(usize, usize)> = (0..kh_n)
+        .map(|kh| {
+            let valid = |r: usize| {
+                let i = ((tile.r[1].start + r) * s.strides[1] + kh * s.dilations[1]) as i64 - ph;
+                i >= 0 && i < h as i64
+            };
+            let first = (0..nh).find(|&r| valid(r)).unwrap_or(nh);
+            let count = (first..nh).take_while(|&r| valid(r)).count();
+            (first, count)
+        })
+        .collect();
+    let whole = i_hi - i_lo + 1 == cols as i64 && rows.iter().all(|&(f, k)| f == 0 && k == nh);
+    if !whole {
+        kb.memset_on(Engine::Pool, &t, 0.0)?;
+    }
+    if i_hi < i_lo {
+        return Ok(vec![t]);
+    }
+    let ncols = (i_hi - i_lo + 1) as u32;
+    let at = (pw + i_lo - q0) as usize;
+    let cin_total = s.groups * s.c_in;
+    for (kh, &(first, count)) in rows.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let row = ((tile.r[1].start + first) * s.strides[1] + kh * s.dilations[1]) as i64 - ph;
+        let base = ((n * cin_total + g * c) * h + row as usize) * w + i_lo as usize;
+        let dst = t.ap(
+            (kh * c) as u32..((kh + 1) * c) as u32,
+            (first * cols + at) as u64,
+            &[(cols as i64, count as u32), (1, ncols)],
+        );
+        let src = x.ap(
+            base as u64,
+            &[
+                ((h * w) as i64, c as u32),
+                ((s.strides[1] * w) as i64, count as u32),
+                (1, ncols),
+            ],
+        );
+        kb.dma_copy(dst, src)?;
+    }
+    Ok(vec![t])
 }
