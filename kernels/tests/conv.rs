@@ -80,10 +80,22 @@ fn arrange(w: &[f64], c_out: usize, c_in: usize, taps: usize, flip: bool) -> Vec
 
 #[test]
 fn conv2d_with_two_channel_chunks_stride_pads_and_bias() {
+    for compute in [DType::F32, DType::Bf16] {
+        conv2d_case(compute);
+    }
+}
+
+/// With bf16 compute the loading DMAs round `x` and `w` to bf16; the products are exact in
+/// f32, so the reference sees the rounded inputs and the f32 accumulation bound still holds.
+fn conv2d_case(compute: DType) {
     // 130 input channels: two C_in chunks accumulate in one PSUM bank.
     let (n, c, h, w, m) = (2, 130, 6, 7, 5);
     let x = arr(&[n, c, h, w], values(n * c * h * w, 1));
     let wt = values(m * c * 9, 2);
+    let (xr, wr) = (
+        x.mapv(|v| compute.round(v)),
+        wt.iter().map(|&v| compute.round(v)).collect::<Vec<_>>(),
+    );
     let b = arr(&[m], values(m, 3));
     let spec = ConvSpec {
         transpose: false,
@@ -93,10 +105,10 @@ fn conv2d_with_two_channel_chunks_stride_pads_and_bias() {
         pads_end: vec![1, 0],
         group: 1,
     };
-    let w4 = arr(&[m, c, 3, 3], wt.clone());
-    let want = spec.eval(&[&x, &w4, &b]).unwrap();
+    let w4 = arr(&[m, c, 3, 3], wr);
+    let want = spec.eval(&[&xr, &w4, &b]).unwrap();
     let abs = |a: &ArrayD<f64>| a.mapv(f64::abs);
-    let scale = spec.eval(&[&abs(&x), &abs(&w4), &abs(&b)]).unwrap();
+    let scale = spec.eval(&[&abs(&xr), &abs(&w4), &abs(&b)]).unwrap();
     let ks = ConvKernelSpec {
         batch: n,
         groups: 1,
@@ -111,6 +123,7 @@ fn conv2d_with_two_channel_chunks_stride_pads_and_bias() {
         in_dilation: [1, 1, 1],
         bias: true,
         dtype: DType::F32,
+        compute_dtype: compute,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, 9, m], arrange(&wt, m, c, 9, false));
@@ -161,6 +174,7 @@ fn dilated_input_with_flipped_weights_is_conv_transpose() {
         in_dilation: [1, 2, 3],
         bias: false,
         dtype: DType::F32,
+        compute_dtype: DType::F32,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, taps, m], arrange(&wt, m, c, taps, true));
@@ -301,6 +315,7 @@ fn few_channels_fold_kernel_rows_into_partitions() {
         in_dilation: [1, 1, 1],
         bias: true,
         dtype: DType::F32,
+        compute_dtype: DType::F32,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     // The folded path issues one matmul per kernel column (3) per C_out chunk (2).

@@ -127,6 +127,7 @@ impl Lowering<'_> {
             in_dilation,
             bias: ins.len() > 2,
             dtype: xt.dtype,
+            compute_dtype: self.compute_dtype(xt.dtype),
         };
         let k = self.kernel(node, library::conv(self.target, &kspec))?;
         let mut b = vec![

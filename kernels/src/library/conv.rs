@@ -62,6 +62,9 @@ pub struct ConvKernelSpec {
     pub bias: bool,
     /// dtype of `x`, `w`, `b` and `y` (f32 or bf16); accumulation is f32 in PSUM.
     pub dtype: DType,
+    /// dtype the tensor engine reads (the input and weight tiles); when it differs from
+    /// `dtype` the loading DMAs convert (`--auto-cast matmul` feeds bf16 from f32 tensors).
+    pub compute_dtype: DType,
 }
 
 const KERNEL: &str = "conv";
@@ -157,7 +160,10 @@ impl ConvKernelSpec {
 /// `y[N, groups c_out, OD, OH, OW]`.
 pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, KernelError> {
     let s = spec;
-    if !matches!(s.dtype, DType::F32 | DType::Bf16) {
+    if ![s.dtype, s.compute_dtype]
+        .iter()
+        .all(|d| matches!(d, DType::F32 | DType::Bf16))
+    {
         return Err(unsupported(format!(
             "dtype {}; expected f32 or bf16",
             s.dtype
@@ -256,7 +262,7 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
             for cr in ci_chunks.iter().filter(|_| fold) {
                 // Partition (kh, c), then [kw, C_out]: one DMA (the weights are small).
                 let pk = (kfold * cr.len()) as u32;
-                let t = kb.sbuf("w", s.dtype, pk, &[mm_taps, cols.len()])?;
+                let t = kb.sbuf("w", s.compute_dtype, pk, &[mm_taps, cols.len()])?;
                 let src = wt.ap(
                     ((g * s.c_in + cr.start) * taps * s.c_out + cols.start) as u64,
                     &[
@@ -270,7 +276,7 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                 wtiles.push(t);
             }
             for cr in ci_chunks.iter().filter(|_| !fold) {
-                let t = kb.sbuf("w", s.dtype, cr.len() as u32, &[taps, cols.len()])?;
+                let t = kb.sbuf("w", s.compute_dtype, cr.len() as u32, &[taps, cols.len()])?;
                 // Whole contiguous rows (every tap) per DMA, so runs are long, split into
                 // partition groups of at least WEIGHT_PIECE_BYTES so the pieces spread over
                 // the DMA queues.
@@ -492,7 +498,7 @@ fn load_blocks(
     let mut out = Vec::with_capacity(ci_chunks.len());
     for cr in ci_chunks {
         let pc = cr.len() as u32;
-        let t = kb.sbuf("x", s.dtype, pc, &[span[0], span[1], span[2]])?;
+        let t = kb.sbuf("x", s.compute_dtype, pc, &[span[0], span[1], span[2]])?;
         if !full || empty {
             // Zeros for the padding and gaps; on POOL, which evacuation does not use.
             kb.memset_on(Engine::Pool, &t, 0.0)?;
@@ -546,7 +552,7 @@ fn load_folded(
     let [_, h, w] = s.in_sp;
     let (kh_n, c) = (s.kernel[1], s.c_in);
     let (nh, cols) = (tile.len(1), s.span(2, tile.len(2)));
-    let t = kb.sbuf("x", s.dtype, (kh_n * c) as u32, &[nh, cols])?;
+    let t = kb.sbuf("x", s.compute_dtype, (kh_n * c) as u32, &[nh, cols])?;
     // Columns: the input columns landing in the tile's padded span.
     let q0 = (tile.r[2].start * s.strides[2]) as i64;
     let pw = s.pads_begin[2];
