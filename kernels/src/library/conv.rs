@@ -415,7 +415,7 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
 /// [`ACT_PIECE_BYTES`]: the input blocks and results move in short rows (an image row), at half
 /// a DMA engine's bandwidth, so one transfer per tile would hold the tile's matmuls back; the
 /// pieces run on several queues at once.
-fn split_parts(p: usize, per_part: usize) -> Vec<Range<usize>> {
+pub(crate) fn split_parts(p: usize, per_part: usize) -> Vec<Range<usize>> {
     let ways = (p * per_part / ACT_PIECE_BYTES).clamp(1, 8).min(p);
     blocks(p, p.div_ceil(ways)).collect()
 }

@@ -6,11 +6,13 @@
 //! (padding filled with the operation's identity: the dtype's lowest value for max, zero for
 //! sums), then combines the taps with one vector-engine instruction each, reading the tap's
 //! strided (and dilated) window view of the block: `acc = max(acc, window)` or `acc += window`.
-//! Tiles alternate between DVE and POOL so the two engines share the work. LpPool raises the
+//! Tiles are shared between DVE and POOL (two to one, POOL being half as fast); ACT fills the
+//! padding. LpPool raises the
 //! block to `|x|^p` first (ACT for `|x|` and `x^2`) and takes the `1/p` power at the end; an
 //! average multiplies by a per-position `1 / count` map (`scale`, computed at lowering time, so
 //! `count_include_pad=0` with padding costs nothing extra).
 
+use super::conv::split_parts;
 use super::{DeferredStores, blocks};
 use crate::{KernelBuilder, KernelError, Step};
 use std::ops::Range;
@@ -59,7 +61,7 @@ pub struct PoolKernelSpec {
 const KERNEL: &str = "pool";
 
 /// Per-partition SBUF bytes one tile's input block may take.
-const BLOCK_BYTES: usize = 32 * 1024;
+const BLOCK_BYTES: usize = 16 * 1024;
 
 fn unsupported(detail: String) -> KernelError {
     KernelError::Unsupported {
@@ -166,10 +168,11 @@ pub fn pool(target: &TargetSpec, spec: &PoolKernelSpec) -> Result<TileProgram, K
     for rb in blocks(s.rows, target.partitions as usize) {
         let pc = rb.len() as u32;
         for r in &tiles {
-            let engine = if turn.is_multiple_of(2) {
-                Engine::Dve
-            } else {
+            // POOL runs element-wise work at half DVE's rate: it takes every third tile.
+            let engine = if turn % 3 == 2 {
                 Engine::Pool
+            } else {
+                Engine::Dve
             };
             turn += 1;
             let len = [r[0].len(), r[1].len(), r[2].len()];
@@ -193,31 +196,36 @@ pub fn pool(target: &TargetSpec, spec: &PoolKernelSpec) -> Result<TileProgram, K
                 lands[a] = (i_lo as usize, count, (pb + i_lo - q0) as usize);
             }
             if !full || empty {
-                kb.memset_on(engine, &block, fill)?;
+                // The padding fill goes to ACT, otherwise idle here.
+                kb.memset_on(Engine::Act, &block, fill)?;
             }
             if !empty {
                 let dst_off = ((lands[0].2 * span[1] + lands[1].2) * span[2] + lands[2].2) as u64;
-                let dst = block.ap(
-                    0..pc,
-                    dst_off,
-                    &[
-                        ((span[1] * span[2]) as i64, lands[0].1 as u32),
-                        (span[2] as i64, lands[1].1 as u32),
-                        (1, lands[2].1 as u32),
-                    ],
-                );
                 let src_off =
                     (((rb.start * d + lands[0].0) * h + lands[1].0) * w + lands[2].0) as u64;
-                let src = x.ap(
-                    src_off,
-                    &[
-                        ((d * h * w) as i64, pc),
-                        ((h * w) as i64, lands[0].1 as u32),
-                        (w as i64, lands[1].1 as u32),
-                        (1, lands[2].1 as u32),
-                    ],
-                );
-                kb.dma_copy(dst, src)?;
+                // Short image rows move at half a DMA engine's rate: split over queues.
+                let per_part = lands[0].1 * lands[1].1 * lands[2].1 * s.dtype.size_bytes();
+                for pr in split_parts(rb.len(), per_part) {
+                    let dst = block.ap(
+                        pr.start as u32..pr.end as u32,
+                        dst_off,
+                        &[
+                            ((span[1] * span[2]) as i64, lands[0].1 as u32),
+                            (span[2] as i64, lands[1].1 as u32),
+                            (1, lands[2].1 as u32),
+                        ],
+                    );
+                    let src = x.ap(
+                        src_off + (pr.start * d * h * w) as u64,
+                        &[
+                            ((d * h * w) as i64, pr.len() as u32),
+                            ((h * w) as i64, lands[0].1 as u32),
+                            (w as i64, lands[1].1 as u32),
+                            (1, lands[2].1 as u32),
+                        ],
+                    );
+                    kb.dma_copy(dst, src)?;
+                }
             }
             if let PoolOp::LpSum { p } = s.op {
                 // |x|^p in place (padding stays 0).
@@ -293,10 +301,16 @@ pub fn pool(target: &TargetSpec, spec: &PoolKernelSpec) -> Result<TileProgram, K
                 kb.tensor_copy_on(engine, &out, &acc)?;
             }
             kb.free(acc)?;
-            let y_off = (rb.start * od * oh * ow) as u64 + pos_off;
-            let mut dims = vec![((od * oh * ow) as i64, pc)];
-            dims.extend(pos_dims);
-            stores.push(&mut kb, out, vec![(0..pc, y.ap(y_off, &dims))])?;
+            let pieces = split_parts(rb.len(), npix * s.dtype.size_bytes())
+                .into_iter()
+                .map(|pr| {
+                    let y_off = ((rb.start + pr.start) * od * oh * ow) as u64 + pos_off;
+                    let mut dims = vec![((od * oh * ow) as i64, pr.len() as u32)];
+                    dims.extend(pos_dims);
+                    (pr.start as u32..pr.end as u32, y.ap(y_off, &dims))
+                })
+                .collect();
+            stores.push(&mut kb, out, pieces)?;
         }
     }
     stores.flush(&mut kb)?;
