@@ -136,7 +136,7 @@ fn forward_pads(
             for a in 0..n {
                 let out = sp[a].div_ceil(strides[a]);
                 let span = (kernel[a] - 1) * dilations[a] + 1;
-                let total = ((out - 1) * strides[a] + span).saturating_sub(sp[a]);
+                let total = (out.saturating_sub(1) * strides[a] + span).saturating_sub(sp[a]);
                 let small = total / 2;
                 if mode == AutoPad::SameUpper {
                     begin.push(small);

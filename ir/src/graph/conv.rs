@@ -760,4 +760,38 @@ mod tests {
             .unwrap();
         assert_eq!(lp.iter().copied().collect::<Vec<_>>(), vec![3.0, 5.0]);
     }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let t = |shape: &[usize]| TensorType::new(DType::F32, shape);
+        // 3 input channels do not split into 2 groups of the weights' 2 channels.
+        let spec = ConvSpec {
+            group: 2,
+            ..conv(0, 1)
+        };
+        assert!(spec.infer(&[&t(&[1, 3, 5, 5]), &t(&[4, 2, 3, 3])]).is_err());
+        // A 3x3 kernel does not fit a 2x2 input without padding.
+        assert!(
+            conv(0, 1)
+                .infer(&[&t(&[1, 1, 2, 2]), &t(&[1, 1, 3, 3])])
+                .is_err()
+        );
+        // The bias must have one entry per output channel.
+        assert!(
+            conv(0, 1)
+                .infer(&[&t(&[1, 1, 5, 5]), &t(&[2, 1, 3, 3]), &t(&[3])])
+                .is_err()
+        );
+        // A pad as wide as the window would make windows of padding only.
+        let pool = PoolSpec {
+            kind: PoolKind::Max,
+            kernel: vec![2],
+            strides: vec![1],
+            dilations: vec![1],
+            pads_begin: vec![2],
+            pads_end: vec![0],
+            ceil_mode: false,
+        };
+        assert!(pool.infer(&t(&[1, 1, 4])).is_err());
+    }
 }
