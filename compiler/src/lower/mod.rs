@@ -6,6 +6,7 @@
 //! graph output that is not produced into its own output tensor (an input, a weight or an alias
 //! returned directly) is copied there by DMA.
 
+mod conv;
 mod elementwise;
 pub mod link;
 mod movement;
@@ -434,6 +435,13 @@ impl Lowering<'_> {
             GraphOp::Movement(op) => {
                 let out = self.result_tensor(out_id);
                 self.movement(node, op, &ins, out)?;
+            GraphOp::Conv(spec) => {
+                let out = self.result_tensor(out_id);
+                self.conv(node, spec, &ins, out)?;
+            }
+            GraphOp::Pool(spec) => {
+                let out = self.result_tensor(out_id);
+                self.pool(node, spec, ins[0], out)?;
             }
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(

@@ -13,6 +13,7 @@ mod attention;
 mod attrs;
 #[cfg(test)]
 mod decompose_tests;
+mod conv;
 mod elementwise;
 mod error;
 mod fold;

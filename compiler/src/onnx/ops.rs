@@ -36,12 +36,13 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "RotaryEmbedding" => 23,
         "Swish" => 24,
         "ThresholdedRelu" => 10,
+        op if super::conv::since_opset(op).is_some() => 1,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 104] = [
+pub const SUPPORTED_OPS: [&str; 112] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -148,6 +149,15 @@ pub const SUPPORTED_OPS: [&str; 104] = [
     "RotaryEmbedding",
     "Swish",
     "ThresholdedRelu",
+    // Convolution and pooling (conv.rs).
+    "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "LRN",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -201,6 +211,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
+        op if super::conv::OPS.contains(&op) => super::conv::convert(imp, cx),
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         op if super::movement::handles(op) => super::movement::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),

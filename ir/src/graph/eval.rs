@@ -177,6 +177,8 @@ fn eval_node(
         GraphOp::Gather { axis } => one(gather(args[0], args[1], *axis)?),
         GraphOp::Reduce(r) => one(r.eval(args[0])?),
         GraphOp::Movement(m) => one(m.eval(args)?),
+        GraphOp::Conv(c) => one(c.eval(args)?),
+        GraphOp::Pool(p) => one(p.eval(args[0])?),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

@@ -6,6 +6,7 @@
 //! meaning of each [`GraphOp`] is defined by the reference evaluator ([`eval`]), which is the
 //! oracle that rewrites and lowering are tested against.
 
+pub mod conv;
 pub mod elementwise;
 pub mod eval;
 pub mod movement;
@@ -14,6 +15,7 @@ pub mod print;
 pub mod reduce;
 pub mod verify;
 
+pub use conv::{ConvSpec, PoolKind, PoolSpec};
 pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
 pub use movement::{AxisSlice, MovementOp, PadMode};

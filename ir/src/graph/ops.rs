@@ -145,6 +145,10 @@ pub enum GraphOp {
     Reduce(super::reduce::ReduceSpec),
     /// Data movement picking input elements axis by axis (see [`super::movement`]).
     Movement(super::movement::MovementOp),
+    /// Conv or ConvTranspose (see [`super::conv`]).
+    Conv(super::conv::ConvSpec),
+    /// MaxPool, AveragePool or LpPool (see [`super::conv`]).
+    Pool(super::conv::PoolSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -236,6 +240,9 @@ impl GraphOp {
             GraphOp::Elementwise(e) => e.name(),
             GraphOp::Reduce(r) => r.kind.name(),
             GraphOp::Movement(m) => m.name(),
+            GraphOp::Conv(c) if c.transpose => "ConvTranspose",
+            GraphOp::Conv(_) => "Conv",
+            GraphOp::Pool(p) => p.name(),
         }
     }
 
@@ -402,6 +409,11 @@ impl GraphOp {
             }
             GraphOp::Elementwise(e) => one(e.infer(inputs)?),
             GraphOp::Movement(m) => one(m.infer(inputs)?),
+            GraphOp::Conv(c) => one(c.infer(inputs)?),
+            GraphOp::Pool(p) => {
+                arity(inputs, 1, 1, "1")?;
+                one(p.infer(inputs[0])?)
+            }
             GraphOp::Cast { to } => {
                 arity(inputs, 1, 1, "1")?;
                 one(TensorType {

@@ -79,6 +79,8 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Elementwise(e) => e.attrs(),
         GraphOp::Reduce(r) => r.attributes(),
         GraphOp::Movement(m) => m.attributes(),
+        GraphOp::Conv(c) => c.attributes(),
+        GraphOp::Pool(p) => p.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -7,10 +7,12 @@ mod layout;
 
 pub mod arg_reduce;
 pub mod binary;
+pub mod conv;
 pub mod ewchain;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
+pub mod pool;
 pub mod reduce;
 pub mod softmax;
 pub mod strided;
@@ -19,10 +21,12 @@ pub mod unary;
 
 pub use arg_reduce::arg_reduce_rows;
 pub use binary::binary;
+pub use conv::{ConvKernelSpec, conv};
 pub use ewchain::{EwChain, EwStep, Operand, ewchain};
 pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
+pub use pool::{PoolKernelSpec, PoolOp, pool};
 pub use reduce::{reduce_rows, reduce_rows_chunked};
 pub use softmax::{softmax, softmax_chunked};
 pub use strided::{axis_gather, tile};
@@ -211,6 +215,14 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "tile",
         "y = tile(x, repeats) as one DMA pattern over the interleaved [repeat, axis] index space",
+    ),
+    (
+        "conv",
+        "N-D convolution on the tensor engine: channels on partitions, zero-padded input blocks in SBUF, one nc_matmul per kernel tap and 128-channel chunk accumulated in PSUM (strided/dilated window views as the moving operand)",
+    ),
+    (
+        "pool",
+        "max / sum / Lp-sum pooling over up to 3 spatial axes: rows on partitions, padded input block in SBUF, one DVE/POOL instruction per window tap over a strided view (averages scaled by a per-position 1/count map)",
     ),
     (
         "transpose2d",
