@@ -7,6 +7,7 @@
 //! returned directly) is copied there by DMA.
 
 mod elementwise;
+mod index;
 pub mod link;
 mod reduce;
 
@@ -430,12 +431,8 @@ impl Lowering<'_> {
                 let out = self.result_tensor(out_id);
                 self.reduce(node, spec, ins[0], out)?;
             }
-            GraphOp::Gather { .. } => {
-                return Err(Self::unsupported(
-                    node,
-                    "Gather on data computed at run time",
-                ));
-            }
+            GraphOp::Gather { axis } => self.gather(node, *axis, &ins)?,
+            GraphOp::Index(op) => self.index(node, op, &ins)?,
         }
         Ok(())
     }

@@ -15,6 +15,7 @@ mod fold;
 mod import;
 #[cfg(test)]
 mod import_tests;
+mod index;
 mod norm;
 mod ops;
 pub mod proto;

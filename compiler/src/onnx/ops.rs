@@ -30,12 +30,13 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
+        op if super::index::since_opset(op).is_some() => return super::index::since_opset(op),
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 87] = [
+pub const SUPPORTED_OPS: [&str; 94] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -124,6 +125,14 @@ pub const SUPPORTED_OPS: [&str; 87] = [
     "ArgMin",
     "RMSNormalization",
     "LayerNormalization",
+    // Indexing with value indices (index.rs).
+    "GatherElements",
+    "GatherND",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "OneHot",
+    "TopK",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -171,6 +180,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
+        op if super::index::since_opset(op).is_some() => super::index::convert(imp, cx),
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),
     }

@@ -8,6 +8,7 @@
 
 pub mod elementwise;
 pub mod eval;
+pub mod index;
 pub mod ops;
 pub mod print;
 pub mod reduce;
@@ -15,6 +16,7 @@ pub mod verify;
 
 pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
+pub use index::{IndexOp, ScatterReduction};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};
 pub use print::print_graph;
 pub use reduce::{ReduceKind, ReduceSpec};

@@ -143,6 +143,8 @@ pub enum GraphOp {
     Elementwise(super::ElementwiseOp),
     /// A reduction over some axes (see [`super::reduce`]).
     Reduce(super::reduce::ReduceSpec),
+    /// An indexing operator with run-time indices (see [`super::index`]).
+    Index(super::index::IndexOp),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -233,6 +235,7 @@ impl GraphOp {
             GraphOp::Cast { .. } => "Cast",
             GraphOp::Elementwise(e) => e.name(),
             GraphOp::Reduce(r) => r.kind.name(),
+            GraphOp::Index(op) => op.name(),
         }
     }
 
@@ -398,6 +401,7 @@ impl GraphOp {
                 one(TensorType { dtype, shape })
             }
             GraphOp::Elementwise(e) => one(e.infer(inputs)?),
+            GraphOp::Index(op) => op.infer(inputs),
             GraphOp::Cast { to } => {
                 arity(inputs, 1, 1, "1")?;
                 one(TensorType {

@@ -8,6 +8,7 @@ mod layout;
 pub mod arg_reduce;
 pub mod binary;
 pub mod ewchain;
+pub mod index;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
