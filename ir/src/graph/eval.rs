@@ -317,7 +317,10 @@ fn gather(data: &ArrayD<f64>, indices: &ArrayD<f64>, axis: usize) -> Result<Arra
     let mut shape = data.shape()[..axis].to_vec();
     shape.extend(indices.shape());
     shape.extend(&data.shape()[axis + 1..]);
+    // `select` along an inner axis need not give a row-major array; reshape by logical order.
     picked
+        .as_standard_layout()
+        .into_owned()
         .into_shape_with_order(IxDyn(&shape))
         .map_err(|e| e.to_string())
 }

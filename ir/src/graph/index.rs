@@ -514,7 +514,7 @@ mod tests {
             largest: true,
             sorted: true,
         };
-        let out = run(op, &[x.clone()]);
+        let out = run(op, std::slice::from_ref(&x));
         assert_eq!(out[0], array![[3.0, 1.0, 1.0], [5.0, 5.0, 5.0]].into_dyn());
         assert_eq!(out[1], array![[3.0, 1.0, 2.0], [0.0, 1.0, 2.0]].into_dyn());
         let out = run(

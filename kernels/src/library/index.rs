@@ -490,8 +490,8 @@ mod tests {
             let mut seen = vec![0; n];
             for (first, rows, cols) in pieces(n, parts, max) {
                 assert!(rows <= parts && cols <= max.max(1));
-                for i in first..first + rows * cols {
-                    seen[i] += 1;
+                for s in &mut seen[first..first + rows * cols] {
+                    *s += 1;
                 }
             }
             assert!(seen.iter().all(|&s| s == 1), "{n} {parts} {max}");
