@@ -204,6 +204,22 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "int64 index of each row's max/min (first or last tie) from reduce, Eq mask, iota and select",
     ),
     (
+        "index_keys",
+        "f32 row-major position of each int index tuple (negative coordinates wrapped, -1 when out of range)",
+    ),
+    (
+        "strided_copy",
+        "HBM-to-HBM DMAs over any number of (size, src stride, dst stride) dims; stride 0 broadcasts",
+    ),
+    (
+        "select_reduce",
+        "per row, select the candidates whose key matches (iota or a key tensor) and reduce them: gather, or scatter none/add/mul/max/min onto a base",
+    ),
+    (
+        "topk_rows",
+        "k largest/smallest of each row with int64 indices (ties: lower index first), k rounds of reduce, first match, mask",
+    ),
+    (
         "transpose2d",
         "y[c,r] = x[r,c] in 128x128 blocks through the tensor engine's nc_transpose",
     ),
