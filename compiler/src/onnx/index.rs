@@ -273,3 +273,196 @@ fn top_k(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     imp.extra_outputs = vec![indices];
     Ok(values)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::import_model;
+    use super::super::proto::tensor_shape_proto::{Dimension, dimension::Value as Dim};
+    use super::super::proto::*;
+    use super::*;
+    use prost::Message;
+    use std::collections::BTreeMap;
+    use tessera_ir::graph::evaluate;
+
+    fn vi(name: &str, elem_type: i32, shape: &[i64]) -> ValueInfoProto {
+        let dim = shape
+            .iter()
+            .map(|&v| Dimension {
+                value: Some(Dim::DimValue(v)),
+                denotation: String::new(),
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                denotation: String::new(),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    fn attr(name: &str, i: Option<i64>, s: Option<&str>) -> AttributeProto {
+        match (i, s) {
+            (Some(i), _) => AttributeProto {
+                name: name.into(),
+                r#type: AttributeType::Int as i32,
+                i,
+                ..Default::default()
+            },
+            (_, s) => AttributeProto {
+                name: name.into(),
+                r#type: AttributeType::String as i32,
+                s: s.unwrap_or_default().as_bytes().to_vec(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn tensor(name: &str, data_type: i32, shape: &[i64], v: &[f64]) -> TensorProto {
+        let mut t = TensorProto {
+            name: name.into(),
+            dims: shape.to_vec(),
+            data_type,
+            ..Default::default()
+        };
+        if data_type == data_type::INT64 {
+            t.int64_data = v.iter().map(|&x| x as i64).collect();
+        } else {
+            t.float_data = v.iter().map(|&x| x as f32).collect();
+        }
+        t
+    }
+
+    struct M {
+        opset: i64,
+        op: &'static str,
+        ins: Vec<&'static str>,
+        outs: Vec<&'static str>,
+        attrs: Vec<AttributeProto>,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+    }
+
+    fn import(m: M) -> Result<tessera_ir::graph::Graph, ImportError> {
+        let bytes = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: m.opset,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: vec![NodeProto {
+                    input: m.ins.iter().map(|s| s.to_string()).collect(),
+                    output: m.outs.iter().map(|s| s.to_string()).collect(),
+                    name: "n".into(),
+                    op_type: m.op.into(),
+                    attribute: m.attrs,
+                    ..Default::default()
+                }],
+                input: m.inputs,
+                output: m.outputs,
+                initializer: m.inits,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        import_model(&bytes, None)
+    }
+
+    fn scatter(opset: i64, reduction: &str) -> Result<tessera_ir::graph::Graph, ImportError> {
+        import(M {
+            opset,
+            op: "ScatterElements",
+            ins: vec!["d", "i", "u"],
+            outs: vec!["y"],
+            attrs: vec![attr("reduction", None, Some(reduction))],
+            inputs: vec![
+                vi("d", data_type::FLOAT, &[2, 3]),
+                vi("i", data_type::INT64, &[1, 3]),
+                vi("u", data_type::FLOAT, &[1, 3]),
+            ],
+            outputs: vec![vi("y", data_type::FLOAT, &[2, 3])],
+            inits: vec![],
+        })
+    }
+
+    #[test]
+    fn scatter_reductions_are_checked_against_the_opset() {
+        assert!(scatter(18, "max").is_ok());
+        let err = scatter(16, "max").unwrap_err().to_string();
+        assert!(err.contains("\"n\"") && err.contains("opset 18"), "{err}");
+        let err = scatter(18, "xor").unwrap_err().to_string();
+        assert!(err.contains("reduction `xor`"), "{err}");
+    }
+
+    fn one_hot(depth_is_input: bool) -> Result<tessera_ir::graph::Graph, ImportError> {
+        let mut inputs = vec![vi("idx", data_type::INT64, &[3])];
+        let mut inits = vec![tensor("values", data_type::FLOAT, &[2], &[2.0, 7.0])];
+        if depth_is_input {
+            inputs.push(vi("depth", data_type::FLOAT, &[]));
+        } else {
+            inits.push(tensor("depth", data_type::FLOAT, &[], &[3.0]));
+        }
+        import(M {
+            opset: 11,
+            op: "OneHot",
+            ins: vec!["idx", "depth", "values"],
+            outs: vec!["y"],
+            attrs: vec![],
+            inputs,
+            outputs: vec![vi("y", data_type::FLOAT, &[3, 3])],
+            inits,
+        })
+    }
+
+    #[test]
+    fn one_hot_needs_a_constant_depth_and_wraps_negative_indices() {
+        assert!(matches!(
+            one_hot(true),
+            Err(ImportError::NeedsConstant { ref what, .. }) if what == "depth"
+        ));
+        let g = one_hot(false).unwrap();
+        let idx = HostTensor::from_f64(DType::I64, &[3], &[-1.0, 0.0, 5.0]);
+        let out = evaluate(&g, &BTreeMap::from([("idx".to_string(), idx)])).unwrap();
+        // -1 wraps to 2; 5 is outside [-3, 3), an all-off row. off = 2, on = 7.
+        assert_eq!(
+            out["y"].to_f64_vec(),
+            [2.0, 2.0, 7.0, 7.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+        );
+    }
+
+    fn top_k(k: f64) -> Result<tessera_ir::graph::Graph, ImportError> {
+        import(M {
+            opset: 11,
+            op: "TopK",
+            ins: vec!["x", "k"],
+            outs: vec!["v", "i"],
+            attrs: vec![attr("largest", Some(0), None)],
+            inputs: vec![vi("x", data_type::FLOAT, &[2, 3])],
+            outputs: vec![
+                vi("v", data_type::FLOAT, &[2, 2]),
+                vi("i", data_type::INT64, &[2, 2]),
+            ],
+            inits: vec![tensor("k", data_type::INT64, &[1], &[k])],
+        })
+    }
+
+    #[test]
+    fn top_k_gives_values_and_indices() {
+        let g = top_k(2.0).unwrap();
+        let x = HostTensor::from_f64(DType::F32, &[2, 3], &[3.0, 1.0, 2.0, 5.0, 5.0, 4.0]);
+        let out = evaluate(&g, &BTreeMap::from([("x".to_string(), x)])).unwrap();
+        // Smallest two of each row; row 1's tie of 5s does not reach the top two.
+        assert_eq!(out["v"].to_f64_vec(), [1.0, 2.0, 4.0, 5.0]);
+        assert_eq!(out["i"].to_f64_vec(), [1.0, 2.0, 2.0, 0.0]);
+        let err = top_k(4.0).unwrap_err().to_string();
+        assert!(err.contains("k = 4"), "{err}");
+    }
+}

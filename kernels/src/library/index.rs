@@ -36,8 +36,10 @@ pub const MAX_KEY: usize = 1 << 24;
 /// candidates live in HBM scratch).
 pub const SELECT_MAX_ELEMS: usize = 1 << 24;
 
-/// Longest row [`topk_rows`] keeps in SBUF.
-pub const TOPK_MAX_COLS: usize = 8192;
+/// Longest row [`topk_rows`] keeps in SBUF: nine row tiles of at most 8 bytes an element
+/// (three in the data's dtype, six f32) are 120 KiB per partition at this length, inside the
+/// 192 KiB of trn1.
+pub const TOPK_MAX_COLS: usize = 2560;
 
 /// Pieces of `n` consecutive items as `(first, rows, cols)`: `rows` partitions of `cols` items
 /// each, filling the partitions, plus a one-row tail.
