@@ -198,3 +198,19 @@ fn top_k_on_a_leading_axis() {
         );
     }
 }
+
+#[test]
+fn scatter_nd_none_keeps_the_last_of_duplicate_tuples() {
+    // Tuples 0 and 2 both name row 1 of data [3, 4]; the evaluator applies updates in order,
+    // so the later one wins, and the device must agree.
+    let mut b = Builder::new("scatter_nd_none");
+    let d = b.input("d", DType::F32, &[3, 4], values(12, 13, -1.0, 1.0));
+    let i = b.input("i", DType::I64, &[3, 1], vec![1.0, 0.0, -2.0]);
+    let u = b.input("u", DType::F32, &[3, 4], values(12, 14, -1.0, 1.0));
+    b.run(
+        GraphOp::Index(IndexOp::ScatterNd {
+            reduction: ScatterReduction::None,
+        }),
+        &[d, i, u],
+    );
+}

@@ -183,8 +183,9 @@ fn scatter_reductions_by_hand() {
         (ScatterReduction::Mul, [20.0, 2.0, 3.0]),
         (ScatterReduction::Min, [1.0, 2.0, 3.0]),
         (ScatterReduction::Max, [5.0, 2.0, 3.0]),
-        // Duplicates under `none` are undefined in ONNX; this kernel sums them.
-        (ScatterReduction::None, [9.0, 2.0, 3.0]),
+        // Duplicates under `none` are undefined in ONNX; the later update (5) wins, as in
+        // onnxruntime and the evaluator.
+        (ScatterReduction::None, [5.0, 2.0, 3.0]),
     ];
     for (reduction, want) in cases {
         let spec = SelectSpec {
@@ -260,4 +261,33 @@ fn top_k_puts_nan_first_like_the_evaluator() {
             .collect();
         assert_eq!(out["indices"], want, "largest {largest}");
     }
+}
+
+#[test]
+fn scatter_none_keeps_the_last_match_across_chunks() {
+    // 5000 lanes (three chunks): lane j has key j % 3 and value j. Row r (key r) takes the last
+    // lane with j % 3 == r: 4998, 4999, 4997; row 3 (key 7) matches nothing and keeps its base.
+    let (rows, lanes) = (4, 5000);
+    let cand: Vec<f64> = (0..rows * lanes).map(|i| (i % lanes) as f64).collect();
+    let lane: Vec<f64> = (0..rows * lanes)
+        .map(|i| ((i % lanes) % 3) as f64)
+        .collect();
+    let spec = SelectSpec {
+        rows,
+        lanes,
+        dtype: DType::I32,
+        lane_keys: LaneKeys::Tensor,
+        mode: SelectMode::Scatter(ScatterReduction::None),
+    };
+    let p = select_reduce(&TargetSpec::trn2(), &spec).unwrap();
+    let out = run(
+        &p,
+        vec![
+            ("cand", t(DType::I32, &[rows, lanes], &cand)),
+            ("key", t(DType::F32, &[rows], &[0.0, 1.0, 2.0, 7.0])),
+            ("lane", t(DType::F32, &[rows, lanes], &lane)),
+            ("base", t(DType::I32, &[rows], &[-1.0, -2.0, -3.0, -4.0])),
+        ],
+    );
+    assert_eq!(out["y"], vec![4998.0, 4999.0, 4997.0, -4.0]);
 }

@@ -12,8 +12,8 @@
 //!
 //! Out-of-range indices (an error in ONNX; the evaluator refuses them) read nothing: a gather
 //! gives 0 there and a scatter ignores the update. Scatter with `reduction=none` and duplicate
-//! indices (undefined in ONNX) gives the sum of the duplicates' updates. TopK runs `topk_rows`
-//! on the axis moved last.
+//! indices (undefined in ONNX) keeps the last update, as the evaluator does. TopK runs
+//! `topk_rows` on the axis moved last.
 
 use super::link::Binding;
 use super::{LowerError, Lowering};

@@ -210,7 +210,8 @@ pub enum SelectMode {
     /// The selected candidate (0 when none matches).
     Gather,
     /// `base` combined with every selected candidate (unchanged when none matches); with
-    /// `None`, several matches give their sum (ONNX leaves duplicates undefined there).
+    /// `None`, the last matching candidate replaces it (updates apply in order, as the
+    /// reference evaluator and onnxruntime apply them; ONNX leaves duplicates undefined).
     Scatter(ScatterReduction),
 }
 
@@ -279,6 +280,7 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
         SelectMode::Scatter(ScatterReduction::Max) => (ReduceOp::Max, AluOp::Max, None),
         SelectMode::Scatter(ScatterReduction::Min) => (ReduceOp::Min, AluOp::Min, None),
     };
+    let last_wins = mode == SelectMode::Scatter(ScatterReduction::None);
     let chunk = lanes.min(FREE_CHUNK);
     let max_rows_per_part = (FREE_CHUNK / chunk).max(1);
     for (first, nrows, cols) in pieces(rows, target.partitions as usize, max_rows_per_part) {
@@ -299,10 +301,43 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
         let part = kb.sbuf("part", dtype, p, &[cols])?;
         let hit = kb.sbuf("hit", DType::F32, p, &[cols])?;
         let hit_part = kb.sbuf("hit_part", DType::F32, p, &[cols])?;
+        let iota = |j0: usize| AffineExpr {
+            base: j0 as i64,
+            partition: 0,
+            free: vec![0, 1],
+        };
+        let lane_ap = |w: usize| [((cols * lanes) as i64, p), (lanes as i64, c), (1, w as u32)];
+        if last_wins {
+            // Pass 1: `hit` = the last lane whose key matches, or -1.
+            for (ci, j0) in (0..lanes).step_by(chunk).enumerate() {
+                let w = chunk.min(lanes - j0);
+                let lt = kb.sbuf("lane", DType::F32, p, &[cols, w])?;
+                match &lane {
+                    None => kb.iota(&lt, iota(j0))?,
+                    Some(l) => kb.dma_copy(&lt, l.ap((first * lanes + j0) as u64, &lane_ap(w)))?,
+                }
+                let mask = kb.sbuf("mask", DType::F32, p, &[cols, w])?;
+                let key_b = kt.ap(0..p, 0, &[(1, c), (0, w as u32)]);
+                kb.tensor_tensor(&mask, &lt, AluOp::Eq, &key_b)?;
+                let pos = kb.sbuf("pos", DType::F32, p, &[cols, w])?;
+                kb.iota(&pos, iota(j0))?;
+                kb.memset(&lt, -1.0)?;
+                kb.select(&lt, &mask, &pos, &lt)?;
+                let dst = if ci == 0 { &hit } else { &hit_part };
+                kb.tensor_reduce(dst, &lt, ReduceOp::Max, 1)?;
+                if ci > 0 {
+                    kb.tensor_tensor(&hit, &hit, AluOp::Max, &hit_part)?;
+                }
+                for t in [lt, mask, pos] {
+                    kb.free(t)?;
+                }
+            }
+        }
         for (ci, j0) in (0..lanes).step_by(chunk).enumerate() {
             let w = chunk.min(lanes - j0);
             let lt = kb.sbuf("lane", DType::F32, p, &[cols, w])?;
             match &lane {
+                _ if last_wins => kb.iota(&lt, iota(j0))?,
                 None => kb.iota(
                     &lt,
                     AffineExpr {
@@ -311,25 +346,14 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
                         free: vec![0, 1],
                     },
                 )?,
-                Some(l) => kb.dma_copy(
-                    &lt,
-                    l.ap(
-                        (first * lanes + j0) as u64,
-                        &[((cols * lanes) as i64, p), (lanes as i64, c), (1, w as u32)],
-                    ),
-                )?,
+                Some(l) => kb.dma_copy(&lt, l.ap((first * lanes + j0) as u64, &lane_ap(w)))?,
             }
             let mask = kb.sbuf("mask", DType::F32, p, &[cols, w])?;
-            let key_b = kt.ap(0..p, 0, &[(1, c), (0, w as u32)]);
+            // Last-wins scatters select the one lane pass 1 found; others every matching lane.
+            let key_b = if last_wins { &hit } else { &kt }.ap(0..p, 0, &[(1, c), (0, w as u32)]);
             kb.tensor_tensor(&mask, &lt, AluOp::Eq, &key_b)?;
             let ct = kb.sbuf("cand", dtype, p, &[cols, w])?;
-            kb.dma_copy(
-                &ct,
-                cand.ap(
-                    (first * lanes + j0) as u64,
-                    &[((cols * lanes) as i64, p), (lanes as i64, c), (1, w as u32)],
-                ),
-            )?;
+            kb.dma_copy(&ct, cand.ap((first * lanes + j0) as u64, &lane_ap(w)))?;
             let st = kb.sbuf("sel", dtype, p, &[cols, w])?;
             match (fill, &bt) {
                 (Some(v), _) => {
@@ -351,13 +375,6 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
             if ci > 0 {
                 kb.tensor_tensor(&acc, &acc, combine, &part)?;
             }
-            if mode == SelectMode::Scatter(ScatterReduction::None) {
-                let dst = if ci == 0 { &hit } else { &hit_part };
-                kb.tensor_reduce(dst, &mask, ReduceOp::Max, 1)?;
-                if ci > 0 {
-                    kb.tensor_tensor(&hit, &hit, AluOp::Max, &hit_part)?;
-                }
-            }
             for t in [lt, mask, ct, st] {
                 kb.free(t)?;
             }
@@ -366,7 +383,8 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
         match (mode, &bt) {
             (SelectMode::Gather, _) => kb.tensor_copy(&out, &acc)?,
             (SelectMode::Scatter(ScatterReduction::None), Some(b)) => {
-                kb.select(&out, &hit, &acc, b)?
+                kb.tensor_scalar(&hit_part, &hit, AluOp::Ge, 0.0)?;
+                kb.select(&out, &hit_part, &acc, b)?
             }
             (SelectMode::Scatter(ScatterReduction::Add), Some(b)) => {
                 kb.tensor_tensor(&out, b, AluOp::Add, &acc)?
