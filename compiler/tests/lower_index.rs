@@ -83,10 +83,11 @@ impl Builder {
         self.g.add_input(name, TensorType::new(dtype, shape))
     }
 
-    fn run(mut self, op: GraphOp, ins: &[ValueId]) {
+    fn run(mut self, op: GraphOp, ins: &[ValueId]) -> Graph {
         let outs = self.g.add_node("op", op, ins).unwrap();
         self.g.outputs.extend(outs);
         check(&self.g, &self.inputs);
+        self.g
     }
 }
 
@@ -213,4 +214,34 @@ fn scatter_nd_none_keeps_the_last_of_duplicate_tuples() {
         }),
         &[d, i, u],
     );
+}
+
+#[test]
+fn gather_from_a_constant_table_uses_the_one_hot_product() {
+    // A [300, 2, 70] table (finite, constant) gathered on axis 1... and an embedding-style
+    // [300, 70] table on axis 0 with 2-D run-time indices.
+    let mut b = Builder::new("embedding");
+    let table = b.g.add_constant(
+        "table",
+        HostTensor::from_f64(DType::F32, &[300, 70], &values(21000, 15, -3.0, 3.0)),
+    );
+    let i = b.input("i", DType::I64, &[3, 50], ints(150, 16, -300, 300));
+    let g = b.run(GraphOp::Gather { axis: 0 }, &[table, i]);
+    let lowered = lower(&g, &TargetSpec::trn2()).unwrap();
+    assert!(
+        lowered
+            .program
+            .insts
+            .iter()
+            .any(|i| i.op.opcode() == "nc_matmul"),
+        "a constant table goes through the tensor engine"
+    );
+
+    let mut b = Builder::new("embedding_axis1");
+    let table = b.g.add_constant(
+        "table",
+        HostTensor::from_f64(DType::F32, &[3, 200, 5], &values(3000, 17, -3.0, 3.0)),
+    );
+    let i = b.input("i", DType::I32, &[7], ints(7, 18, -200, 200));
+    b.run(GraphOp::Gather { axis: 1 }, &[table, i]);
 }

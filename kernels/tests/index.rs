@@ -291,3 +291,43 @@ fn scatter_none_keeps_the_last_match_across_chunks() {
     );
     assert_eq!(out["y"], vec![4998.0, 4999.0, 4997.0, -4.0]);
 }
+
+#[test]
+fn onehot_matmul_picks_table_rows_exactly() {
+    // 300 keys (three token blocks) into a 260 x 600 table (three vocabulary blocks, two PSUM
+    // banks): key t = (t * 7) % 263 - 1, so some keys are -1 or past the table (rows of
+    // zeros). Table values are distinct non-integers, so any mixing would show.
+    let (tokens, vocab, dim) = (300, 260, 600);
+    let table: Vec<f64> = (0..vocab * dim)
+        .map(|i| ((i * 37) % 1001) as f64 / 8.0 - 60.0)
+        .collect();
+    let keys: Vec<f64> = (0..tokens).map(|t| ((t * 7) % 263) as f64 - 1.0).collect();
+    for dtype in [DType::F32, DType::Bf16] {
+        let tab: Vec<f64> = table.iter().map(|&v| dtype.round(v)).collect();
+        let p = tessera_kernels::library::index::onehot_matmul(
+            &TargetSpec::trn2(),
+            tokens,
+            vocab,
+            dim,
+            dtype,
+        )
+        .unwrap();
+        let out = run(
+            &p,
+            vec![
+                ("table", t(dtype, &[vocab, dim], &tab)),
+                ("key", t(DType::F32, &[tokens], &keys)),
+            ],
+        );
+        let mut want = Vec::new();
+        for &k in &keys {
+            if (0.0..vocab as f64).contains(&k) {
+                let r = k as usize;
+                want.extend_from_slice(&tab[r * dim..(r + 1) * dim]);
+            } else {
+                want.extend(std::iter::repeat_n(0.0, dim));
+            }
+        }
+        assert_eq!(out["y"], want, "{dtype}");
+    }
+}

@@ -2,7 +2,9 @@
 //! (GatherElements, GatherND, ScatterElements, ScatterND, TopK).
 //!
 //! Constant indices need no selection: each picked slice is a DMA at an address known now (bit
-//! exact for every dtype). Run-time indices go through the compare-select-reduce scheme of
+//! exact for every dtype). A Gather from a constant, finite float table (an embedding) with
+//! run-time indices is a one-hot matrix times the table (`onehot_matmul`). Other run-time
+//! indices go through the compare-select-reduce scheme of
 //! `tessera_kernels::library::index` (its module doc says why not a one-hot matmul):
 //! 1. `index_keys` turns the index tensor into f32 keys (row-major position of each index
 //!    tuple, negative coordinates wrapped, -1 when out of range);
@@ -87,6 +89,33 @@ impl Lowering<'_> {
             return Err(Self::unsupported(node, "indices into an empty axis"));
         }
         let keys = self.keys(node, ins[1], m, &[n], it.dtype)?;
+        let finite_table =
+            self.graph.constants.get(&node.inputs[0]).is_some_and(|t| {
+                t.dtype.is_float() && t.to_f64_vec().iter().all(|v| v.is_finite())
+            });
+        if finite_table {
+            // A constant finite float table (an embedding): one-hot times the table on the tensor
+            // engine, exact without NaN or inf, and no candidate scratch. One product per
+            // leading index.
+            let k = self.kernel(node, lib::onehot_matmul(self.target, m, n, b, dt.dtype))?;
+            for i in 0..a {
+                let bindings = [
+                    Binding {
+                        name: "table",
+                        tensor: ins[0],
+                        offset: (i * n * b) as u64,
+                    },
+                    Binding::whole("key", keys),
+                    Binding {
+                        name: "y",
+                        tensor: out,
+                        offset: (i * m * b) as u64,
+                    },
+                ];
+                self.link(&node.name, &k, &bindings)?;
+            }
+            return Ok(());
+        }
         let e = a * m * b;
         self.check_size(node, e, n)?;
         let cand = self.scratch(&format!("{}.cand", node.name), dt.dtype, &[e * n]);

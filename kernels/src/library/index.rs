@@ -410,6 +410,89 @@ pub fn select_reduce(target: &TargetSpec, spec: &SelectSpec) -> Result<TileProgr
     kb.finish()
 }
 
+/// `table`[vocab, dim] (a float dtype) and `key`[tokens] (f32) -> `y`[tokens, dim]: row `t` of
+/// `y` is row `key[t]` of the table (zeros for a key matching no row), as a one-hot matrix
+/// times the table on the tensor engine. For each block of 128 table rows the one-hot block
+/// `onehot^T[v, t] = (v == key[t])` is built on chip (`iota` down the partitions compared with
+/// the keys broadcast to every partition) and is the stationary operand; PSUM accumulates over
+/// the blocks. Each output is `x * 1` plus products `y * 0`: exact when the table is finite
+/// (`inf * 0` and `NaN * 0` are NaN), which the caller must guarantee; it is meant for
+/// constant tables (embeddings) checked at compile time.
+pub fn onehot_matmul(
+    target: &TargetSpec,
+    tokens: usize,
+    vocab: usize,
+    dim: usize,
+    dtype: DType,
+) -> Result<TileProgram, KernelError> {
+    const NAME: &str = "onehot_matmul";
+    check_shape(NAME, "table", &[vocab, dim])?;
+    check_shape(NAME, "key", &[tokens])?;
+    if !dtype.is_float() || vocab > MAX_KEY {
+        return Err(unsupported(
+            NAME,
+            format!("a {dtype} table of {vocab} rows (float, at most {MAX_KEY} rows)"),
+        ));
+    }
+    let parts = target.partitions as usize;
+    // PSUM accumulators of one row group: 512 fp32 per bank, at most half the banks.
+    let bank = (target.psum_bank_bytes / 4) as usize;
+    let group = bank * (target.psum_banks as usize / 2).max(1);
+    let mut kb = KernelBuilder::new(NAME, target);
+    let table = kb.input("table", dtype, &[vocab, dim])?;
+    let key = kb.input("key", DType::F32, &[tokens])?;
+    let y = kb.output("y", dtype, &[tokens, dim])?;
+    let vblocks: Vec<_> = super::blocks(vocab, parts).collect();
+    for tb in super::blocks(tokens, parts) {
+        let m = tb.len() as u32;
+        // Every partition holds all the block's keys.
+        let keys = kb.sbuf("keys", DType::F32, target.partitions, &[tb.len()])?;
+        kb.dma_copy(
+            &keys,
+            key.ap(tb.start as u64, &[(0, target.partitions), (1, m)]),
+        )?;
+        for dg in super::blocks(dim, group) {
+            let accs: Vec<_> = super::blocks(dg.len(), bank)
+                .map(|sb| kb.psum("acc", DType::F32, m, &[sb.len()]))
+                .collect::<Result<_, _>>()?;
+            for (vi, vb) in vblocks.iter().enumerate() {
+                let kv = vb.len() as u32;
+                let pos = kb.sbuf("pos", DType::F32, kv, &[tb.len()])?;
+                kb.iota(
+                    &pos,
+                    AffineExpr {
+                        base: vb.start as i64,
+                        partition: 1,
+                        free: vec![0],
+                    },
+                )?;
+                let onehot = kb.sbuf("onehot", dtype, kv, &[tb.len()])?;
+                kb.tensor_tensor(&onehot, &pos, AluOp::Eq, keys.part(0..kv))?;
+                for (acc, sb) in accs.iter().zip(super::blocks(dg.len(), bank)) {
+                    let cols = dg.start + sb.start..dg.start + sb.end;
+                    let rows = kb.sbuf("rows", dtype, kv, &[sb.len()])?;
+                    kb.dma_copy(&rows, table.block(vb.clone(), cols))?;
+                    let last = vi + 1 == vblocks.len();
+                    kb.nc_matmul(acc, &onehot, &rows, vi == 0, last)?;
+                    kb.free(rows)?;
+                }
+                kb.free(pos)?;
+                kb.free(onehot)?;
+            }
+            for (acc, sb) in accs.into_iter().zip(super::blocks(dg.len(), bank)) {
+                let out = kb.sbuf("y", dtype, m, &[sb.len()])?;
+                kb.tensor_copy(&out, &acc)?;
+                let cols = dg.start + sb.start..dg.start + sb.end;
+                kb.dma_copy(y.block(tb.clone(), cols), &out)?;
+                kb.free(out)?;
+                kb.free(acc)?;
+            }
+        }
+        kb.free(keys)?;
+    }
+    kb.finish()
+}
+
 /// `x`[rows, cols] -> `values`[rows, k] (x's dtype) and `indices`[rows, k] (int64): the `k`
 /// largest (or smallest) elements of each row in order, equal values by ascending index.
 ///

@@ -216,6 +216,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
         "per row, select the candidates whose key matches (iota or a key tensor) and reduce them: gather, or scatter none/add/mul/max/min onto a base",
     ),
     (
+        "onehot_matmul",
+        "rows of a finite float table picked by f32 keys: an on-chip one-hot block (iota == key) times the table on the tensor engine, PSUM accumulating over 128-row blocks",
+    ),
+    (
         "topk_rows",
         "k largest/smallest of each row with int64 indices (ties: lower index first), k rounds of reduce, first match, mask",
     ),
