@@ -129,8 +129,8 @@ fn scalar(imp: &mut Importer, cx: &NodeCx, what: &str, dtype: DType, v: f64) -> 
 /// OneHot as existing operators: `Where(Equal(wrap(indices), range), on, off)`, the indices
 /// reshaped to put a size-1 axis where the depth axis goes and `range` = 0..depth along it.
 /// `depth` must be known at compile time (it is the result's shape). Indices are cast to int64
-/// first (OneHot-11: non-integer indices are cast, and a negative one counts from the end);
-/// indices outside `[-depth, depth)` match nothing and give an all-`off` row.
+/// first (non-integer indices are cast); from OneHot-11 a negative one counts from the end.
+/// Indices outside the range match nothing and give an all-`off` row.
 fn one_hot(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     inputs(cx, 3)?;
     let (idx, depth_v, values) = (cx.input(0)?, cx.input(1)?, cx.input(2)?);
@@ -170,27 +170,20 @@ fn one_hot(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     if imp.ty(i).dtype != DType::I64 {
         i = imp.emit(cx, &name("cast"), GraphOp::Cast { to: DType::I64 }, &[i])?;
     }
-    // wrapped = i < 0 ? i + depth : i
-    let zero = scalar(imp, cx, "zero", DType::I64, 0.0);
-    let dep = scalar(imp, cx, "depth", DType::I64, depth as f64);
-    let neg = imp.emit(
-        cx,
-        &name("neg"),
-        GraphOp::Elementwise(ElementwiseOp::Less),
-        &[i, zero],
-    )?;
-    let shifted = imp.emit(
-        cx,
-        &name("shift"),
-        GraphOp::Binary(BinaryOp::Add),
-        &[i, dep],
-    )?;
-    let wrapped = imp.emit(
-        cx,
-        &name("wrap"),
-        GraphOp::Elementwise(ElementwiseOp::Where),
-        &[neg, shifted, i],
-    )?;
+    // wrapped = i < 0 ? i + depth : i (OneHot-11; at OneHot-9 a negative index is out of range
+    // and matches nothing, as it stands).
+    let wrapped = if imp.opset >= 11 {
+        let zero = scalar(imp, cx, "zero", DType::I64, 0.0);
+        let dep = scalar(imp, cx, "depth", DType::I64, depth as f64);
+        let less = GraphOp::Elementwise(ElementwiseOp::Less);
+        let neg = imp.emit(cx, &name("neg"), less, &[i, zero])?;
+        let add = GraphOp::Binary(BinaryOp::Add);
+        let shifted = imp.emit(cx, &name("shift"), add, &[i, dep])?;
+        let pick = GraphOp::Elementwise(ElementwiseOp::Where);
+        imp.emit(cx, &name("wrap"), pick, &[neg, shifted, i])?
+    } else {
+        i
+    };
     let mut shape = ishape.clone();
     shape.insert(axis, 1);
     let col = imp.emit(
@@ -403,6 +396,13 @@ mod tests {
     }
 
     fn one_hot(depth_is_input: bool) -> Result<tessera_ir::graph::Graph, ImportError> {
+        one_hot_at(11, depth_is_input)
+    }
+
+    fn one_hot_at(
+        opset: i64,
+        depth_is_input: bool,
+    ) -> Result<tessera_ir::graph::Graph, ImportError> {
         let mut inputs = vec![vi("idx", data_type::INT64, &[3])];
         let mut inits = vec![tensor("values", data_type::FLOAT, &[2], &[2.0, 7.0])];
         if depth_is_input {
@@ -411,7 +411,7 @@ mod tests {
             inits.push(tensor("depth", data_type::FLOAT, &[], &[3.0]));
         }
         import(M {
-            opset: 11,
+            opset,
             op: "OneHot",
             ins: vec!["idx", "depth", "values"],
             outs: vec!["y"],
@@ -436,6 +436,11 @@ mod tests {
             out["y"].to_f64_vec(),
             [2.0, 2.0, 7.0, 7.0, 2.0, 2.0, 2.0, 2.0, 2.0]
         );
+        // OneHot-9 does not wrap: -1 is out of range.
+        let g = one_hot_at(9, false).unwrap();
+        let idx = HostTensor::from_f64(DType::I64, &[3], &[-1.0, 0.0, 5.0]);
+        let out = evaluate(&g, &BTreeMap::from([("idx".to_string(), idx)])).unwrap();
+        assert_eq!(&out["y"].to_f64_vec()[..3], [2.0, 2.0, 2.0]);
     }
 
     fn top_k(k: f64) -> Result<tessera_ir::graph::Graph, ImportError> {
