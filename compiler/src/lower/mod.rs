@@ -8,6 +8,7 @@
 
 mod conv;
 mod elementwise;
+mod index;
 pub mod link;
 mod movement;
 mod reduce;
@@ -435,6 +436,7 @@ impl Lowering<'_> {
             GraphOp::Movement(op) => {
                 let out = self.result_tensor(out_id);
                 self.movement(node, op, &ins, out)?;
+            }
             GraphOp::Conv(spec) => {
                 let out = self.result_tensor(out_id);
                 self.conv(node, spec, &ins, out)?;
@@ -443,12 +445,8 @@ impl Lowering<'_> {
                 let out = self.result_tensor(out_id);
                 self.pool(node, spec, ins[0], out)?;
             }
-            GraphOp::Gather { .. } => {
-                return Err(Self::unsupported(
-                    node,
-                    "Gather on data computed at run time",
-                ));
-            }
+            GraphOp::Gather { axis } => self.gather(node, *axis, &ins)?,
+            GraphOp::Index(op) => self.index(node, op, &ins)?,
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ mod import;
 mod import_tests;
 mod movement;
 mod loss;
+mod index;
 mod norm;
 mod ops;
 pub mod proto;

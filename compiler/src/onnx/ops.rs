@@ -37,12 +37,13 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "Swish" => 24,
         "ThresholdedRelu" => 10,
         op if super::conv::since_opset(op).is_some() => 1,
+        op if super::index::since_opset(op).is_some() => return super::index::since_opset(op),
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 112] = [
+pub const SUPPORTED_OPS: [&str; 119] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -158,6 +159,14 @@ pub const SUPPORTED_OPS: [&str; 112] = [
     "GlobalAveragePool",
     "GlobalMaxPool",
     "LRN",
+    // Indexing with value indices (index.rs).
+    "GatherElements",
+    "GatherND",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "OneHot",
+    "TopK",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -212,6 +221,7 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
             super::reduce::reduce(imp, cx, kind)
         }
         op if super::conv::OPS.contains(&op) => super::conv::convert(imp, cx),
+        op if super::index::since_opset(op).is_some() => super::index::convert(imp, cx),
         op if super::elementwise::handles(op) => super::elementwise::convert(imp, cx),
         op if super::movement::handles(op) => super::movement::convert(imp, cx),
         other => Err(cx.attr_err(format!("operator {other} is not imported"))),

@@ -179,6 +179,7 @@ fn eval_node(
         GraphOp::Movement(m) => one(m.eval(args)?),
         GraphOp::Conv(c) => one(c.eval(args)?),
         GraphOp::Pool(p) => one(p.eval(args[0])?),
+        GraphOp::Index(op) => op.eval(args),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)
@@ -319,7 +320,10 @@ fn gather(data: &ArrayD<f64>, indices: &ArrayD<f64>, axis: usize) -> Result<Arra
     let mut shape = data.shape()[..axis].to_vec();
     shape.extend(indices.shape());
     shape.extend(&data.shape()[axis + 1..]);
+    // `select` along an inner axis need not give a row-major array; reshape by logical order.
     picked
+        .as_standard_layout()
+        .into_owned()
         .into_shape_with_order(IxDyn(&shape))
         .map_err(|e| e.to_string())
 }

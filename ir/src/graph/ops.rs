@@ -149,6 +149,8 @@ pub enum GraphOp {
     Conv(super::conv::ConvSpec),
     /// MaxPool, AveragePool or LpPool (see [`super::conv`]).
     Pool(super::conv::PoolSpec),
+    /// An indexing operator with run-time indices (see [`super::index`]).
+    Index(super::index::IndexOp),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -243,6 +245,7 @@ impl GraphOp {
             GraphOp::Conv(c) if c.transpose => "ConvTranspose",
             GraphOp::Conv(_) => "Conv",
             GraphOp::Pool(p) => p.name(),
+            GraphOp::Index(op) => op.name(),
         }
     }
 
@@ -414,6 +417,7 @@ impl GraphOp {
                 arity(inputs, 1, 1, "1")?;
                 one(p.infer(inputs[0])?)
             }
+            GraphOp::Index(op) => op.infer(inputs),
             GraphOp::Cast { to } => {
                 arity(inputs, 1, 1, "1")?;
                 one(TensorType {

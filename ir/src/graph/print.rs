@@ -81,6 +81,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Movement(m) => m.attributes(),
         GraphOp::Conv(c) => c.attributes(),
         GraphOp::Pool(p) => p.attributes(),
+        GraphOp::Index(op) => op.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

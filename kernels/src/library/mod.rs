@@ -9,6 +9,7 @@ pub mod arg_reduce;
 pub mod binary;
 pub mod conv;
 pub mod ewchain;
+pub mod index;
 pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
@@ -223,6 +224,26 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "pool",
         "max / sum / Lp-sum pooling over up to 3 spatial axes: rows on partitions, padded input block in SBUF, one DVE/POOL instruction per window tap over a strided view (averages scaled by a per-position 1/count map)",
+    ),
+    (
+        "index_keys",
+        "f32 row-major position of each int index tuple (negative coordinates wrapped, -1 when out of range)",
+    ),
+    (
+        "strided_copy",
+        "HBM-to-HBM DMAs over any number of (size, src stride, dst stride) dims; stride 0 broadcasts",
+    ),
+    (
+        "select_reduce",
+        "per row, select the candidates whose key matches (iota or a key tensor) and reduce them: gather, or scatter none/add/mul/max/min onto a base",
+    ),
+    (
+        "onehot_matmul",
+        "rows of a finite float table picked by f32 keys: an on-chip one-hot block (iota == key) times the table on the tensor engine, PSUM accumulating over 128-row blocks",
+    ),
+    (
+        "topk_rows",
+        "k largest/smallest of each row with int64 indices (ties: lower index first), k rounds of reduce, first match, mask",
     ),
     (
         "transpose2d",
