@@ -9,9 +9,12 @@
 //! ```
 
 mod attrs;
+mod cumsum;
+mod einsum;
 mod elementwise;
 mod error;
 mod fold;
+mod hardmax;
 mod import;
 #[cfg(test)]
 mod import_tests;
@@ -19,6 +22,7 @@ mod norm;
 mod ops;
 pub mod proto;
 mod reduce;
+mod resize;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

@@ -30,12 +30,18 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "LayerNormalization" => 17,
         "ConstantOfShape" => 9,
         "Range" => 11,
+        "Resize" => 10,
+        "Upsample" => 7,
+        "Einsum" => 12,
+        "CumSum" => 11,
+        "CumProd" => 26,
+        "Hardmax" => 1,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 87] = [
+pub const SUPPORTED_OPS: [&str; 93] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -124,6 +130,12 @@ pub const SUPPORTED_OPS: [&str; 87] = [
     "ArgMin",
     "RMSNormalization",
     "LayerNormalization",
+    "Resize",
+    "Upsample",
+    "Einsum",
+    "CumSum",
+    "CumProd",
+    "Hardmax",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -168,6 +180,12 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "RMSNormalization" => super::norm::rms_norm(imp, cx),
         "LayerNormalization" => super::norm::layer_norm(imp, cx),
         "MeanVarianceNormalization" => super::norm::mean_variance_norm(imp, cx),
+        "Resize" => super::resize::resize(imp, cx),
+        "Upsample" => super::resize::upsample(imp, cx),
+        "Einsum" => super::einsum::einsum(imp, cx),
+        "CumSum" => super::cumsum::cumsum(imp, cx),
+        "CumProd" => super::cumsum::cumprod(imp, cx),
+        "Hardmax" => super::hardmax::hardmax(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }
