@@ -9,6 +9,7 @@
 mod elementwise;
 pub mod link;
 mod reduce;
+mod scan;
 
 use link::{Binding, Linker};
 use std::collections::BTreeMap;
@@ -429,6 +430,10 @@ impl Lowering<'_> {
             GraphOp::Reduce(spec) => {
                 let out = self.result_tensor(out_id);
                 self.reduce(node, spec, ins[0], out)?;
+            }
+            GraphOp::Scan(spec) => {
+                let out = self.result_tensor(out_id);
+                self.scan(node, spec, ins[0], out)?;
             }
             GraphOp::Gather { .. } => {
                 return Err(Self::unsupported(

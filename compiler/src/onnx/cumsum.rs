@@ -2,16 +2,14 @@
 //!
 //! Per onnx/docs/Operators.md: both take `x` and a scalar `axis` input (needed at compile time
 //! here), and the attributes `exclusive` (leave out the element itself, so the first result is
-//! the identity, 0 or 1) and `reverse` (accumulate from the end). Output position `i` combines
-//! the input positions `j` of a constant 0/1 mask `M[i, j]`: `j <= i` (`j < i` when exclusive),
-//! mirrored when reversed.
+//! the identity, 0 or 1) and `reverse` (accumulate from the end).
 //!
-//! CumSum on floats is then `M . x` along the axis, one matmul with a triangular matrix on the
-//! tensor engine (each sum is rounded once, not step by step). CumProd has no matmul form: it is
-//! `prod_j where(M[i, j], x[j], 1)`, a `Where` over the `[.., L, L, ..]` broadcast and a
-//! ReduceProd, `O(L^2)` elements, fine for the short axes scans are used on. Integer scans
-//! must be exact and neither the tensor engine (fp32 accumulation) nor the reductions (fp32
-//! tiles) are, so integer inputs are refused with that reason.
+//! CumSum on f32 and bf16 is a matmul on the tensor engine: output position `i` sums the input
+//! positions `j` of a constant 0/1 mask `M[i, j]` (`j <= i`, `j < i` when exclusive, mirrored
+//! when reversed), so the scan is `M . x` along the axis (each sum rounded once, not step by
+//! step). Integer CumSum must be exact, which fp32 accumulation is not, and CumProd has no
+//! matmul form: both become [`GraphOp::Scan`], a step-per-column scan on the vector engine in
+//! integer tiles (exact) or f32 tiles.
 
 use super::ImportError;
 use super::fold;
@@ -19,8 +17,7 @@ use super::import::{Importer, NodeCx};
 use super::ops::const_ints;
 use super::resize::{AxisWeights, matmul_along_axis};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{ElementwiseOp, GraphOp, ReduceKind, ReduceSpec, ValueId};
-use tessera_ir::host::HostTensor;
+use tessera_ir::graph::{GraphOp, ScanKind, ScanSpec, ValueId};
 
 /// The scan mask: `m[i * len + j]` is 1 when output `i` includes input `j`.
 pub fn scan_mask(len: usize, exclusive: bool, reverse: bool) -> Vec<f64> {
@@ -38,26 +35,21 @@ pub fn scan_mask(len: usize, exclusive: bool, reverse: bool) -> Vec<f64> {
 
 struct Scan {
     x: ValueId,
-    axis: usize,
-    exclusive: bool,
-    reverse: bool,
+    spec: ScanSpec,
 }
 
-fn scan_inputs(imp: &Importer, cx: &NodeCx, what: &str) -> Result<Scan, ImportError> {
+fn scan_inputs(imp: &Importer, cx: &NodeCx, kind: ScanKind) -> Result<Scan, ImportError> {
     let n = cx.proto.input.len();
     if n != 2 {
         return Err(cx.attr_err(format!("expects 2 inputs, the node lists {n}")));
     }
     let x = cx.input(0)?;
     let dtype = imp.ty(x).dtype;
-    if !matches!(dtype, DType::F32 | DType::Bf16) {
+    if dtype == DType::Bool {
         return Err(ImportError::Type {
             what: format!("node \"{}\" ({})", cx.name, cx.op_type()),
             elem_type: dtype.to_string(),
-            detail: format!(
-                " ({what} is computed in fp32 on the engines, which is exact only for f32 and \
-                 bf16 inputs; integer scans need an exact integer path tessera does not have)"
-            ),
+            detail: " (scans take numeric tensors)".into(),
         });
     }
     let axis = const_ints(imp, cx, cx.input(1)?, "the axis input")?;
@@ -69,63 +61,41 @@ fn scan_inputs(imp: &Importer, cx: &NodeCx, what: &str) -> Result<Scan, ImportEr
         .ok_or_else(|| cx.attr_err(format!("axis {a} is out of range for rank {rank}")))?;
     Ok(Scan {
         x,
-        axis,
-        exclusive: cx.attrs.flag_or("exclusive", false)?,
-        reverse: cx.attrs.flag_or("reverse", false)?,
+        spec: ScanSpec {
+            kind,
+            axis,
+            exclusive: cx.attrs.flag_or("exclusive", false)?,
+            reverse: cx.attrs.flag_or("reverse", false)?,
+        },
     })
 }
 
-/// CumSum: a matmul with the triangular scan mask along the axis.
+/// CumSum: a matmul with the triangular scan mask along the axis for f32 and bf16, else an
+/// exact [`GraphOp::Scan`].
 pub fn cumsum(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
-    let s = scan_inputs(imp, cx, "CumSum")?;
-    let len = imp.ty(s.x).shape[s.axis];
-    if imp.ty(s.x).elems() == 0 {
-        return imp.emit(cx, cx.name, GraphOp::Identity, &[s.x]);
-    }
-    let weights = AxisWeights {
-        w: scan_mask(len, s.exclusive, s.reverse),
-        bias: None,
-    };
-    matmul_along_axis(imp, cx, cx.name, s.x, s.axis, &weights)
-}
-
-/// CumProd: `where(mask, x, 1)` broadcast to `[pre, L, L, post]`, then a product over the
-/// second `L` (the inputs `j`).
-pub fn cumprod(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
-    let s = scan_inputs(imp, cx, "CumProd")?;
+    let s = scan_inputs(imp, cx, ScanKind::Sum)?;
     let ty = imp.ty(s.x).clone();
     if ty.elems() == 0 {
         return imp.emit(cx, cx.name, GraphOp::Identity, &[s.x]);
     }
-    let len = ty.shape[s.axis];
-    let pre: usize = ty.shape[..s.axis].iter().product();
-    let post: usize = ty.shape[s.axis + 1..].iter().product();
-    let sub = |step: &str| format!("{}/{step}", cx.name);
-    let x4 = imp.emit(
-        cx,
-        &sub("spread"),
-        GraphOp::Reshape {
-            shape: vec![pre, 1, len, post],
-        },
-        &[s.x],
-    )?;
-    let mask = scan_mask(len, s.exclusive, s.reverse);
-    let mask = HostTensor::from_f64(DType::Bool, &[len, len, 1], &mask);
-    let mask = imp.constant(&sub("mask"), mask);
-    let one = imp.constant(&sub("one"), HostTensor::from_f64(ty.dtype, &[], &[1.0]));
-    let picked = imp.emit(
-        cx,
-        &sub("where"),
-        GraphOp::Elementwise(ElementwiseOp::Where),
-        &[mask, x4, one],
-    )?;
-    let spec = ReduceSpec {
-        kind: ReduceKind::Prod,
-        axes: vec![2],
-        keepdims: false,
+    if !matches!(ty.dtype, DType::F32 | DType::Bf16) {
+        return imp.emit(cx, cx.name, GraphOp::Scan(s.spec), &[s.x]);
+    }
+    let len = ty.shape[s.spec.axis];
+    let weights = AxisWeights {
+        w: scan_mask(len, s.spec.exclusive, s.spec.reverse),
+        bias: None,
     };
-    let y = imp.emit(cx, &sub("prod"), GraphOp::Reduce(spec), &[picked])?;
-    imp.emit(cx, cx.name, GraphOp::Reshape { shape: ty.shape }, &[y])
+    matmul_along_axis(imp, cx, cx.name, s.x, s.spec.axis, &weights)
+}
+
+/// CumProd: a [`GraphOp::Scan`] (products have no matmul form).
+pub fn cumprod(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
+    let s = scan_inputs(imp, cx, ScanKind::Prod)?;
+    if imp.ty(s.x).elems() == 0 {
+        return imp.emit(cx, cx.name, GraphOp::Identity, &[s.x]);
+    }
+    imp.emit(cx, cx.name, GraphOp::Scan(s.spec), &[s.x])
 }
 
 #[cfg(test)]
@@ -181,10 +151,16 @@ mod tests {
     }
 
     #[test]
-    fn integer_scans_are_refused_with_the_reason() {
-        let e = scan("CumSum", 0, 0, DType::I32).unwrap_err();
-        assert!(matches!(e, ImportError::Type { .. }), "{e}");
-        assert!(e.to_string().contains("exact"), "{e}");
+    fn integer_scans_go_through_the_scan_operator() {
+        // 1..5 in int32 give the same running sums, through the Scan operator.
+        assert_eq!(
+            scan("CumSum", 0, 0, DType::I32).unwrap(),
+            [1., 3., 6., 10., 15.]
+        );
+        assert_eq!(
+            scan("CumProd", 0, 1, DType::I32).unwrap(),
+            [120., 120., 60., 20., 5.]
+        );
     }
 
     #[test]

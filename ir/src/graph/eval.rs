@@ -176,6 +176,7 @@ fn eval_node(
         GraphOp::Elementwise(op) => one(super::elementwise::eval(*op, args, types)?),
         GraphOp::Gather { axis } => one(gather(args[0], args[1], *axis)?),
         GraphOp::Reduce(r) => one(r.eval(args[0])?),
+        GraphOp::Scan(s) => one(s.eval(args[0])),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

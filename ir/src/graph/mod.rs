@@ -11,6 +11,7 @@ pub mod eval;
 pub mod ops;
 pub mod print;
 pub mod reduce;
+pub mod scan;
 pub mod verify;
 
 pub use elementwise::ElementwiseOp;
@@ -18,6 +19,7 @@ pub use eval::{EvalError, evaluate};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};
 pub use print::print_graph;
 pub use reduce::{ReduceKind, ReduceSpec};
+pub use scan::{ScanKind, ScanSpec};
 pub use verify::{GraphError, verify_graph};
 
 use crate::dtype::DType;

@@ -143,6 +143,8 @@ pub enum GraphOp {
     Elementwise(super::ElementwiseOp),
     /// A reduction over some axes (see [`super::reduce`]).
     Reduce(super::reduce::ReduceSpec),
+    /// A running sum or product along one axis (see [`super::scan`]).
+    Scan(super::scan::ScanSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -233,6 +235,7 @@ impl GraphOp {
             GraphOp::Cast { .. } => "Cast",
             GraphOp::Elementwise(e) => e.name(),
             GraphOp::Reduce(r) => r.kind.name(),
+            GraphOp::Scan(s) => s.kind.name(),
         }
     }
 
@@ -291,6 +294,10 @@ impl GraphOp {
             GraphOp::Reduce(r) => {
                 arity(inputs, 1, 1, "1")?;
                 one(r.infer(inputs[0])?)
+            }
+            GraphOp::Scan(s) => {
+                arity(inputs, 1, 1, "1")?;
+                one(s.infer(inputs[0])?)
             }
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;

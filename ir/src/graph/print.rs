@@ -78,6 +78,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Cast { to } => format!("to={to}"),
         GraphOp::Elementwise(e) => e.attrs(),
         GraphOp::Reduce(r) => r.attributes(),
+        GraphOp::Scan(s) => s.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -12,6 +12,7 @@ pub mod layer_norm;
 pub mod matmul;
 pub mod movement;
 pub mod reduce;
+pub mod scan;
 pub mod softmax;
 pub mod transpose;
 pub mod unary;
@@ -23,6 +24,7 @@ pub use layer_norm::{layer_norm, layer_norm_chunked};
 pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
 pub use reduce::{reduce_rows, reduce_rows_chunked};
+pub use scan::scan_rows;
 pub use softmax::{softmax, softmax_chunked};
 pub use transpose::transpose2d;
 pub use unary::unary;
@@ -201,6 +203,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "arg_reduce_rows",
         "int64 index of each row's max/min (first or last tie) from reduce, Eq mask, iota and select",
+    ),
+    (
+        "scan_rows",
+        "running sum or product along each row (CumSum/CumProd), one vector-engine step per column, exact on integers",
     ),
     (
         "transpose2d",
