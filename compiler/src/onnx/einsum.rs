@@ -6,15 +6,16 @@
 //! alphabetical order. Operands are contracted pairwise, left to right: a label only one
 //! operand has and nothing later needs is summed away first (ReduceSum); then both operands
 //! are permuted to `[batch..., kept, contracted]` and `[batch..., contracted, kept]`, the kept
-//! and contracted groups flattened, and one MatMul (batch axes broadcast) does the rest.
+//! and contracted groups flattened, and one MatMul (batch axes broadcast) does the rest (a
+//! broadcast Mul when nothing is summed: outer and element-wise products).
 //! What remains is summed over labels the output lacks and permuted into the output's order.
-//! A label repeated within one term (a diagonal, `ii->i`) is not supported.
+//! A label repeated within one term (a diagonal, `ii->i`) is taken first, as a product with an
+//! identity mask summed over one of the two axes.
 
 use super::ImportError;
 use super::import::{Importer, NodeCx};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{GraphOp, ReduceKind, ReduceSpec, ValueId};
-#[cfg(test)]
+use tessera_ir::graph::{BinaryOp, GraphOp, ReduceKind, ReduceSpec, ValueId};
 use tessera_ir::host::HostTensor;
 
 /// An axis label: a letter of the equation, or the `k`-th axis of the ellipsis counted from its
@@ -163,6 +164,62 @@ fn size_of(imp: &Importer, op: &Operand, l: Label) -> usize {
     imp.ty(op.v).shape[i]
 }
 
+/// Takes the diagonal for every label `op` repeats (`ii->i`): the operand times an identity
+/// mask over the two axes, summed over the second (each result is `1 * x` plus zeros, exact for
+/// finite values), until every label appears once.
+fn diagonals(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    operand: usize,
+    mut op: Operand,
+) -> Result<Operand, ImportError> {
+    let mut step = 0;
+    while let Some((first, second)) = (0..op.labels.len()).find_map(|j| {
+        (0..j)
+            .find(|&i| op.labels[i] == op.labels[j])
+            .map(|i| (i, j))
+    }) {
+        let ty = imp.ty(op.v).clone();
+        let n = ty.shape[first];
+        if ty.shape[second] != n {
+            return Err(cx.shape_err(format!(
+                "operand {operand} repeats a label over axes of sizes {n} and {}",
+                ty.shape[second]
+            )));
+        }
+        let mut mask_shape = vec![1; ty.shape.len()];
+        mask_shape[first] = n;
+        mask_shape[second] = n;
+        let eye: Vec<f64> = (0..n * n)
+            .map(|k| f64::from(u8::from(k / n == k % n)))
+            .collect();
+        let tag = format!("diag{operand}_{step}");
+        let eye = imp.constant(
+            &sub(cx, &format!("{tag}/eye")),
+            HostTensor::from_f64(ty.dtype, &mask_shape, &eye),
+        );
+        let masked = imp.emit(
+            cx,
+            &sub(cx, &format!("{tag}/mask")),
+            GraphOp::Binary(BinaryOp::Mul),
+            &[op.v, eye],
+        )?;
+        let spec = ReduceSpec {
+            kind: ReduceKind::Sum,
+            axes: vec![second],
+            keepdims: false,
+        };
+        let v = imp.emit(cx, &sub(cx, &tag), GraphOp::Reduce(spec), &[masked])?;
+        op.labels.remove(second);
+        op = Operand {
+            v,
+            labels: op.labels,
+        };
+        step += 1;
+    }
+    Ok(op)
+}
+
 /// Contracts `a` and `b`, keeping the labels `needed` names (the output's and later operands').
 fn contract(
     imp: &mut Importer,
@@ -173,13 +230,6 @@ fn contract(
     needed: &[Label],
 ) -> Result<Operand, ImportError> {
     let dtype = imp.ty(a.v).dtype;
-    if !matches!(dtype, DType::F32 | DType::Bf16) {
-        return Err(ImportError::Type {
-            what: format!("node \"{}\" (Einsum)", cx.name),
-            elem_type: dtype.to_string(),
-            detail: " (a contraction is a tensor-engine matmul, which reads f32 or bf16)".into(),
-        });
-    }
     let (labels_a, labels_b) = (a.labels.clone(), b.labels.clone());
     let in_a = |l: &Label| labels_a.contains(l);
     let in_b = |l: &Label| labels_b.contains(l);
@@ -236,12 +286,29 @@ fn contract(
     let b3 = [&b_batch[..], &[k, n]].concat();
     let av = reshape(imp, cx, &format!("step{step}/a_mk"), a.v, a3)?;
     let bv = reshape(imp, cx, &format!("step{step}/b_kn"), b.v, b3)?;
-    let prod = imp.emit(
-        cx,
-        &sub(cx, &format!("step{step}/matmul")),
-        GraphOp::MatMul,
-        &[av, bv],
-    )?;
+    let prod = if k == 1 && contracted.is_empty() {
+        // Nothing is summed (an outer or element-wise product): [.., M, 1] * [.., 1, N]
+        // broadcasts on the vector engine instead of K=1 matmuls.
+        imp.emit(
+            cx,
+            &sub(cx, &format!("step{step}/product")),
+            GraphOp::Binary(BinaryOp::Mul),
+            &[av, bv],
+        )?
+    } else if matches!(dtype, DType::F32 | DType::Bf16) {
+        imp.emit(
+            cx,
+            &sub(cx, &format!("step{step}/matmul")),
+            GraphOp::MatMul,
+            &[av, bv],
+        )?
+    } else {
+        return Err(ImportError::Type {
+            what: format!("node \"{}\" (Einsum)", cx.name),
+            elem_type: dtype.to_string(),
+            detail: " (a contraction is a tensor-engine matmul, which reads f32 or bf16)".into(),
+        });
+    };
     // Unflatten [batch..., M, N] into [batch..., a_kept..., b_kept...].
     let batch_out: Vec<usize> = a_batch
         .iter()
@@ -287,24 +354,20 @@ pub fn einsum(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
         )));
     }
     let mut operands = Vec::with_capacity(n_inputs);
+    // How often each letter is written (a repeated one counts twice even within one term).
+    let mut count = std::collections::BTreeMap::new();
+    for term in &parsed.inputs {
+        for &c in term.before.iter().chain(term.after.iter().flatten()) {
+            *count.entry(c).or_insert(0) += 1;
+        }
+    }
     for (i, term) in parsed.inputs.iter().enumerate() {
         let v = cx.input(i)?;
         let rank = imp.ty(v).shape.len();
         let labels = term
             .labels(rank)
             .map_err(|e| cx.shape_err(format!("equation `{eq}`, operand {i}: {e}")))?;
-        let mut seen = labels.clone();
-        seen.sort();
-        if seen.windows(2).any(|w| w[0] == w[1]) {
-            return Err(ImportError::Opset {
-                detail: format!(
-                    "node \"{}\" (Einsum): equation `{eq}` repeats a label within one operand \
-                     (a diagonal), which is not supported",
-                    cx.name
-                ),
-            });
-        }
-        operands.push(Operand { v, labels });
+        operands.push(diagonals(imp, cx, i, Operand { v, labels })?);
     }
     let ellipsis_rank = operands
         .iter()
@@ -327,14 +390,6 @@ pub fn einsum(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
         }
         None => {
             // Implicit mode: `...`, then the letters used exactly once, alphabetically.
-            let mut count = std::collections::BTreeMap::new();
-            for o in &operands {
-                for l in &o.labels {
-                    if let Label::Letter(c) = l {
-                        *count.entry(*c).or_insert(0) += 1;
-                    }
-                }
-            }
             let mut out: Vec<Label> = (0..ellipsis_rank).rev().map(Label::Ellipsis).collect();
             // The map iterates in ASCII order, upper case first, as numpy orders them.
             out.extend(
@@ -435,17 +490,22 @@ mod tests {
     }
 
     #[test]
-    fn diagonals_are_refused() {
-        let e = run_node(
-            "Einsum",
-            12,
-            vec![attr_s("equation", "ii->i")],
-            &["a"],
-            &[("a", DType::F32, &[2, 2], &[1., 2., 3., 4.])],
-            vec![],
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("diagonal"), "{e}");
+    fn diagonals_and_traces() {
+        let one = |eq: &str| {
+            run_node(
+                "Einsum",
+                12,
+                vec![attr_s("equation", eq)],
+                &["a"],
+                &[("a", DType::F32, &[2, 2], &[1., 2., 3., 4.])],
+                vec![],
+            )
+            .unwrap()
+            .to_f64_vec()
+        };
+        // The diagonal of [[1, 2], [3, 4]] is [1, 4], its trace 5.
+        assert_eq!(one("ii->i"), [1., 4.]);
+        assert_eq!(one("ii"), [5.]);
     }
 
     #[test]
