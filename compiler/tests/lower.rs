@@ -201,3 +201,30 @@ fn outputs_that_alias_inputs_weights_or_each_other_are_copied() {
     g.outputs.extend([x, id, r, m, m]);
     check(&g);
 }
+
+#[test]
+fn scans_along_each_axis() {
+    use tessera_ir::graph::{ScanKind, ScanSpec};
+    // A middle axis (moved last and back), the last axis with more rows than partitions, and
+    // the first axis; every kind and flag combination.
+    for (shape, axis) in [(vec![3, 150, 4], 1), (vec![130, 6], 1), (vec![130, 6], 0)] {
+        for kind in [ScanKind::Sum, ScanKind::Prod] {
+            for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let mut g = Graph::new(format!(
+                    "scan_{kind:?}_{shape:?}_{axis}_{exclusive}_{reverse}"
+                ));
+                let x = input(&mut g, "x", &shape);
+                let spec = ScanSpec {
+                    kind,
+                    axis,
+                    exclusive,
+                    reverse,
+                };
+                let y = node(&mut g, "scan", GraphOp::Scan(spec), &[x]);
+                g.outputs.push(y);
+                check(&g);
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ mod index;
 pub mod link;
 mod movement;
 mod reduce;
+mod scan;
 
 use link::{Binding, Linker};
 use std::collections::BTreeMap;
@@ -436,6 +437,10 @@ impl Lowering<'_> {
             GraphOp::Movement(op) => {
                 let out = self.result_tensor(out_id);
                 self.movement(node, op, &ins, out)?;
+            }
+            GraphOp::Scan(spec) => {
+                let out = self.result_tensor(out_id);
+                self.scan(node, spec, ins[0], out)?;
             }
             GraphOp::Conv(spec) => {
                 let out = self.result_tensor(out_id);

@@ -14,9 +14,12 @@ mod attrs;
 #[cfg(test)]
 mod decompose_tests;
 mod conv;
+mod cumsum;
+mod einsum;
 mod elementwise;
 mod error;
 mod fold;
+mod hardmax;
 mod import;
 #[cfg(test)]
 mod import_tests;
@@ -28,6 +31,7 @@ mod ops;
 pub mod proto;
 mod reduce;
 mod rotary;
+mod resize;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};

@@ -38,12 +38,18 @@ pub fn since_opset(op_type: &str) -> Option<i64> {
         "ThresholdedRelu" => 10,
         op if super::conv::since_opset(op).is_some() => 1,
         op if super::index::since_opset(op).is_some() => return super::index::since_opset(op),
+        "Resize" => 10,
+        "Upsample" => 7,
+        "Einsum" => 12,
+        "CumSum" => 11,
+        "CumProd" => 26,
+        "Hardmax" => 1,
         other => return super::elementwise::since_opset(other),
     })
 }
 
 /// Every ai.onnx operator the importer converts (for `tessera list-ops` and docs).
-pub const SUPPORTED_OPS: [&str; 119] = [
+pub const SUPPORTED_OPS: [&str; 125] = [
     "MatMul",
     "Gemm",
     "Add",
@@ -167,6 +173,12 @@ pub const SUPPORTED_OPS: [&str; 119] = [
     "ScatterND",
     "OneHot",
     "TopK",
+    "Resize",
+    "Upsample",
+    "Einsum",
+    "CumSum",
+    "CumProd",
+    "Hardmax",
 ];
 
 /// Converts one node; returns the value holding its (single) result.
@@ -217,6 +229,12 @@ pub fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> 
         "RotaryEmbedding" => super::rotary::rotary_embedding(imp, cx),
         "Swish" => super::activation::swish(imp, cx),
         "ThresholdedRelu" => super::activation::thresholded_relu(imp, cx),
+        "Resize" => super::resize::resize(imp, cx),
+        "Upsample" => super::resize::upsample(imp, cx),
+        "Einsum" => super::einsum::einsum(imp, cx),
+        "CumSum" => super::cumsum::cumsum(imp, cx),
+        "CumProd" => super::cumsum::cumprod(imp, cx),
+        "Hardmax" => super::hardmax::hardmax(imp, cx),
         op if let Some(kind) = super::reduce::reduce_kind(op) => {
             super::reduce::reduce(imp, cx, kind)
         }

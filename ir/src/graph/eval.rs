@@ -180,6 +180,7 @@ fn eval_node(
         GraphOp::Conv(c) => one(c.eval(args)?),
         GraphOp::Pool(p) => one(p.eval(args[0])?),
         GraphOp::Index(op) => op.eval(args),
+        GraphOp::Scan(s) => one(s.eval(args[0])),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

@@ -14,6 +14,7 @@ pub mod index;
 pub mod ops;
 pub mod print;
 pub mod reduce;
+pub mod scan;
 pub mod verify;
 
 pub use conv::{ConvSpec, PoolKind, PoolSpec};
@@ -24,6 +25,7 @@ pub use index::{IndexOp, ScatterReduction};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};
 pub use print::print_graph;
 pub use reduce::{ReduceKind, ReduceSpec};
+pub use scan::{ScanKind, ScanSpec};
 pub use verify::{GraphError, verify_graph};
 
 use crate::dtype::DType;

@@ -151,6 +151,8 @@ pub enum GraphOp {
     Pool(super::conv::PoolSpec),
     /// An indexing operator with run-time indices (see [`super::index`]).
     Index(super::index::IndexOp),
+    /// A running sum or product along one axis (see [`super::scan`]).
+    Scan(super::scan::ScanSpec),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -246,6 +248,7 @@ impl GraphOp {
             GraphOp::Conv(_) => "Conv",
             GraphOp::Pool(p) => p.name(),
             GraphOp::Index(op) => op.name(),
+            GraphOp::Scan(s) => s.kind.name(),
         }
     }
 
@@ -304,6 +307,10 @@ impl GraphOp {
             GraphOp::Reduce(r) => {
                 arity(inputs, 1, 1, "1")?;
                 one(r.infer(inputs[0])?)
+            }
+            GraphOp::Scan(s) => {
+                arity(inputs, 1, 1, "1")?;
+                one(s.infer(inputs[0])?)
             }
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;

@@ -82,6 +82,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Conv(c) => c.attributes(),
         GraphOp::Pool(p) => p.attributes(),
         GraphOp::Index(op) => op.attributes(),
+        GraphOp::Scan(s) => s.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod movement;
 pub mod pool;
 pub mod reduce;
+pub mod scan;
 pub mod softmax;
 pub mod strided;
 pub mod transpose;
@@ -29,6 +30,7 @@ pub use matmul::{MatmulSpec, matmul, matmul_spec, matmul_t};
 pub use movement::{cast, concat, permute};
 pub use pool::{PoolKernelSpec, PoolOp, pool};
 pub use reduce::{reduce_rows, reduce_rows_chunked};
+pub use scan::scan_rows;
 pub use softmax::{softmax, softmax_chunked};
 pub use strided::{axis_gather, tile};
 pub use transpose::transpose2d;
@@ -244,6 +246,10 @@ pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "topk_rows",
         "k largest/smallest of each row with int64 indices (ties: lower index first), k rounds of reduce, first match, mask",
+    ),
+    (
+        "scan_rows",
+        "running sum or product along each row (CumSum/CumProd), one vector-engine step per column, exact on integers",
     ),
     (
         "transpose2d",
