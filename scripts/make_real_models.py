@@ -11,9 +11,13 @@ from how the graph uses it, so activations stay O(1) through the network:
 * Conv / Gemm weights: He normal, std sqrt(2 / fan_in) (fan_in = input channels per group x
   kernel area, or the Gemm's K);
 * Conv / Gemm biases and BatchNormalization bias and mean: N(0, 0.1^2) (biases 0.05);
-* BatchNormalization scale U(0.8, 1.2) and variance U(0.75, 1.25) (always positive);
+* BatchNormalization scale U(0.8, 1.2) and variance U(0.75, 1.25) (always positive), except
+  the last BN of a residual branch (its output goes into a Sum), whose scale is U(0.2, 0.4):
+  with scale ~1 every ResNet/ShuffleNet block would double the residual stream;
 * per-channel Mul (a Caffe ``Scale`` layer after BN, via Unsqueeze) U(0.8, 1.2), per-channel Add
-  N(0, 0.1^2).
+  N(0, 0.1^2);
+* then the classifier (the last Conv/Gemm) is rescaled, from one onnxruntime run, so the
+  logits have RMS 3: a confident softmax that still depends on every logit.
 
 The few small float initializers the light files kept (trained BN statistics and biases) are
 regenerated the same way: trained statistics next to random convolutions would shrink or blow

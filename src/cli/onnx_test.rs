@@ -189,15 +189,31 @@ fn is_unsupported(e: &CompileError) -> bool {
     )
 }
 
-/// The op a case tests: the model's op type whose name (lower case, no underscores) is the
-/// longest prefix of the test name; else the first node's.
-fn case_op(name: &str, model: &Path) -> String {
-    let ops: Vec<String> = fs::read(model)
+/// What the runner needs from the model besides compiling it: its op types in order, and its
+/// graph inputs that are not initializers (`input_<k>.pb` is the k-th). Read once: a real
+/// model's file is hundreds of megabytes.
+fn model_summary(model: &Path) -> (Vec<String>, Vec<String>) {
+    let Some(g) = fs::read(model)
         .ok()
         .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
         .and_then(|m| m.graph)
-        .map(|g| g.node.iter().map(|n| n.op_type.clone()).collect())
-        .unwrap_or_default();
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = g
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    (g.node.iter().map(|n| n.op_type.clone()).collect(), inputs)
+}
+
+/// The op a case tests: the model's op type whose name (lower case, no underscores) is the
+/// longest prefix of the test name; else the first node's.
+fn case_op(name: &str, ops: &[String]) -> String {
     let key: String = name
         .trim_start_matches("test_")
         .replace('_', "")
@@ -215,27 +231,10 @@ pub fn run_case(case: &Path, options: &CompileOptions, run: &RunOptions) -> Case
     let name = case
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().to_string());
-    let op = case_op(&name, &case.join("model.onnx"));
-    let outcome = run_case_inner(case, options, run);
+    let (ops, inputs) = model_summary(&case.join("model.onnx"));
+    let op = case_op(&name, &ops);
+    let outcome = run_case_inner(case, &inputs, options, run);
     CaseResult { name, op, outcome }
-}
-
-/// The model's graph inputs that are not initializers, in order: `input_<k>.pb` is the k-th.
-fn graph_input_names(model: &Path) -> Vec<String> {
-    fs::read(model)
-        .ok()
-        .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
-        .and_then(|m| m.graph)
-        .map(|g| {
-            let inits: std::collections::HashSet<&str> =
-                g.initializer.iter().map(|t| t.name.as_str()).collect();
-            g.input
-                .iter()
-                .filter(|i| !inits.contains(i.name.as_str()))
-                .map(|i| i.name.clone())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn compile_case(model: &Path, options: &CompileOptions) -> Result<Session, Outcome> {
@@ -247,13 +246,17 @@ fn compile_case(model: &Path, options: &CompileOptions) -> Result<Session, Outco
     Session::new(compiled.artifact).map_err(|e| Outcome::Failed(e.to_string()))
 }
 
-fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Outcome {
+fn run_case_inner(
+    case: &Path,
+    names: &[String],
+    options: &CompileOptions,
+    run: &RunOptions,
+) -> Outcome {
     let model = case.join("model.onnx");
     let tol = match tolerance(case) {
         Ok(t) => t,
         Err(outcome) => return outcome,
     };
-    let names = graph_input_names(&model);
     let mut sets: Vec<PathBuf> = fs::read_dir(case)
         .into_iter()
         .flatten()
