@@ -43,6 +43,9 @@ if [ "$(tail -n 1 target/onnx-test-jit.log | awk '{print $1}')" -ne "$passed" ];
     exit 1
 fi
 
+echo "== real models (9 ImageNet CNNs, a BERT layer and a GPT decoder vs onnxruntime; the pass count may only rise: tests/realmodels-floor.txt)"
+./scripts/test-real-models.sh
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

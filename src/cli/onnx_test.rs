@@ -1,7 +1,8 @@
 //! `tessera onnx-test DIR...`: the ONNX backend-test runner. Each case folder holds
 //! `model.onnx` and `test_data_set_<n>/{input,output}_<k>.pb`; the model is compiled, run on the
 //! emulator for every data set, and its outputs compared with the expected ones within the
-//! case's tolerance (`tolerance.json`, else the ONNX backend defaults rtol 1e-3, atol 1e-7).
+//! case's tolerance (`tolerance.json` with `rtol`, `atol` and `atol_scale`, else the ONNX
+//! backend defaults rtol 1e-3, atol 1e-7; see [`Tolerance`]).
 //!
 //! A case is *skipped* when the model needs an operator or element type tessera does not
 //! support yet, *failed* when it compiles but errs or gives different numbers, *passed*
@@ -96,15 +97,83 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v.into_iter().map(|(_, p)| p).collect()
 }
 
-fn tolerance(case: &Path) -> (f64, f64) {
-    let v: serde_json::Value = fs::read_to_string(case.join("tolerance.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    (
-        v["rtol"].as_f64().unwrap_or(1e-3),
-        v["atol"].as_f64().unwrap_or(1e-7),
-    )
+/// How close an output must be: element-wise `|got - want| <= atol + rtol * |want|`, where
+/// `atol` is the case's `atol` plus `atol_scale` times the largest finite `|want|` of that
+/// output (so one tolerance.json can scale the absolute term to each output's magnitude).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Relative term.
+    pub rtol: f64,
+    /// Absolute term.
+    pub atol: f64,
+    /// Added to `atol`, times the output's largest finite magnitude.
+    pub atol_scale: f64,
+}
+
+impl Default for Tolerance {
+    /// The ONNX backend-test defaults.
+    fn default() -> Self {
+        Tolerance {
+            rtol: 1e-3,
+            atol: 1e-7,
+            atol_scale: 0.0,
+        }
+    }
+}
+
+impl Tolerance {
+    /// Parses `tolerance.json` text: `rtol`, `atol`, `atol_scale`, each optional and >= 0.
+    pub fn parse(text: &str) -> Result<Tolerance, String> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let d = Tolerance::default();
+        let get = |key: &str, default: f64| match &v[key] {
+            serde_json::Value::Null => Ok(default),
+            x => x
+                .as_f64()
+                .filter(|f| *f >= 0.0)
+                .ok_or_else(|| format!("`{key}` must be a number >= 0, got {x}")),
+        };
+        Ok(Tolerance {
+            rtol: get("rtol", d.rtol)?,
+            atol: get("atol", d.atol)?,
+            atol_scale: get("atol_scale", d.atol_scale)?,
+        })
+    }
+
+    /// The absolute term for an output with these expected values.
+    pub fn atol_for(&self, want: &[f64]) -> f64 {
+        let scale = want
+            .iter()
+            .filter(|w| w.is_finite())
+            .fold(0.0f64, |m, w| m.max(w.abs()));
+        self.atol + self.atol_scale * scale
+    }
+
+    /// The first element outside the tolerance, as (index, got, want, atol used).
+    pub fn first_mismatch(&self, got: &[f64], want: &[f64]) -> Option<(usize, f64, f64, f64)> {
+        let atol = self.atol_for(want);
+        got.iter()
+            .zip(want)
+            .enumerate()
+            .find(|(_, (a, b))| {
+                let same = (a.is_nan() && b.is_nan())
+                    || a == b
+                    || (*a - *b).abs() <= atol + self.rtol * b.abs();
+                !same
+            })
+            .map(|(i, (a, b))| (i, *a, *b, atol))
+    }
+}
+
+/// The case's `tolerance.json`, else the defaults; a file that does not parse fails the case.
+fn tolerance(case: &Path) -> Result<Tolerance, Outcome> {
+    let path = case.join("tolerance.json");
+    match fs::read_to_string(&path) {
+        Err(_) => Ok(Tolerance::default()),
+        Ok(text) => {
+            Tolerance::parse(&text).map_err(|e| Outcome::Failed(format!("{}: {e}", path.display())))
+        }
+    }
 }
 
 fn is_unsupported(e: &CompileError) -> bool {
@@ -120,15 +189,31 @@ fn is_unsupported(e: &CompileError) -> bool {
     )
 }
 
-/// The op a case tests: the model's op type whose name (lower case, no underscores) is the
-/// longest prefix of the test name; else the first node's.
-fn case_op(name: &str, model: &Path) -> String {
-    let ops: Vec<String> = fs::read(model)
+/// What the runner needs from the model besides compiling it: its op types in order, and its
+/// graph inputs that are not initializers (`input_<k>.pb` is the k-th). Read once: a real
+/// model's file is hundreds of megabytes.
+fn model_summary(model: &Path) -> (Vec<String>, Vec<String>) {
+    let Some(g) = fs::read(model)
         .ok()
         .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
         .and_then(|m| m.graph)
-        .map(|g| g.node.iter().map(|n| n.op_type.clone()).collect())
-        .unwrap_or_default();
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let inits: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = g
+        .input
+        .iter()
+        .filter(|i| !inits.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    (g.node.iter().map(|n| n.op_type.clone()).collect(), inputs)
+}
+
+/// The op a case tests: the model's op type whose name (lower case, no underscores) is the
+/// longest prefix of the test name; else the first node's.
+fn case_op(name: &str, ops: &[String]) -> String {
     let key: String = name
         .trim_start_matches("test_")
         .replace('_', "")
@@ -146,27 +231,10 @@ pub fn run_case(case: &Path, options: &CompileOptions, run: &RunOptions) -> Case
     let name = case
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().to_string());
-    let op = case_op(&name, &case.join("model.onnx"));
-    let outcome = run_case_inner(case, options, run);
+    let (ops, inputs) = model_summary(&case.join("model.onnx"));
+    let op = case_op(&name, &ops);
+    let outcome = run_case_inner(case, &inputs, options, run);
     CaseResult { name, op, outcome }
-}
-
-/// The model's graph inputs that are not initializers, in order: `input_<k>.pb` is the k-th.
-fn graph_input_names(model: &Path) -> Vec<String> {
-    fs::read(model)
-        .ok()
-        .and_then(|b| proto::ModelProto::decode(&b[..]).ok())
-        .and_then(|m| m.graph)
-        .map(|g| {
-            let inits: std::collections::HashSet<&str> =
-                g.initializer.iter().map(|t| t.name.as_str()).collect();
-            g.input
-                .iter()
-                .filter(|i| !inits.contains(i.name.as_str()))
-                .map(|i| i.name.clone())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn compile_case(model: &Path, options: &CompileOptions) -> Result<Session, Outcome> {
@@ -178,10 +246,17 @@ fn compile_case(model: &Path, options: &CompileOptions) -> Result<Session, Outco
     Session::new(compiled.artifact).map_err(|e| Outcome::Failed(e.to_string()))
 }
 
-fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Outcome {
+fn run_case_inner(
+    case: &Path,
+    names: &[String],
+    options: &CompileOptions,
+    run: &RunOptions,
+) -> Outcome {
     let model = case.join("model.onnx");
-    let (rtol, atol) = tolerance(case);
-    let names = graph_input_names(&model);
+    let tol = match tolerance(case) {
+        Ok(t) => t,
+        Err(outcome) => return outcome,
+    };
     let mut sets: Vec<PathBuf> = fs::read_dir(case)
         .into_iter()
         .flatten()
@@ -261,20 +336,17 @@ fn run_case_inner(case: &Path, options: &CompileOptions, run: &RunOptions) -> Ou
                 ));
             }
             let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
-            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-                let same =
-                    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= atol + rtol * b.abs();
-                if !same {
-                    if let Some(why) = finer_than_type(want.dtype, rtol, &g, &w) {
-                        return Outcome::Skipped(format!("output `{}`: {why}", entry.name));
-                    }
-                    return Outcome::Failed(format!(
-                        "{}: output `{}`[{i}] = {a}, expected {b} (rtol {rtol}, atol {atol})",
-                        set.file_name()
-                            .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
-                        entry.name
-                    ));
+            if let Some((i, a, b, atol)) = tol.first_mismatch(&g, &w) {
+                if let Some(why) = finer_than_type(want.dtype, tol.rtol, &g, &w) {
+                    return Outcome::Skipped(format!("output `{}`: {why}", entry.name));
                 }
+                return Outcome::Failed(format!(
+                    "{}: output `{}`[{i}] = {a}, expected {b} (rtol {}, atol {atol})",
+                    set.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().to_string()),
+                    entry.name,
+                    tol.rtol
+                ));
             }
         }
     }
@@ -391,5 +463,46 @@ mod tests {
         // A tolerance the type can meet, or a type with more precision, is judged as usual.
         assert!(finer_than_type(DType::Bf16, 1e-2, &[a], &[b]).is_none());
         assert!(finer_than_type(DType::F32, 1e-7, &[a], &[b]).is_none());
+    }
+
+    #[test]
+    fn tolerance_defaults_and_keys() {
+        assert_eq!(Tolerance::parse("{}").unwrap(), Tolerance::default());
+        let t = Tolerance::parse(r#"{"rtol": 0.001, "atol": 0, "atol_scale": 0.0001}"#).unwrap();
+        assert_eq!((t.rtol, t.atol, t.atol_scale), (1e-3, 0.0, 1e-4));
+        assert!(Tolerance::parse(r#"{"atol": -1}"#).is_err());
+        assert!(Tolerance::parse(r#"{"atol_scale": "big"}"#).is_err());
+        assert!(Tolerance::parse("not json").is_err());
+    }
+
+    #[test]
+    fn atol_scale_follows_the_outputs_magnitude() {
+        let t = Tolerance {
+            rtol: 1e-3,
+            atol: 0.0,
+            atol_scale: 1e-4,
+        };
+        // max |want| = 200 (the infinity is ignored), so atol = 0.02.
+        let want = [200.0, -3.0, 0.0, f64::INFINITY];
+        assert!((t.atol_for(&want) - 0.02).abs() < 1e-15);
+        // 0.0199 off a zero passes, 0.0201 fails.
+        assert_eq!(
+            t.first_mismatch(&[200.0, -3.0, 0.0199, f64::INFINITY], &want),
+            None
+        );
+        let bad = t.first_mismatch(&[200.0, -3.0, 0.0201, f64::INFINITY], &want);
+        assert_eq!(bad.map(|m| m.0), Some(2));
+        // The relative term adds 1e-3 |want|: 200.2 is 0.2 off (<= 0.02 + 0.2), 200.23 is not.
+        assert_eq!(
+            t.first_mismatch(&[200.2, -3.0, 0.0, f64::INFINITY], &want),
+            None
+        );
+        assert_eq!(
+            t.first_mismatch(&[200.23, -3.0, 0.0, f64::INFINITY], &want)
+                .map(|m| m.0),
+            Some(0)
+        );
+        // The same error on a small-magnitude output fails: the scale is per output.
+        assert!(t.first_mismatch(&[0.0201], &[0.0]).is_some());
     }
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The real-model check CI runs: writes the eleven real-model cases (scripts/make_real_models.py:
+# nine ImageNet CNNs from the onnx package's light models with seeded weights, a BERT encoder
+# layer and a GPT decoder) into target/realmodels and runs them with `tessera onnx-test` on
+# the interp backend, then on the jit. Fails when a case fails on either backend, when fewer
+# cases pass on interp than tests/realmodels-floor.txt, or when the jit passes a different
+# number of cases than interp.
+# Usage: ./scripts/test-real-models.sh   (from anywhere; TESSERA=path/to/tessera skips the build)
+# Needs the Rust toolchain and python3 with pip (installs scripts/requirements-test.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/realmodels
+python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+mkdir -p target
+python3 scripts/make_real_models.py "$out" > target/realmodels-make.log || {
+    cat target/realmodels-make.log
+    echo "make_real_models.py failed"
+    exit 1
+}
+tail -n 1 target/realmodels-make.log
+
+# The dev build test-all.sh already made: the workspace's dev profile is optimised (opt-level
+# 1, dependencies 2), within 1.3-1.7x of release on these models, and saves CI a release build.
+if [ -z "${TESSERA:-}" ]; then
+    cargo build --locked --quiet --bin tessera
+    TESSERA=./target/debug/tessera
+fi
+
+passed_on() {
+    tail -n 1 "target/realmodels-$1.log" | awk '{print $1}'
+}
+
+for backend in interp jit; do
+    log="target/realmodels-$backend.log"
+    start=$SECONDS
+    "$TESSERA" onnx-test "$out" --backend "$backend" > "$log" || {
+        grep '^FAIL' "$log"
+        echo "real models, $backend: some cases failed (full log: $log)"
+        exit 1
+    }
+    grep -E '^(PASS|SKIP)' "$log" | cut -c 1-160
+    echo "$backend: $(tail -n 1 "$log") in $((SECONDS - start)) s"
+done
+
+floor=$(cat tests/realmodels-floor.txt)
+if [ "$(passed_on interp)" -lt "$floor" ]; then
+    echo "real models: $(passed_on interp) cases pass on interp, below the floor of $floor"
+    exit 1
+fi
+if [ "$(passed_on jit)" -ne "$(passed_on interp)" ]; then
+    echo "real models: the jit passes a different number of cases than interp"
+    exit 1
+fi
