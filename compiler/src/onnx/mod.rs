@@ -11,10 +11,10 @@
 mod activation;
 mod attention;
 mod attrs;
-#[cfg(test)]
-mod decompose_tests;
 mod conv;
 mod cumsum;
+#[cfg(test)]
+mod decompose_tests;
 mod einsum;
 mod elementwise;
 mod error;
@@ -23,15 +23,15 @@ mod hardmax;
 mod import;
 #[cfg(test)]
 mod import_tests;
-mod movement;
-mod loss;
 mod index;
+mod loss;
+mod movement;
 mod norm;
 mod ops;
 pub mod proto;
 mod reduce;
-mod rotary;
 mod resize;
+mod rotary;
 mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};
