@@ -34,8 +34,8 @@ The transformer cases are built with ``onnx.helper``:
   Add), GELU as 0.5 x (1 + erf(x / sqrt 2)), and an int64 ``attention_mask`` [B, S] input
   turned into an additive -10000 mask in the graph (the second sequence is padded).
 * ``gpt_decoder_2block`` (opset 17): batch 2, sequence 64, hidden 256, 4 heads, FFN 1024;
-  token embeddings in (``inputs_embeds``; a run-time Gather has no kernel yet), learned
-  position embeddings added, two pre-LN decoder blocks with LayerNormalization, a constant
+  int64 ``input_ids`` [B, S] looked up in a token embedding table (Gather with run-time
+  indices), learned position embeddings added, two pre-LN decoder blocks with LayerNormalization, a constant
   causal mask added to the attention scores, GELU in its tanh form (Pow, Mul, Add, Tanh), a
   final LayerNormalization and an LM head; outputs the logits [B, S, 512].
 
@@ -400,10 +400,12 @@ def bert_encoder_layer(rng: np.random.Generator) -> Case:
 def gpt_decoder_2block(rng: np.random.Generator) -> Case:
     batch, seq, hidden, heads, ffn, vocab = 2, 64, 256, 4, 1024, 512
     b = Builder(rng)
-    # Token embeddings come in as `inputs_embeds` (tessera has no run-time Gather kernel yet);
-    # learned position embeddings are added in the graph.
+    # Token ids are looked up in the embedding table (a Gather with run-time indices); learned
+    # position embeddings are added in the graph.
+    wte = b.weight("wte", (vocab, hidden), 0.25)
+    tokens = b.op("Gather", [wte, "input_ids"], "embed/tokens", axis=0)
     wpe = b.weight("wpe", (seq, hidden), 0.25)
-    h = b.op("Add", ["inputs_embeds", wpe], "embed/out")
+    h = b.op("Add", [tokens, wpe], "embed/out")
     causal = np.triu(np.full((seq, seq), -10000.0, np.float32), k=1).reshape(1, 1, seq, seq)
     mask = b.const("causal_mask", causal)
     for layer in range(2):
@@ -421,9 +423,9 @@ def gpt_decoder_2block(rng: np.random.Generator) -> Case:
     head = b.weight("lm_head/weight", (hidden, vocab), 1.0 / math.sqrt(hidden))
     b.nodes.append(helper.make_node("MatMul", [h, head], ["logits"], name="lm_head"))
 
-    x = (0.25 * rng.standard_normal((batch, seq, hidden))).astype(np.float32)
+    ids = rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
     return transformer_case(
-        "gpt_decoder_2block", 17, b, {"inputs_embeds": x}, {"logits": (batch, seq, vocab)}
+        "gpt_decoder_2block", 17, b, {"input_ids": ids}, {"logits": (batch, seq, vocab)}
     )
 
 
