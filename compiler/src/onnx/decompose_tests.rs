@@ -1,5 +1,5 @@
 //! Tests of the operators imported as small graphs (attention.rs, loss.rs, rotary.rs,
-//! activation.rs, pool_indices.rs): one-node models
+//! activation.rs, pool_indices.rs, f16 Softmax in ops.rs): one-node models
 //! built here, imported, and run through the graph evaluator. Expected values come from the
 //! ONNX reference evaluator (`onnx.reference.ReferenceEvaluator`, onnx 1.2x, with ml_dtypes for
 //! bf16) on the same inputs, or are derived by hand where the comment says so.
@@ -660,4 +660,43 @@ fn max_pool_indices_reject_a_bad_storage_order() {
     );
     let err = import_model(&bytes, None).unwrap_err().to_string();
     assert!(err.contains("storage_order 2"), "{err}");
+}
+
+/// f16 Softmax rounds every step to f16 as the reference does (12 of these 24 results differ
+/// from the correctly rounded softmax). Input `(((7 i mod 11) - 5) / 4) * 1.3 + 0.1` in f16;
+/// expected values from the ONNX reference evaluator (Softmax-13).
+#[test]
+fn softmax_f16_rounds_each_step_like_the_reference() {
+    let feeds = [("x", pattern(DType::F16, &[3, 8], 1.3, 0.1))];
+    let bytes = one_node(13, "Softmax", &["x"], &["y"], vec![], &feeds);
+    let out = run(&bytes, &feeds);
+    let y = [
+        0.013916015625,
+        0.1353759765625,
+        0.036956787109375,
+        0.35888671875,
+        0.09783935546875,
+        0.0266571044921875,
+        0.259521484375,
+        0.07061767578125,
+        0.0213623046875,
+        0.2081298828125,
+        0.05670166015625,
+        0.0154571533203125,
+        0.150390625,
+        0.041015625,
+        0.3984375,
+        0.108642578125,
+        0.034912109375,
+        0.33984375,
+        0.09246826171875,
+        0.0251922607421875,
+        0.245361328125,
+        0.06689453125,
+        0.018218994140625,
+        0.1773681640625,
+    ];
+    assert_eq!(out["y"].dtype, DType::F16);
+    assert_eq!(out["y"].shape, [3, 8]);
+    assert_eq!(out["y"].to_f64_vec(), y.to_vec());
 }
