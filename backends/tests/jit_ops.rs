@@ -316,6 +316,11 @@ fn float_dtype() -> impl Strategy<Value = DType> {
     prop_oneof![3 => Just(DType::F32), 1 => Just(DType::Bf16)]
 }
 
+/// The tensor engine's float operand types.
+fn pe_dtype() -> impl Strategy<Value = DType> {
+    prop_oneof![2 => Just(DType::F32), 1 => Just(DType::Bf16), 1 => Just(DType::F16)]
+}
+
 fn shape() -> impl Strategy<Value = Vec<u32>> {
     prop::collection::vec(1u32..7, 1..=3)
 }
@@ -479,7 +484,7 @@ proptest! {
         k in 1u32..40,
         m in 1u32..20,
         n in 1u32..40,
-        dt in float_dtype(),
+        dt in pe_dtype(),
         transposed in any::<bool>(),
         accumulate in any::<bool>(),
         seed in any::<u64>(),
@@ -504,7 +509,13 @@ proptest! {
         }
         let (p, inputs) = b.finish(&[d]);
         let stats = compare(&p, &inputs, false);
-        assert_eq!(stats.fallbacks, 0, "{stats:?}");
+        if dt == DType::F16 {
+            // The matmuls run in the microkernel; the f16 operand loads are not compiled yet
+            // (the DMA templates cover f32 and bf16) and take the interpreter path.
+            assert!(stats.fallback_ops.keys().all(|op| *op == "dma_copy"), "{stats:?}");
+        } else {
+            assert_eq!(stats.fallbacks, 0, "{stats:?}");
+        }
         assert_eq!(stats.microkernel, 1 + accumulate as u64);
     }
 }

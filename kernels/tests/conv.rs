@@ -80,13 +80,14 @@ fn arrange(w: &[f64], c_out: usize, c_in: usize, taps: usize, flip: bool) -> Vec
 
 #[test]
 fn conv2d_with_two_channel_chunks_stride_pads_and_bias() {
-    for compute in [DType::F32, DType::Bf16] {
+    for compute in [DType::F32, DType::Bf16, DType::F16] {
         conv2d_case(compute);
     }
 }
 
-/// With bf16 compute the loading DMAs round `x` and `w` to bf16; the products are exact in
-/// f32, so the reference sees the rounded inputs and the f32 accumulation bound still holds.
+/// With bf16 (or f16) compute the loading DMAs round `x` and `w` to that type; the products
+/// are exact in f32 (at most 22 significant bits), so the reference sees the rounded inputs
+/// and the f32 accumulation bound still holds.
 fn conv2d_case(compute: DType) {
     // 130 input channels: two C_in chunks accumulate in one PSUM bank.
     let (n, c, h, w, m) = (2, 130, 6, 7, 5);

@@ -17,6 +17,8 @@
 //!   `2^-8 |want|` plus the f32 bound above scaled by (1 + 2^-8) (we use 2^-8 + 2^-23 where
 //!   the f32 bound is the single 2^-24 rounding). bf16 matmul outputs allow in addition the fp32
 //!   accumulation bound `k 2^-24 sum_k |a_ik b_kj|` a hardware-order sum could need.
+//! - f16 matmul: as bf16 with f16's unit roundoff 2^-11 (inputs are f16 values, fp32 PSUM, one
+//!   rounding to f16; |values| stay far below f16's 65504).
 
 use ndarray::{ArrayD, IxDyn, Zip};
 use proptest::prelude::*;
@@ -26,6 +28,7 @@ use tessera_ir::{ActFunc, AluOp, DType, HostTensor, Op, Space, TargetSpec, TileP
 use tessera_kernels::library;
 
 const BF16_U: f64 = 1.0 / 256.0; // 2^-8
+const F16_U: f64 = 1.0 / 2048.0; // 2^-11
 const F32_U: f64 = 1.0 / 16_777_216.0; // 2^-24
 
 fn cfg(cases: u32) -> ProptestConfig {
@@ -191,11 +194,16 @@ fn matmul_case(m: usize, k: usize, n: usize, in_dtype: DType, out_dtype: DType, 
             "matmul {m}x{k}x{n}: error {err} vs norm {norm}"
         );
     } else {
+        // The output's unit roundoff: the fp32 result is rounded once to bf16 or f16.
+        let u = if out_dtype == DType::F16 {
+            F16_U
+        } else {
+            BF16_U
+        };
         let abs = a2.mapv(f64::abs).dot(&b2.mapv(f64::abs)).into_dyn();
         let abs: Vec<f64> = abs.iter().copied().collect();
-        let tol = |i: usize, w: f64| {
-            (BF16_U + 2.0 * F32_U) * w.abs() + (1.0 + BF16_U) * k as f64 * F32_U * abs[i]
-        };
+        let tol =
+            |i: usize, w: f64| (u + 2.0 * F32_U) * w.abs() + (1.0 + u) * k as f64 * F32_U * abs[i];
         assert_close(&format!("matmul {m}x{k}x{n}"), got, &want, tol);
     }
 }
@@ -211,6 +219,13 @@ proptest! {
     fn matmul_bf16(m in 1usize..=700, k in 1usize..=700, n in 1usize..=700, out_bf16: bool, seed: u64) {
         let out = if out_bf16 { DType::Bf16 } else { DType::F32 };
         matmul_case(m, k, n, DType::Bf16, out, seed);
+    }
+
+    /// f16 operands on the PE, fp32 PSUM, the result stored as f16 or f32.
+    #[test]
+    fn matmul_f16(m in 1usize..=700, k in 1usize..=700, n in 1usize..=700, out_f16: bool, seed: u64) {
+        let out = if out_f16 { DType::F16 } else { DType::F32 };
+        matmul_case(m, k, n, DType::F16, out, seed);
     }
 }
 

@@ -75,6 +75,9 @@ impl Panel {
                         let h = u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
                         f32::from_bits((h as u32) << 16)
                     }
+                    DType::F16 => {
+                        half::f16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?).to_f32()
+                    }
                     _ => return None,
                 };
                 out.push(v);

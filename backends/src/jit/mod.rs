@@ -573,9 +573,11 @@ fn plan_matmul(
         res.tile("stationary", stationary)?,
         res.tile("moving", moving)?,
     );
+    // The PE's float operand types: f32, bf16 and f16 (each widens to f32 exactly).
+    let pe_operand = |t: DType| is_f32ish(t) || t == DType::F16;
     let ok = d.dtype == DType::F32
-        && is_f32ish(st.dtype)
-        && is_f32ish(mv.dtype)
+        && pe_operand(st.dtype)
+        && pe_operand(mv.dtype)
         && st.rows == mv.rows
         && d.rows == st.free
         && d.free == mv.free

@@ -47,7 +47,7 @@ impl Lowering<'_> {
         let xt = g.ty(node.inputs[0]).clone();
         let wt = g.ty(node.inputs[1]).clone();
         let yt = g.ty(node.outputs[0]).clone();
-        if !matches!(xt.dtype, DType::F32 | DType::Bf16) {
+        if !matches!(xt.dtype, DType::F32 | DType::Bf16 | DType::F16) {
             return Err(Self::unsupported(
                 node,
                 format!("{} on {} tensors", node.op.name(), xt.dtype),

@@ -485,7 +485,7 @@ impl Lowering<'_> {
         let batch = tessera_ir::graph::ops::broadcast_shapes(a_batch, b_batch)
             .map_err(|e| Self::unsupported(node, e.to_string()))?;
         let out_dtype = self.graph.ty(node.outputs[0]).dtype;
-        if !matches!(at.dtype, DType::F32 | DType::Bf16) {
+        if !matches!(at.dtype, DType::F32 | DType::Bf16 | DType::F16) {
             return Err(Self::unsupported(
                 node,
                 format!("MatMul on {} tensors", at.dtype),
@@ -552,7 +552,7 @@ impl Lowering<'_> {
         let has_c = ins.len() > 2 && beta != 0.0;
         let needs_scale = alpha != 1.0;
         let dtype = out_ty.dtype;
-        if !matches!(at.dtype, DType::F32 | DType::Bf16) {
+        if !matches!(at.dtype, DType::F32 | DType::Bf16 | DType::F16) {
             return Err(Self::unsupported(
                 node,
                 format!("Gemm on {} tensors", at.dtype),

@@ -128,9 +128,9 @@ pub(super) fn scalar(imp: &mut Importer, cx: &NodeCx, step: &str, dtype: DType, 
 struct Plan {
     /// The type of Q, K, V and the results.
     dtype: DType,
-    /// The type the products and the bias are computed in: f32 for f16 inputs (the PE
-    /// multiplies f32 or bf16; the ONNX reference also accumulates f16 products and sums in
-    /// f32), else the inputs' type.
+    /// The type the products and the bias are computed in: f32 for f16 inputs (the ONNX
+    /// reference accumulates f16 products and sums in f32, and keeping the scores, mask and
+    /// softmax in f32 matches it), else the inputs' type.
     work: DType,
     /// The inputs were 3-D `[B, S, H*D]`.
     three_d: bool,

@@ -11,6 +11,7 @@
 
 use super::ImportError;
 use super::import::{Importer, NodeCx};
+use super::pool_indices::max_pool_indices;
 use tessera_ir::graph::conv::MAX_SPATIAL;
 use tessera_ir::graph::{
     BinaryOp, ConvSpec, GraphOp, PoolKind, PoolSpec, ReduceKind, ReduceSpec, ValueId,
@@ -266,13 +267,14 @@ fn conv(imp: &mut Importer, cx: &NodeCx, transpose: bool) -> Result<ValueId, Imp
 
 /// MaxPool, AveragePool, LpPool. `kernel_shape` is required; `dilations` and `ceil_mode` arrive
 /// with the later opsets (absent means 1 and 0). MaxPool's optional second output (the
-/// indices of the maxima) is not supported.
+/// indices of the maxima) is built by [`max_pool_indices`].
 fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> Result<ValueId, ImportError> {
     inputs(cx, 1, 1)?;
-    if cx.proto.output.iter().skip(1).any(|o| !o.is_empty()) {
+    let indices = cx.proto.output.get(1).is_some_and(|o| !o.is_empty());
+    if cx.proto.output.iter().skip(2).any(|o| !o.is_empty()) || (indices && kind != PoolKind::Max) {
         return Err(ImportError::Opset {
             detail: format!(
-                "node \"{}\" ({}): the optional Indices output is not supported",
+                "node \"{}\" ({}): only MaxPool has a second output (Indices)",
                 cx.name,
                 cx.op_type()
             ),
@@ -310,7 +312,13 @@ fn pool(imp: &mut Importer, cx: &NodeCx, kind: PoolKind) -> Result<ValueId, Impo
         pads_end,
         ceil_mode: cx.attrs.flag_or("ceil_mode", false)?,
     };
-    imp.emit(cx, cx.name, GraphOp::Pool(spec), &[x])
+    if !indices {
+        return imp.emit(cx, cx.name, GraphOp::Pool(spec), &[x]);
+    }
+    let argmax = max_pool_indices(imp, cx, &format!("{}/indices", cx.name), x, &spec)?;
+    let y = imp.emit(cx, cx.name, GraphOp::Pool(spec), &[x])?;
+    imp.extra_outputs = vec![argmax];
+    Ok(y)
 }
 
 /// GlobalAveragePool / GlobalMaxPool: the mean / max over every spatial axis, kept as size 1.

@@ -1,5 +1,5 @@
 //! Tests of the operators imported as small graphs (attention.rs, loss.rs, rotary.rs,
-//! activation.rs): one-node models
+//! activation.rs, pool_indices.rs, f16 Softmax in ops.rs): one-node models
 //! built here, imported, and run through the graph evaluator. Expected values come from the
 //! ONNX reference evaluator (`onnx.reference.ReferenceEvaluator`, onnx 1.2x, with ml_dtypes for
 //! bf16) on the same inputs, or are derived by hand where the comment says so.
@@ -569,4 +569,134 @@ fn thresholded_relu_is_strict() {
     );
     let out = run(&bytes, &feeds);
     assert_close(&out["y"], &[5], &[0.0, 0.0, 0.0, 1.25, 0.0], 0.0);
+}
+
+/// MaxPool's Indices with padding, ceil_mode and ties, in both storage orders; channel 1 starts
+/// with a window of only -inf (the first valid tap wins, not the padding). Expected values from
+/// the ONNX reference evaluator (MaxPool-12).
+#[test]
+fn max_pool_indices_pads_ceil_ties_and_storage_order() {
+    let mut v: Vec<f64> = (0..40)
+        .map(|i| (((i * 7) % 11) as f64 - 5.0) / 4.0)
+        .collect();
+    for i in [0, 20, 21, 25, 26] {
+        v[i] = NEG_INF;
+    }
+    let feeds = [("x", HostTensor::from_f64(DType::F32, &[1, 2, 4, 5], &v))];
+    let y = [
+        1.0, 1.25, 1.25, 1.0, 1.0, 1.25, 0.25, 1.0, 0.0, NEG_INF, 1.0, 1.0, 1.25, 1.25, 1.0, 1.25,
+        1.25, 1.0,
+    ];
+    let want: [[f64; 18]; 2] = [
+        [
+            6.0, 3.0, 3.0, 6.0, 6.0, 14.0, 15.0, 17.0, 18.0, 20.0, 28.0, 28.0, 36.0, 36.0, 28.0,
+            36.0, 36.0, 39.0,
+        ],
+        [
+            5.0, 12.0, 12.0, 5.0, 5.0, 18.0, 3.0, 11.0, 15.0, 20.0, 33.0, 33.0, 27.0, 27.0, 33.0,
+            27.0, 27.0, 39.0,
+        ],
+    ];
+    for (order, indices) in want.iter().enumerate() {
+        let bytes = one_node(
+            12,
+            "MaxPool",
+            &["x"],
+            &["y", "i"],
+            vec![
+                AttributeProto {
+                    name: "kernel_shape".into(),
+                    r#type: AttributeType::Ints as i32,
+                    ints: vec![3, 3],
+                    ..Default::default()
+                },
+                AttributeProto {
+                    name: "strides".into(),
+                    r#type: AttributeType::Ints as i32,
+                    ints: vec![2, 2],
+                    ..Default::default()
+                },
+                AttributeProto {
+                    name: "pads".into(),
+                    r#type: AttributeType::Ints as i32,
+                    ints: vec![1, 1, 1, 1],
+                    ..Default::default()
+                },
+                int("ceil_mode", 1),
+                int("storage_order", order as i64),
+            ],
+            &feeds,
+        );
+        let out = run(&bytes, &feeds);
+        assert_eq!(out["i"].dtype, DType::I64);
+        assert_eq!(out["i"].shape, [1, 2, 3, 3]);
+        assert_eq!(
+            out["i"].to_f64_vec(),
+            indices.to_vec(),
+            "storage_order {order}"
+        );
+        assert_close(&out["y"], &[1, 2, 3, 3], &y, 0.0);
+    }
+}
+
+#[test]
+fn max_pool_indices_reject_a_bad_storage_order() {
+    let feeds = [("x", f32s(&[1, 1, 2, 2], 1.0, 0.0))];
+    let bytes = one_node(
+        12,
+        "MaxPool",
+        &["x"],
+        &["y", "i"],
+        vec![
+            AttributeProto {
+                name: "kernel_shape".into(),
+                r#type: AttributeType::Ints as i32,
+                ints: vec![2, 2],
+                ..Default::default()
+            },
+            int("storage_order", 2),
+        ],
+        &feeds,
+    );
+    let err = import_model(&bytes, None).unwrap_err().to_string();
+    assert!(err.contains("storage_order 2"), "{err}");
+}
+
+/// f16 Softmax rounds every step to f16 as the reference does (12 of these 24 results differ
+/// from the correctly rounded softmax). Input `(((7 i mod 11) - 5) / 4) * 1.3 + 0.1` in f16;
+/// expected values from the ONNX reference evaluator (Softmax-13).
+#[test]
+fn softmax_f16_rounds_each_step_like_the_reference() {
+    let feeds = [("x", pattern(DType::F16, &[3, 8], 1.3, 0.1))];
+    let bytes = one_node(13, "Softmax", &["x"], &["y"], vec![], &feeds);
+    let out = run(&bytes, &feeds);
+    let y = [
+        0.013916015625,
+        0.1353759765625,
+        0.036956787109375,
+        0.35888671875,
+        0.09783935546875,
+        0.0266571044921875,
+        0.259521484375,
+        0.07061767578125,
+        0.0213623046875,
+        0.2081298828125,
+        0.05670166015625,
+        0.0154571533203125,
+        0.150390625,
+        0.041015625,
+        0.3984375,
+        0.108642578125,
+        0.034912109375,
+        0.33984375,
+        0.09246826171875,
+        0.0251922607421875,
+        0.245361328125,
+        0.06689453125,
+        0.018218994140625,
+        0.1773681640625,
+    ];
+    assert_eq!(out["y"].dtype, DType::F16);
+    assert_eq!(out["y"].shape, [3, 8]);
+    assert_eq!(out["y"].to_f64_vec(), y.to_vec());
 }

@@ -28,6 +28,7 @@ mod loss;
 mod movement;
 mod norm;
 mod ops;
+mod pool_indices;
 pub mod proto;
 mod reduce;
 mod resize;

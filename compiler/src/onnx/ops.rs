@@ -11,7 +11,7 @@ use super::import::{Importer, NodeCx};
 use super::proto::data_type;
 use super::tensor::{dtype_of, tensor_to_host};
 use tessera_ir::dtype::DType;
-use tessera_ir::graph::{BinaryOp, GraphOp, UnaryOp, ValueId};
+use tessera_ir::graph::{BinaryOp, GraphOp, ReduceKind, ReduceSpec, UnaryOp, ValueId};
 use tessera_ir::host::HostTensor;
 
 /// The first ai.onnx opset that has `op_type`, for the operators tessera imports; `None` for
@@ -393,7 +393,7 @@ fn binary(imp: &mut Importer, cx: &NodeCx, op: BinaryOp) -> Result<ValueId, Impo
 /// Softmax. From opset 13 it normalises along one `axis` (default -1). Before, it flattens the
 /// input to 2-D at `axis` (default 1) and normalises each row of
 /// `[prod(d[:axis]), prod(d[axis:])]` (Softmax-1/-11), which we spell as Reshape, Softmax on
-/// axis 1, Reshape back.
+/// axis 1, Reshape back. f16 inputs use [`softmax_steps`].
 fn softmax(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     arity(cx, 1, 1)?;
     let x = cx.input(0)?;
@@ -404,17 +404,59 @@ fn softmax(imp: &mut Importer, cx: &NodeCx) -> Result<ValueId, ImportError> {
     let rank = shape.len();
     if imp.opset >= 13 {
         let axis = axis_of(cx, cx.attrs.int_or("axis", -1)?, rank)?;
-        return imp.emit(cx, cx.name, GraphOp::Softmax { axis }, &[x]);
+        return softmax_along(imp, cx, cx.name, x, axis);
     }
     let axis = axis_of(cx, cx.attrs.int_or("axis", 1)?, rank)?;
     // Coercing at the last axis gives rows that are exactly the last axis: no reshape needed.
     if axis + 1 == rank {
-        return imp.emit(cx, cx.name, GraphOp::Softmax { axis }, &[x]);
+        return softmax_along(imp, cx, cx.name, x, axis);
     }
     let flat = fold::flatten_shape(&shape, axis as i64).map_err(|e| cx.shape_err(e))?;
     let two_d = reshape_to(imp, cx, &format!("{}/to_2d", cx.name), x, flat)?;
-    let y = imp.emit(cx, cx.name, GraphOp::Softmax { axis: 1 }, &[two_d])?;
+    let y = softmax_along(imp, cx, cx.name, two_d, 1)?;
     reshape_to(imp, cx, &format!("{}/from_2d", cx.name), y, shape)
+}
+
+/// Softmax of `x` along `axis`, ending in a node named `name`: the fused kernel (f32 inside,
+/// rounded once), or [`softmax_steps`] for f16.
+fn softmax_along(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    name: &str,
+    x: ValueId,
+    axis: usize,
+) -> Result<ValueId, ImportError> {
+    if imp.ty(x).dtype == DType::F16 && imp.ty(x).elems() > 0 {
+        return softmax_steps(imp, cx, name, x, axis);
+    }
+    imp.emit(cx, name, GraphOp::Softmax { axis }, &[x])
+}
+
+/// Softmax spelled as its ONNX function body (Softmax-13: ReduceMax, Sub, Exp, ReduceSum, Div),
+/// each step an f16 tensor as in the reference (`x - max`, `exp` and the quotient rounded to
+/// f16 one by one; numpy sums f16 in f32 and rounds once, as our ReduceSum does). f16's
+/// precision is fine enough that the test tolerance (1e-3 relative, about two f16 ulps) sees
+/// the difference between this and the fused kernel's single rounding once a MatMul follows.
+fn softmax_steps(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    name: &str,
+    x: ValueId,
+    axis: usize,
+) -> Result<ValueId, ImportError> {
+    let step = |s: &str| format!("{}/softmax_{s}", cx.name);
+    let reduce = |kind| {
+        GraphOp::Reduce(ReduceSpec {
+            kind,
+            axes: vec![axis],
+            keepdims: true,
+        })
+    };
+    let max = imp.emit(cx, &step("max"), reduce(ReduceKind::Max), &[x])?;
+    let shifted = imp.emit(cx, &step("sub"), GraphOp::Binary(BinaryOp::Sub), &[x, max])?;
+    let e = imp.emit(cx, &step("exp"), GraphOp::Unary(UnaryOp::Exp), &[shifted])?;
+    let sum = imp.emit(cx, &step("sum"), reduce(ReduceKind::Sum), &[e])?;
+    imp.emit(cx, name, GraphOp::Binary(BinaryOp::Div), &[e, sum])
 }
 
 /// Reshape: the shape is an attribute before opset 5 (Reshape-1) and an input from Reshape-5;

@@ -60,7 +60,7 @@ pub struct ConvKernelSpec {
     pub in_dilation: [usize; 3],
     /// A bias input `b[groups * c_out]` is added.
     pub bias: bool,
-    /// dtype of `x`, `w`, `b` and `y` (f32 or bf16); accumulation is f32 in PSUM.
+    /// dtype of `x`, `w`, `b` and `y` (f32, bf16 or f16); accumulation is f32 in PSUM.
     pub dtype: DType,
     /// dtype the tensor engine reads (the input and weight tiles); when it differs from
     /// `dtype` the loading DMAs convert (`--auto-cast matmul` feeds bf16 from f32 tensors).
@@ -162,10 +162,10 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
     let s = spec;
     if ![s.dtype, s.compute_dtype]
         .iter()
-        .all(|d| matches!(d, DType::F32 | DType::Bf16))
+        .all(|d| matches!(d, DType::F32 | DType::Bf16 | DType::F16))
     {
         return Err(unsupported(format!(
-            "dtype {}; expected f32 or bf16",
+            "dtype {}; expected f32, bf16 or f16",
             s.dtype
         )));
     }

@@ -13,8 +13,8 @@ use crate::{HbmView, KernelBuilder, KernelError, Tensor, Tile};
 use std::ops::Range;
 use tessera_ir::{DType, Engine, TargetSpec, TileProgram};
 
-/// `a`[m, k] (in_dtype), `b`[k, n] (in_dtype) -> `c`[m, n] (out_dtype). `in_dtype` is f32 or
-/// bf16; accumulation is f32 in PSUM.
+/// `a`[m, k] (in_dtype), `b`[k, n] (in_dtype) -> `c`[m, n] (out_dtype). `in_dtype` is f32, bf16
+/// or f16 (the tensor engine's float operand types); accumulation is f32 in PSUM.
 pub fn matmul(
     target: &TargetSpec,
     m: usize,
@@ -96,10 +96,10 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
     check_shape(KERNEL, "a", &a_shape)?;
     check_shape(KERNEL, "b", &b_shape)?;
     for d in [in_dtype, compute_dtype] {
-        if !matches!(d, DType::F32 | DType::Bf16) {
+        if !matches!(d, DType::F32 | DType::Bf16 | DType::F16) {
             return Err(KernelError::Unsupported {
                 kernel: KERNEL,
-                detail: format!("dtype {d}; expected f32 or bf16"),
+                detail: format!("dtype {d}; expected f32, bf16 or f16"),
             });
         }
     }

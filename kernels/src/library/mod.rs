@@ -181,7 +181,7 @@ pub(crate) fn parts(r: &Range<usize>) -> u32 {
 pub const CATALOGUE: &[(&str, &str)] = &[
     (
         "matmul",
-        "c[m,n] = a[m,k] . b[k,n]; A^T resident in SBUF in stripes of up to 8x128 rows, B streamed, N=512 per PSUM bank, K accumulated in PSUM (f32 or bf16 inputs)",
+        "c[m,n] = a[m,k] . b[k,n]; A^T resident in SBUF in stripes of up to 8x128 rows, B streamed, N=512 per PSUM bank, K accumulated in PSUM (f32, bf16 or f16 inputs)",
     ),
     (
         "binary",
