@@ -3,7 +3,8 @@
 //! Values are held as `ArrayD<f64>` tagged with their dtype. Each operator computes in f64 and
 //! rounds its result once to the result dtype (so f32 results are correctly rounded, which is
 //! at least as accurate as any backend and the oracle rewrites and lowering are checked
-//! against). Integers are exact below 2^53.
+//! against). Integers are exact below 2^53: int64 and uint64 values beyond it are rounded to
+//! f64 on the way in, the same limit the ISA's integer arithmetic has.
 
 use super::ops::{BinaryOp, GraphOp, UnaryOp, broadcast_shapes};
 use super::{Graph, Node, ValueId};
