@@ -51,6 +51,13 @@ pub fn fold_cost(op: &GraphOp, operands: &[&TensorType], result_elems: usize) ->
     operand_elems.saturating_add(result_elems)
 }
 
+/// True when every value of `t` survives the reference evaluator, which holds values as f64
+/// ([`HostTensor::first_inexact_in_f64`]). Constants that do not are not folded: the device
+/// moves their bytes exactly.
+pub fn survives_f64(t: &HostTensor) -> bool {
+    t.first_inexact_in_f64().is_none()
+}
+
 /// Evaluates `op` on constant operands with the reference evaluator.
 pub fn evaluate_one(op: &GraphOp, operands: &[&HostTensor]) -> Result<HostTensor, String> {
     let mut g = Graph::new("fold");
@@ -338,6 +345,10 @@ mod tests {
         };
         assert_eq!(tensor_ints(&u((1 << 53) + 1)).unwrap(), [(1 << 53) + 1]);
         assert_eq!(tensor_ints(&u(1 << 63)), None);
+        assert!(survives_f64(&u(1 << 63)) && survives_f64(&u(u64::MAX)));
+        assert!(!survives_f64(&u((1 << 53) + 1)));
+        assert!(survives_f64(&i64_tensor(&[2], &[i64::MAX, i64::MIN])));
+        assert!(!survives_f64(&i64_tensor(&[1], &[-(1 << 53) - 1])));
         assert_eq!(range(DType::F32, 1.0, 0.0, 1.0).unwrap().elems(), 0);
         assert!(range(DType::F32, 0.0, 1.0, 0.0).is_err());
         assert!(range(DType::I64, 0.0, 1e18, 1.0).is_err());
