@@ -215,3 +215,81 @@ fn the_thread_jit_keeps_its_cache() {
     assert_eq!(a, b);
     assert_eq!(tessera_backends::jit::thread_stats().compiled, compiled);
 }
+
+/// `program` with u64 tensors and tile.
+fn program_u64(middle: Vec<Op>) -> MachineProgram {
+    let mut p = program(middle);
+    for t in &mut p.tensors {
+        t.dtype = DType::U64;
+    }
+    p.buffers[0].dtype = DType::U64;
+    p
+}
+
+fn u64_inputs(values: [u64; 8]) -> BTreeMap<String, HostTensor> {
+    let x = HostTensor {
+        dtype: DType::U64,
+        shape: vec![2, 4],
+        data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    BTreeMap::from([("x".to_string(), x)])
+}
+
+/// Both backends' results, which must agree (errors by message).
+fn both(
+    p: &MachineProgram,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, String> {
+    let mut jit = Jit::new().unwrap();
+    let got = jit
+        .run_machine(p, &TargetSpec::trn2(), inputs)
+        .map_err(|e| e.to_string());
+    let want = interp::run_machine(
+        p,
+        &TargetSpec::trn2(),
+        inputs,
+        &MachineRunOptions::default(),
+    )
+    .map_err(|e| e.to_string());
+    assert_eq!(got, want);
+    got
+}
+
+#[test]
+fn u64_beyond_2_53_moves_exactly_and_refuses_inexact_arithmetic() {
+    // 2^53 + 1 and u64::MAX are not f64 values; 2^60 is, but is beyond exact arithmetic.
+    let big = [(1 << 53) + 1, u64::MAX, 1 << 60, 4, 5, 6, 7, 8];
+    let moved = both(&program_u64(vec![]), &u64_inputs(big)).unwrap();
+    assert_eq!(moved["y"].data, u64_inputs(big)["x"].data);
+
+    let sum = program_u64(vec![add(tile(0, 4), tile(0, 4), tile(0, 4))]);
+    let err = both(&sum, &u64_inputs(big)).unwrap_err();
+    assert!(
+        err.contains("`lhs` holds the u64 value 9007199254740993") && err.contains("beyond 2^53"),
+        "{err}"
+    );
+
+    // Values and sums up to 2^53 add exactly; a sum beyond 2^53 is refused, not rounded.
+    let small = [1, 2, 3, 4, 5, 6, 7, 1 << 52];
+    let y = both(&sum, &u64_inputs(small)).unwrap();
+    assert_eq!(y["y"].data[..8], 2u64.to_le_bytes());
+    assert_eq!(y["y"].data[56..], (1u64 << 53).to_le_bytes());
+    let near = [1, 2, 3, 4, 5, 6, 7, 1 << 53];
+    let err = both(&sum, &u64_inputs(near)).unwrap_err();
+    assert!(err.contains("would receive the integer result"), "{err}");
+
+    // max needs values f64 tells apart, not small ones: 2^60, 2^63 and the sentinel u64::MAX
+    // (2^64 in f64, saturating back) are fine; 2^53 + 1 is not.
+    let max = Op::TensorTensor {
+        engine: Engine::Dve,
+        op: AluOp::Max,
+        dst: tile(0, 4),
+        lhs: tile(0, 4),
+        rhs: tile(0, 4),
+    };
+    let exact = [1 << 60, 1 << 63, u64::MAX, 4, 5, 6, 7, 8];
+    let y = both(&program_u64(vec![max.clone()]), &u64_inputs(exact)).unwrap();
+    assert_eq!(y["y"].data, u64_inputs(exact)["x"].data);
+    let err = both(&program_u64(vec![max]), &u64_inputs(big)).unwrap_err();
+    assert!(err.contains("f64 cannot hold exactly"), "{err}");
+}

@@ -31,12 +31,19 @@ pub enum DType {
     I64,
     /// Unsigned 8-bit integer.
     U8,
+    /// Unsigned 16-bit integer.
+    U16,
+    /// Unsigned 32-bit integer.
+    U32,
+    /// Unsigned 64-bit integer. Engines compute on `f64`, so arithmetic on it is exact below
+    /// 2^53, as for [`DType::I64`]; moves copy its bytes and are exact for every value.
+    U64,
     /// Boolean, one byte holding 0 or 1.
     Bool,
 }
 
 /// Every dtype, in declaration order (handy for tests and tables).
-pub const ALL_DTYPES: [DType; 11] = [
+pub const ALL_DTYPES: [DType; 14] = [
     DType::F32,
     DType::Bf16,
     DType::F16,
@@ -47,6 +54,9 @@ pub const ALL_DTYPES: [DType; 11] = [
     DType::I32,
     DType::I64,
     DType::U8,
+    DType::U16,
+    DType::U32,
+    DType::U64,
     DType::Bool,
 ];
 
@@ -54,10 +64,10 @@ impl DType {
     /// Bytes one element occupies in memory.
     pub fn size_bytes(self) -> usize {
         match self {
-            DType::F32 | DType::I32 => 4,
-            DType::Bf16 | DType::F16 | DType::I16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::Bf16 | DType::F16 | DType::I16 | DType::U16 => 2,
             DType::Fp8E4m3 | DType::Fp8E5m2 | DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::I64 => 8,
+            DType::I64 | DType::U64 => 8,
         }
     }
 
@@ -87,6 +97,9 @@ impl DType {
             DType::I32 => "i32",
             DType::I64 => "i64",
             DType::U8 => "u8",
+            DType::U16 => "u16",
+            DType::U32 => "u32",
+            DType::U64 => "u64",
             DType::Bool => "bool",
         }
     }
@@ -118,6 +131,16 @@ impl DType {
                 }
             }
             DType::U8 => sat_int(v, 0.0, u8::MAX as f64),
+            DType::U16 => sat_int(v, 0.0, u16::MAX as f64),
+            DType::U32 => sat_int(v, 0.0, u32::MAX as f64),
+            // u64::MAX is not representable in f64; `as` saturates correctly (negatives to 0).
+            DType::U64 => {
+                if v.is_nan() {
+                    0.0
+                } else {
+                    (v.trunc() as u64) as f64
+                }
+            }
             DType::Bool => {
                 if v != 0.0 && !v.is_nan() {
                     1.0
@@ -145,6 +168,12 @@ impl DType {
                 out.copy_from_slice(&i.to_le_bytes())
             }
             DType::U8 => out[0] = self.round(v) as u8,
+            DType::U16 => out.copy_from_slice(&(self.round(v) as u16).to_le_bytes()),
+            DType::U32 => out.copy_from_slice(&(self.round(v) as u32).to_le_bytes()),
+            DType::U64 => {
+                let u = if v.is_nan() { 0 } else { v.trunc() as u64 };
+                out.copy_from_slice(&u.to_le_bytes())
+            }
             DType::Bool => out[0] = self.round(v) as u8,
         }
     }
@@ -166,6 +195,13 @@ impl DType {
                 i64::from_le_bytes(b) as f64
             }
             DType::U8 | DType::Bool => bytes[0] as f64,
+            DType::U16 => u16::from_le_bytes([bytes[0], bytes[1]]) as f64,
+            DType::U32 => u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as f64,
+            DType::U64 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[..8]);
+                u64::from_le_bytes(b) as f64
+            }
         }
     }
 }
@@ -188,7 +224,7 @@ impl fmt::Display for DType {
 /// The error for a dtype name that is not one of [`ALL_DTYPES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown dtype `{0}` (expected one of f32, bf16, f16, fp8e4m3, fp8e5m2, i8, i16, i32, i64, u8, bool)"
+    "unknown dtype `{0}` (expected one of f32, bf16, f16, fp8e4m3, fp8e5m2, i8, i16, i32, i64, u8, u16, u32, u64, bool)"
 )]
 pub struct UnknownDType(pub String);
 
@@ -256,5 +292,45 @@ mod tests {
         assert_eq!(DType::U8.round(-4.0), 0.0);
         assert_eq!(DType::Bool.round(0.25), 1.0);
         assert_eq!(DType::I64.round(f64::NAN), 0.0);
+        // The unsigned types truncate toward zero and saturate at 0 and their maximum.
+        assert_eq!(DType::U16.round(70000.0), 65535.0);
+        assert_eq!(DType::U16.round(-0.5), 0.0);
+        assert!(DType::U16.round(-0.5).is_sign_positive());
+        assert_eq!(DType::U32.round(4294967295.9), 4294967295.0);
+        assert_eq!(DType::U32.round(5e9), 4294967295.0);
+        assert_eq!(DType::U32.round(-1.0), 0.0);
+        assert_eq!(DType::U64.round(-7.0), 0.0);
+        assert_eq!(DType::U64.round(f64::NAN), 0.0);
+        assert_eq!(DType::U64.round(12.75), 12.0);
+    }
+
+    #[test]
+    fn unsigned_sizes_names_and_bytes() {
+        assert_eq!(
+            [DType::U16, DType::U32, DType::U64].map(DType::size_bytes),
+            [2, 4, 8]
+        );
+        assert_eq!(
+            [DType::U16, DType::U32, DType::U64].map(DType::name),
+            ["u16", "u32", "u64"]
+        );
+        assert!(DType::U64.is_integer() && !DType::U64.is_float());
+        // Values above the signed range of the same width keep their bit patterns.
+        let mut b = [0u8; 2];
+        DType::U16.encode(65000.0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), 65000);
+        let mut b = [0u8; 4];
+        DType::U32.encode(4e9, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 4_000_000_000);
+        assert_eq!(DType::U32.decode(&b), 4e9);
+        // u64 above i64::MAX: 2^63 + 2^11 is exact in f64 and survives encode and decode.
+        let big = (1u64 << 63) + (1 << 11);
+        let mut b = [0u8; 8];
+        DType::U64.encode(big as f64, &mut b);
+        assert_eq!(u64::from_le_bytes(b), big);
+        assert_eq!(DType::U64.decode(&b), big as f64);
+        // Past the range, a store saturates to u64::MAX.
+        DType::U64.encode(1e20, &mut b);
+        assert_eq!(u64::from_le_bytes(b), u64::MAX);
     }
 }

@@ -58,6 +58,28 @@ impl HostTensor {
         t
     }
 
+    /// The first element, as an exact integer, that decoding to f64 and storing back would
+    /// change, or `None` when there is none. Only int64 and uint64 have such values (2^53 + 1
+    /// decodes as 2^53; i64::MAX decodes as 2^63 but saturates back to itself): every other
+    /// dtype's values are f64 values.
+    pub fn first_inexact_in_f64(&self) -> Option<i128> {
+        if !matches!(self.dtype, DType::I64 | DType::U64) {
+            return None;
+        }
+        let mut back = [0u8; 8];
+        self.data.chunks_exact(8).find_map(|word| {
+            self.dtype.encode(self.dtype.decode(word), &mut back);
+            (back != word).then(|| {
+                back.copy_from_slice(word);
+                if self.dtype == DType::U64 {
+                    i128::from(u64::from_le_bytes(back))
+                } else {
+                    i128::from(i64::from_le_bytes(back))
+                }
+            })
+        })
+    }
+
     /// All elements decoded, row-major.
     pub fn to_f64_vec(&self) -> Vec<f64> {
         (0..self.elems()).map(|i| self.get(i)).collect()
@@ -96,5 +118,30 @@ mod tests {
         assert_eq!(b.data.len(), 8);
         // 1 + 2^-9 is below half an ulp of bf16 at 1 (2^-8), so it rounds to 1.
         assert_eq!(b.get(3), 1.0);
+    }
+
+    #[test]
+    fn inexact_sixty_four_bit_values_are_found() {
+        let u = |v: &[u64]| HostTensor {
+            dtype: DType::U64,
+            shape: vec![v.len()],
+            data: v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        assert_eq!(u(&[3, u64::MAX, 1 << 63]).first_inexact_in_f64(), None);
+        assert_eq!(
+            u(&[3, (1 << 53) + 1, (1 << 53) + 3]).first_inexact_in_f64(),
+            Some((1 << 53) + 1)
+        );
+        let i = HostTensor {
+            dtype: DType::I64,
+            shape: vec![3],
+            data: [i64::MIN, i64::MAX, -(1 << 53) - 1]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        };
+        assert_eq!(i.first_inexact_in_f64(), Some(-(1 << 53) - 1));
+        let f = HostTensor::from_f64(DType::F32, &[1], &[0.1]);
+        assert_eq!(f.first_inexact_in_f64(), None);
     }
 }

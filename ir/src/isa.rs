@@ -5,7 +5,8 @@
 //! rules:
 //! - Operands are [`TileAccess`] views (SBUF or PSUM) except `dma_copy`, which also takes HBM.
 //! - Engines compute on decoded values. Arithmetic whose operands or destination include a float
-//!   type is rounded to fp32 after each step; integer-only arithmetic is exact (below 2^53).
+//!   type is rounded to fp32 after each step; integer-only arithmetic is exact (below 2^53;
+//!   i64/u64 arithmetic that would leave that range is an error, see `docs/isa.md`).
 //!   Every store rounds to the destination dtype ([`crate::DType::round`]).
 //! - Element-wise instructions pair the i-th element of each operand in element order (see
 //!   [`crate::access`]); operands need the same partition count and free element count.

@@ -220,6 +220,35 @@ fn sample_is_valid_and_round_trips() {
 }
 
 #[test]
+fn weights_of_every_dtype_round_trip_bit_for_bit() {
+    for d in tessera_ir::dtype::ALL_DTYPES {
+        let mut a = sample();
+        a.program.tensors[1].dtype = d;
+        let n = P as usize * d.size_bytes();
+        // Arbitrary bytes: u64 and i64 values far above 2^53 must come back unchanged.
+        let data = (0..n)
+            .map(|i| {
+                if d == DType::Bool {
+                    (i % 2) as u8
+                } else {
+                    (i * 37 + 11) as u8
+                }
+            })
+            .collect();
+        a.weights[0].1 = HostTensor {
+            dtype: d,
+            shape: vec![P as usize, 1],
+            data,
+        };
+        assert_eq!(
+            artifact::decode(&artifact::encode(&a)).expect("decodes"),
+            a,
+            "{d}"
+        );
+    }
+}
+
+#[test]
 fn encoding_is_deterministic() {
     let a = sample();
     let first = artifact::encode(&a);

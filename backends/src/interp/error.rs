@@ -180,6 +180,18 @@ pub enum InterpError {
         detail: String,
     },
 
+    /// Integer-only arithmetic on a 64-bit integer that the engines' `f64` arithmetic cannot
+    /// do exactly: an operand that `f64` cannot hold, or an operand or result beyond 2^53.
+    #[error("{site}: `{role}` {detail}{}", .site.at())]
+    InexactInteger {
+        /// The instruction.
+        site: Box<Site>,
+        /// The operand role.
+        role: &'static str,
+        /// The value and why it cannot be computed with exactly.
+        detail: String,
+    },
+
     /// After the last instruction, an output tensor still has an element never written.
     #[error(
         "output `{name}` is not fully written: element {element} (index {index:?}) was never written"

@@ -12,6 +12,7 @@
 //! otherwise each value is converted once by the store.
 
 use super::error::{Ctx, InterpError};
+use super::exact::{Need, alu_need, check_operand, check_results, is_wide_int, reduce_need};
 use super::memory::{Memory, View};
 use super::semantics::{activation, alu, float_math, is_true, reduce, reduce_identity, round_step};
 use tessera_ir::HbmAccess;
@@ -384,6 +385,18 @@ impl ScalarOperand {
             }
         }
     }
+
+    /// The elements a per-partition operand reads (element 0 of each partition), if any.
+    fn used_view(&self) -> Option<View> {
+        match self {
+            ScalarOperand::Imm(_) => None,
+            ScalarOperand::Tile(view) => {
+                let mut first = view.clone();
+                first.offsets.truncate(1);
+                Some(first)
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -417,6 +430,15 @@ fn activate<S: Store>(
     dtypes.extend(bi.dtype());
     dtypes.extend(acc.as_ref().map(|a| a.dtype));
     let float = float_math(&dtypes);
+    let wide = !float && dtypes.iter().copied().any(is_wide_int);
+    if wide {
+        check_operand(mem, ctx, &s, Need::InRange)?;
+        for operand in [&sc, &bi] {
+            if let Some(v) = operand.used_view() {
+                check_operand(mem, ctx, &v, Need::InRange)?;
+            }
+        }
+    }
     let x = mem.read(ctx, &s)?;
     let scales = sc.values(mem, ctx, s.rows, float)?;
     let biases = bi.values(mem, ctx, s.rows, float)?;
@@ -434,6 +456,12 @@ fn activate<S: Store>(
                 out.push(y);
             }
             sums.push(round_step(float, sum));
+        }
+    }
+    if wide {
+        check_results(ctx, "dst", &out)?;
+        if acc.is_some() {
+            check_results(ctx, "accum", &sums)?;
         }
     }
     mem.write(ctx, &d, &out)?;
@@ -457,6 +485,11 @@ fn tensor_tensor<S: Store>(
     same_shape(ctx, &a, &d)?;
     same_shape(ctx, &b, &d)?;
     let float = float_math(&[a.dtype, b.dtype, d.dtype]);
+    let wide = !float && [a.dtype, b.dtype, d.dtype].into_iter().any(is_wide_int);
+    if wide {
+        check_operand(mem, ctx, &a, alu_need(op))?;
+        check_operand(mem, ctx, &b, alu_need(op))?;
+    }
     let x = mem.read(ctx, &a)?;
     let y = mem.read(ctx, &b)?;
     let out: Vec<f64> = x
@@ -464,6 +497,9 @@ fn tensor_tensor<S: Store>(
         .zip(&y)
         .map(|(&x, &y)| round_step(float, alu(op, x, y)))
         .collect();
+    if wide && alu_need(op) == Need::InRange {
+        check_results(ctx, "dst", &out)?;
+    }
     mem.write(ctx, &d, &out)
 }
 
@@ -486,10 +522,25 @@ fn tensor_scalar<S: Store>(
     dtypes.extend(s0.dtype());
     dtypes.extend(s1.as_ref().and_then(ScalarOperand::dtype));
     let float = float_math(&dtypes);
+    let wide = !float && dtypes.iter().copied().any(is_wide_int);
+    if wide {
+        check_operand(mem, ctx, &s, alu_need(op0.op))?;
+        let first = std::iter::once((op0, &s0));
+        for (step, operand) in first.chain(op1.zip(s1.as_ref())) {
+            if let Some(v) = operand.used_view() {
+                check_operand(mem, ctx, &v, alu_need(step.op))?;
+            }
+        }
+    }
     let mut x = mem.read(ctx, &s)?;
     let steps = std::iter::once((op0, s0)).chain(op1.zip(s1));
     let free = s.free();
-    for (step, operand) in steps {
+    for (i, (step, operand)) in steps.enumerate() {
+        let in_range = wide && alu_need(step.op) == Need::InRange;
+        if in_range && i > 0 {
+            // The first step's results are the second's operands.
+            check_results(ctx, "dst", &x)?;
+        }
         let per_row = operand.values(mem, ctx, s.rows, float)?;
         if free == 0 {
             continue;
@@ -503,6 +554,9 @@ fn tensor_scalar<S: Store>(
                 };
                 *v = round_step(float, r);
             }
+        }
+        if in_range {
+            check_results(ctx, "dst", &x)?;
         }
     }
     mem.write(ctx, &d, &x)
@@ -541,6 +595,10 @@ fn tensor_reduce<S: Store>(
         )));
     }
     let float = float_math(&[s.dtype, d.dtype]);
+    let wide = !float && (is_wide_int(s.dtype) || is_wide_int(d.dtype));
+    if wide {
+        check_operand(mem, ctx, &s, reduce_need(op))?;
+    }
     let x = mem.read(ctx, &s)?;
     // `x` is partitions x kept x reduced in row-major order, so each reduction is one chunk.
     let out: Vec<f64> = if inner == 0 {
@@ -550,6 +608,9 @@ fn tensor_reduce<S: Store>(
             .map(|c| round_step(float, reduce(op, c)))
             .collect()
     };
+    if wide && reduce_need(op) == Need::InRange {
+        check_results(ctx, "dst", &out)?;
+    }
     mem.write(ctx, &d, &out)
 }
 

@@ -12,7 +12,8 @@
 //!   or tensor is [`InterpError::OutOfBounds`]. Every output element must be written by the end.
 //! - Values are stored in their dtype's encoding and decoded to `f64` to compute. An instruction
 //!   with any float operand or destination rounds each arithmetic step to fp32; integer-only
-//!   instructions are exact. Every store rounds to the destination dtype (bf16, fp16, fp8
+//!   instructions are exact, and those on 64-bit integers that `f64` would not compute exactly
+//!   (beyond 2^53) stop with [`InterpError::InexactInteger`]. Every store rounds to the destination dtype (bf16, fp16, fp8
 //!   saturation, integer truncation). Immediates of float instructions are fp32 constants.
 //!   Moves with equal dtypes copy bytes exactly.
 //! - `nc_matmul` sums each dot product in `f64` and rounds once to fp32; reductions and the
@@ -67,6 +68,7 @@
 //! ```
 
 pub(crate) mod error;
+mod exact;
 pub(crate) mod exec;
 mod machine;
 pub(crate) mod memory;

@@ -51,6 +51,13 @@ pub fn fold_cost(op: &GraphOp, operands: &[&TensorType], result_elems: usize) ->
     operand_elems.saturating_add(result_elems)
 }
 
+/// True when every value of `t` survives the reference evaluator, which holds values as f64
+/// ([`HostTensor::first_inexact_in_f64`]). Constants that do not are not folded: the device
+/// moves their bytes exactly.
+pub fn survives_f64(t: &HostTensor) -> bool {
+    t.first_inexact_in_f64().is_none()
+}
+
 /// Evaluates `op` on constant operands with the reference evaluator.
 pub fn evaluate_one(op: &GraphOp, operands: &[&HostTensor]) -> Result<HostTensor, String> {
     let mut g = Graph::new("fold");
@@ -78,19 +85,21 @@ pub fn i64_tensor(shape: &[usize], values: &[i64]) -> HostTensor {
     }
 }
 
-/// The integer values of a constant (exact: int64 is read from its bytes, not through f64).
+/// The integer values of a constant (exact: the 64-bit types are read from their bytes, not
+/// through f64). `None` for a float tensor, or a uint64 value above the int64 range.
 pub fn tensor_ints(t: &HostTensor) -> Option<Vec<i64>> {
+    let words = || {
+        t.data.chunks_exact(8).map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            b
+        })
+    };
     match t.dtype {
-        DType::I64 => Some(
-            t.data
-                .chunks_exact(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(c);
-                    i64::from_le_bytes(b)
-                })
-                .collect(),
-        ),
+        DType::I64 => Some(words().map(i64::from_le_bytes).collect()),
+        DType::U64 => words()
+            .map(|b| i64::try_from(u64::from_le_bytes(b)).ok())
+            .collect(),
         d if d.is_integer() => Some(t.to_f64_vec().into_iter().map(|v| v as i64).collect()),
         _ => None,
     }
@@ -328,6 +337,18 @@ mod tests {
         );
         let r = range(DType::I64, 0.0, 7.0, 2.0).unwrap();
         assert_eq!(tensor_ints(&r).unwrap(), [0, 2, 4, 6]);
+        // uint64 is read from its bytes: 2^53 + 1 stays exact, past i64::MAX is refused.
+        let u = |v: u64| HostTensor {
+            dtype: DType::U64,
+            shape: vec![1],
+            data: v.to_le_bytes().to_vec(),
+        };
+        assert_eq!(tensor_ints(&u((1 << 53) + 1)).unwrap(), [(1 << 53) + 1]);
+        assert_eq!(tensor_ints(&u(1 << 63)), None);
+        assert!(survives_f64(&u(1 << 63)) && survives_f64(&u(u64::MAX)));
+        assert!(!survives_f64(&u((1 << 53) + 1)));
+        assert!(survives_f64(&i64_tensor(&[2], &[i64::MAX, i64::MIN])));
+        assert!(!survives_f64(&i64_tensor(&[1], &[-(1 << 53) - 1])));
         assert_eq!(range(DType::F32, 1.0, 0.0, 1.0).unwrap().elems(), 0);
         assert!(range(DType::F32, 0.0, 1.0, 0.0).is_err());
         assert!(range(DType::I64, 0.0, 1e18, 1.0).is_err());

@@ -258,7 +258,8 @@ impl<'m> Importer<'m> {
     }
 
     /// Applies `op` to `inputs` as part of node `cx`: a new node named `node_name`, or a
-    /// constant when every input is constant and the result is small enough to hold.
+    /// constant when every input is constant, the result is small enough to hold, and the
+    /// inputs' values survive the evaluator's f64 ([`fold::survives_f64`]).
     pub fn emit(
         &mut self,
         cx: &NodeCx,
@@ -279,7 +280,10 @@ impl<'m> Importer<'m> {
         let small = elems <= FOLD_LIMIT && fold::fold_cost(&op, &types, elems) <= FOLD_COST_LIMIT;
         let operands: Option<Vec<&HostTensor>> =
             inputs.iter().map(|v| self.graph.constants.get(v)).collect();
-        if let Some(operands) = operands.filter(|o| !o.is_empty() && small) {
+        let foldable = |o: &Vec<&HostTensor>| {
+            !o.is_empty() && small && o.iter().all(|t| fold::survives_f64(t))
+        };
+        if let Some(operands) = operands.filter(foldable) {
             let t = fold::evaluate_one(&op, &operands).map_err(|e| cx.shape_err(e))?;
             return Ok(self.constant(node_name, t));
         }

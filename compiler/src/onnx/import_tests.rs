@@ -502,3 +502,33 @@ proptest! {
         }
     }
 }
+
+/// A Transpose of a uint64 constant folds while its values survive the evaluator's f64, and
+/// stays a node (whose moves copy bytes) when one does not.
+#[test]
+fn uint64_constants_fold_only_when_f64_holds_them() {
+    let transpose_of = |v: [u64; 2]| {
+        let c = TensorProto {
+            name: "c".into(),
+            dims: vec![1, 2],
+            data_type: data_type::UINT64,
+            uint64_data: v.to_vec(),
+            ..Default::default()
+        };
+        let bytes = model(
+            13,
+            vec![node("Transpose", "t", &["c"], "y", vec![])],
+            vec![],
+            vec![vi("y", data_type::UINT64, dims(&[2, 1]))],
+            vec![c],
+        );
+        import_model(&bytes, None).unwrap()
+    };
+    let g = transpose_of([7, u64::MAX]);
+    assert!(g.nodes.is_empty(), "{}", tessera_ir::graph::print_graph(&g));
+    let y = &g.constants[&g.outputs[0]];
+    assert_eq!(y.dtype, DType::U64);
+    assert_eq!(y.data[8..], u64::MAX.to_le_bytes());
+    let g = transpose_of([7, (1 << 53) + 1]);
+    assert_eq!(g.nodes.len(), 1, "{}", tessera_ir::graph::print_graph(&g));
+}

@@ -275,10 +275,11 @@ pub(super) fn const_ints(
         .constant_of(v)
         .ok_or_else(|| needs_constant(imp, cx, v, what))?;
     fold::tensor_ints(t).ok_or_else(|| {
-        cx.shape_err(format!(
-            "{what} must be an integer tensor, it is {}",
-            t.dtype
-        ))
+        cx.shape_err(if t.dtype == DType::U64 {
+            format!("{what} holds a uint64 value above the int64 range")
+        } else {
+            format!("{what} must be an integer tensor, it is {}", t.dtype)
+        })
     })
 }
 

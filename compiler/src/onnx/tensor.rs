@@ -30,6 +30,9 @@ pub fn dtype_of(elem_type: i32) -> Option<DType> {
         data_type::INT32 => DType::I32,
         data_type::INT64 => DType::I64,
         data_type::UINT8 => DType::U8,
+        data_type::UINT16 => DType::U16,
+        data_type::UINT32 => DType::U32,
+        data_type::UINT64 => DType::U64,
         data_type::BOOL => DType::Bool,
         _ => return None,
     })
@@ -112,7 +115,7 @@ pub fn tensor_to_host(
 
 /// The typed repeated fields: which one carries which element type follows the comments on
 /// `TensorProto` in onnx.proto (int32_data holds the 8/16-bit types, bool and the bit patterns
-/// of float16, bfloat16 and float8).
+/// of float16, bfloat16 and float8; uint64_data holds uint32 and uint64).
 fn typed_field_bytes(
     t: &TensorProto,
     dtype: DType,
@@ -146,12 +149,28 @@ fn typed_field_bytes(
                 .iter()
                 .for_each(|v| out.extend(v.to_le_bytes()));
         }
+        data_type::UINT32 | data_type::UINT64 => {
+            check("uint64_data", t.uint64_data.len())?;
+            for &v in &t.uint64_data {
+                if dtype == DType::U32 {
+                    let v = u32::try_from(v).map_err(|_| {
+                        ImportError::Malformed(format!(
+                            "tensor \"{}\" is uint32 but uint64_data holds {v}, above the uint32 range",
+                            t.name
+                        ))
+                    })?;
+                    out.extend(v.to_le_bytes());
+                } else {
+                    out.extend(v.to_le_bytes());
+                }
+            }
+        }
         _ => {
             check("int32_data", t.int32_data.len())?;
             for &v in &t.int32_data {
                 match dtype {
                     DType::I32 => out.extend(v.to_le_bytes()),
-                    DType::I16 | DType::F16 | DType::Bf16 => {
+                    DType::I16 | DType::U16 | DType::F16 | DType::Bf16 => {
                         out.extend((v as u16).to_le_bytes());
                     }
                     DType::Bool => out.push(u8::from(v != 0)),
@@ -316,6 +335,61 @@ mod tests {
             tensor_to_host(&string, None),
             Err(ImportError::Type { .. })
         ));
+    }
+
+    #[test]
+    fn unsigned_fields_follow_the_spec() {
+        // uint16 rides in int32_data; uint32 and uint64 in uint64_data.
+        let t = TensorProto {
+            dims: vec![2],
+            data_type: data_type::UINT16,
+            int32_data: vec![65535, 7],
+            ..Default::default()
+        };
+        let h = tensor_to_host(&t, None).unwrap();
+        assert_eq!(h.dtype, DType::U16);
+        assert_eq!(h.to_f64_vec(), [65535.0, 7.0]);
+        let t = TensorProto {
+            dims: vec![2],
+            data_type: data_type::UINT32,
+            uint64_data: vec![4_000_000_000, 1],
+            ..Default::default()
+        };
+        let h = tensor_to_host(&t, None).unwrap();
+        assert_eq!((h.dtype, h.data.len()), (DType::U32, 8));
+        assert_eq!(h.to_f64_vec(), [4e9, 1.0]);
+        // uint64 keeps every bit, above 2^53 and above i64::MAX too.
+        let big = [u64::MAX, (1 << 53) + 1];
+        let t = TensorProto {
+            dims: vec![2],
+            data_type: data_type::UINT64,
+            uint64_data: big.to_vec(),
+            ..Default::default()
+        };
+        let h = tensor_to_host(&t, None).unwrap();
+        assert_eq!(h.dtype, DType::U64);
+        assert_eq!(
+            h.data,
+            big.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()
+        );
+        // raw_data is the little-endian bytes.
+        let t = TensorProto {
+            dims: vec![1],
+            data_type: data_type::UINT64,
+            raw_data: u64::MAX.to_le_bytes().to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(tensor_to_host(&t, None).unwrap().data, [0xff; 8]);
+        // A uint32 value that does not fit is an error, not a wrapped value.
+        let bad = TensorProto {
+            name: "c".into(),
+            dims: vec![1],
+            data_type: data_type::UINT32,
+            uint64_data: vec![1 << 32],
+            ..Default::default()
+        };
+        let err = tensor_to_host(&bad, None).unwrap_err().to_string();
+        assert!(err.contains("above the uint32 range"), "{err}");
     }
 
     #[test]

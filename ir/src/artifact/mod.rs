@@ -45,7 +45,8 @@ pub use file::{read, write_atomic};
 pub use validate::validate;
 
 /// The format version this build writes and reads. Bump it whenever a serialised type changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the `u16`, `u32` and `u64` dtypes (which renumbered `bool`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A compiled model: everything the runtime needs to run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,10 @@
 //! Values are held as `ArrayD<f64>` tagged with their dtype. Each operator computes in f64 and
 //! rounds its result once to the result dtype (so f32 results are correctly rounded, which is
 //! at least as accurate as any backend and the oracle rewrites and lowering are checked
-//! against). Integers are exact below 2^53.
+//! against). Integers are exact below 2^53, the same limit the ISA's integer arithmetic has: an
+//! int64 or uint64 input or constant holding a value f64 cannot represent (and that would not
+//! saturate back to itself, as i64::MAX does) is refused with [`EvalError::InexactInteger`]
+//! rather than rounded, and arithmetic on values beyond 2^53 is not exact.
 
 use super::ops::{BinaryOp, GraphOp, UnaryOp, broadcast_shapes};
 use super::{Graph, Node, ValueId};
@@ -37,6 +40,18 @@ pub enum EvalError {
         op: &'static str,
         /// What went wrong.
         message: String,
+    },
+    /// An int64 or uint64 input or constant holds a value f64 cannot represent.
+    #[error(
+        "`{name}` holds the {dtype} value {value}, which the evaluator's f64 cannot hold exactly"
+    )]
+    InexactInteger {
+        /// Input or constant name.
+        name: String,
+        /// Its dtype.
+        dtype: DType,
+        /// The value.
+        value: String,
     },
     /// A value was used before it was computed (graph not in topological order).
     #[error("value `{0}` is used before it is defined")]
@@ -78,9 +93,11 @@ pub fn evaluate_all(
                 got: format!("{}{:?}", t.dtype, t.shape),
             });
         }
+        check_exact(&v.name, t)?;
         env.insert(id, t.to_array_f64());
     }
     for (&id, t) in &graph.constants {
+        check_exact(&graph.value(id).name, t)?;
         env.insert(id, t.to_array_f64());
     }
     for node in &graph.nodes {
@@ -104,6 +121,18 @@ pub fn evaluate_all(
         }
     }
     Ok(env)
+}
+
+/// Refuses a 64-bit integer tensor with a value that does not survive decoding to f64.
+fn check_exact(name: &str, t: &HostTensor) -> Result<(), EvalError> {
+    match t.first_inexact_in_f64() {
+        Some(v) => Err(EvalError::InexactInteger {
+            name: name.to_string(),
+            dtype: t.dtype,
+            value: v.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn to_host(dtype: DType, arr: &ArrayD<f64>) -> HostTensor {
@@ -423,6 +452,34 @@ mod tests {
         // A^T = [[1, 2, 3], [4, 5, 6]], B^T = [[1, 0], [0, 1], [2, 1]]: A^T.B^T = [[7, 5], [16, 11]].
         let out = evaluate(&g, &BTreeMap::new()).unwrap();
         assert_eq!(out["gemm"].to_f64_vec(), [7.0, 5.0, 16.0, 11.0]);
+    }
+
+    #[test]
+    fn sixty_four_bit_values_beyond_f64_are_refused() {
+        let mut g = Graph::new("id");
+        let x = g.add_input("x", TensorType::new(DType::U64, &[2]));
+        let y = g.add_node("y", GraphOp::Identity, &[x]).unwrap();
+        g.outputs.extend(y);
+        let u = |v: [u64; 2]| HostTensor {
+            dtype: DType::U64,
+            shape: vec![2],
+            data: v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        // u64::MAX becomes 2^64 and saturates back; 2^53 + 1 would silently become 2^53.
+        let out = evaluate(
+            &g,
+            &BTreeMap::from([("x".to_string(), u([u64::MAX, 1 << 60]))]),
+        );
+        assert_eq!(out.unwrap()["y"], u([u64::MAX, 1 << 60]));
+        let err = evaluate(
+            &g,
+            &BTreeMap::from([("x".to_string(), u([1, (1 << 53) + 1]))]),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, EvalError::InexactInteger { value, .. } if value == "9007199254740993"),
+            "{err}"
+        );
     }
 
     #[test]
