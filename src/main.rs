@@ -19,6 +19,7 @@ Examples:
   tessera run model.tsr --inputs-dir inputs/ --output-dir outputs/
   tessera run model.onnx --input x=x.npy          # compiles in memory, prints a summary
   tessera profile model.onnx --svg timeline.svg   # also: --json, --trace trace.json
+  tessera bench model.onnx --backend jit --iters 50 --json
   tessera inspect model.onnx --emit graph         # also: tile, isa
   tessera kernel run examples/tiles/softmax_row.tile --input x=x.npy
   tessera list-ops")]
@@ -114,6 +115,45 @@ enum Command {
         /// Write an SVG timeline (one lane per queue, instructions coloured by node).
         #[arg(long, value_name = "FILE.svg")]
         svg: Option<PathBuf>,
+        #[command(flatten)]
+        compile: CompileArgs,
+    },
+    /// Time runs of a model on the emulator: the one-time cost (compile or load), then the
+    /// median, min and max wall-clock time per run.
+    ///
+    /// Inputs come from `--input NAME=FILE.npy` / `--inputs-dir DIR` as for `run`; with neither,
+    /// seeded random inputs of the signature's types (floats in [-1, 1), integers in 0..4).
+    ///
+    /// Example: tessera bench examples/models/mlp/model.onnx --backend jit --iters 50 --json
+    #[command(after_help = "\
+Examples:
+  tessera bench model.onnx                          # 10 runs on interp, random inputs
+  tessera bench model.tsr --backend jit --iters 100 --warmup 5
+  tessera bench model.onnx --inputs-dir inputs/ --json | jq .median_ms")]
+    Bench {
+        /// An ONNX model (compiled in memory) or an artifact from `tessera compile`.
+        model: PathBuf,
+        /// Input data: NAME=FILE.npy (repeatable).
+        #[arg(long = "input", value_name = "NAME=FILE.npy", value_parser = parse_named_input)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Directory holding NAME.npy for each input not given with --input.
+        #[arg(long, value_name = "DIR")]
+        inputs_dir: Option<PathBuf>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        backend: BackendArg,
+        /// Timed runs (at least 1).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// Untimed runs before the timed ones.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Seed for random inputs and for the interleaving of engine queues.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object (load_ms, median_ms, min_ms, max_ms, iters, backend, compile_ms, ...).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         compile: CompileArgs,
     },
@@ -282,6 +322,32 @@ fn dispatch(command: Command) -> Result<(), String> {
                 &run,
             )
         }
+        Command::Bench {
+            model,
+            inputs,
+            inputs_dir,
+            backend,
+            iters,
+            warmup,
+            seed,
+            json,
+            compile,
+        } => cli::bench::bench_cmd(
+            &model,
+            &compile.options()?,
+            &RunOptions {
+                seed,
+                backend: backend.runtime()?,
+            },
+            &cli::bench::BenchOptions {
+                named: &inputs,
+                inputs_dir: inputs_dir.as_deref(),
+                iters,
+                warmup,
+                seed,
+                json,
+            },
+        ),
         Command::OnnxTest {
             dirs,
             filter,

@@ -264,3 +264,100 @@ fn a_reader_that_stops_early_does_not_make_tessera_panic() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn mlp_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mlp/model.onnx")
+}
+
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = tessera(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object")
+}
+
+#[test]
+fn bench_json_reports_ordered_times_for_each_backend() {
+    let model = mlp_model();
+    for backend in ["interp", "jit"] {
+        let v = bench_json(&[
+            "bench",
+            model.to_str().unwrap(),
+            "--backend",
+            backend,
+            "--iters",
+            "3",
+            "--json",
+        ]);
+        assert_eq!(v["iters"], 3, "{v}");
+        assert_eq!(v["backend"], backend, "{v}");
+        let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+        let (load, min, median, max) = (f("load_ms"), f("min_ms"), f("median_ms"), f("max_ms"));
+        assert!(load >= 0.0 && f("compile_ms") >= 0.0, "{v}");
+        assert!(min <= median && median <= max, "{v}");
+    }
+}
+
+#[test]
+fn bench_loads_an_artifact_with_given_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("mlp.tsr");
+    let out = tessera(&[
+        "compile",
+        mlp_model().to_str().unwrap(),
+        "-o",
+        art.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let inputs = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mlp/inputs");
+    let v = bench_json(&[
+        "bench",
+        art.to_str().unwrap(),
+        "--inputs-dir",
+        inputs.to_str().unwrap(),
+        "--iters",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(v["iters"], 2, "{v}");
+    assert_eq!(v["backend"], "interp", "{v}");
+    assert!(
+        v["compile_ms"].is_null(),
+        "an artifact is loaded, not compiled: {v}"
+    );
+    assert_eq!(v["inputs"], "files", "{v}");
+}
+
+#[test]
+fn bench_text_names_the_one_time_and_per_run_costs() {
+    let out = tessera(&["bench", mlp_model().to_str().unwrap(), "--iters", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for word in ["compile", "load", "median", "min", "max", "2 runs"] {
+        assert!(stdout.contains(word), "`{word}` not in: {stdout}");
+    }
+}
+
+#[test]
+fn bench_errors_are_clean() {
+    let model = mlp_model();
+    let out = tessera(&["bench", model.to_str().unwrap(), "--iters", "0"]);
+    assert_clean_failure(&out, "--iters must be at least 1");
+    let out = tessera(&["bench", "no/such/model.onnx"]);
+    assert_clean_failure(&out, "no/such/model.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = tessera(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--inputs-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "x.npy");
+}

@@ -28,7 +28,7 @@ pub enum Emit {
     Mlir,
 }
 
-fn compile(model: &Path, options: &CompileOptions) -> Result<Compiled, String> {
+pub(crate) fn compile(model: &Path, options: &CompileOptions) -> Result<Compiled, String> {
     compile_file(model, options).map_err(|e| format!("{}: {e}", model.display()))
 }
 
@@ -56,7 +56,7 @@ pub fn compile_cmd(model: &Path, out: &Path, options: &CompileOptions) -> Result
 
 /// True when the file starts with the artifact magic (so `run` accepts either kind of file
 /// whatever its extension).
-fn is_artifact(path: &Path) -> Result<bool, String> {
+pub(crate) fn is_artifact(path: &Path) -> Result<bool, String> {
     use std::io::Read;
     let mut f = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut magic = [0u8; 4];
@@ -86,6 +86,18 @@ pub fn run_cmd(
     run: &RunOptions,
 ) -> Result<(), String> {
     let session = session(model, options)?;
+    let inputs = read_inputs(&session, named, inputs_dir)?;
+    let outputs = session.run(&inputs, run).map_err(|e| e.to_string())?;
+    write_outputs(&outputs, output_dir)
+}
+
+/// Reads every graph input from `--input NAME=FILE.npy` or `DIR/NAME.npy` (`--inputs-dir`),
+/// checking names and shapes against the session's signature.
+pub fn read_inputs(
+    session: &Session,
+    named: &[(String, PathBuf)],
+    inputs_dir: Option<&Path>,
+) -> Result<BTreeMap<String, HostTensor>, String> {
     let sig = &session.artifact().signature;
     for (name, _) in named {
         if !sig.inputs.iter().any(|e| &e.name == name) {
@@ -127,8 +139,7 @@ pub fn run_cmd(
             missing.join(", ")
         ));
     }
-    let outputs = session.run(&inputs, run).map_err(|e| e.to_string())?;
-    write_outputs(&outputs, output_dir)
+    Ok(inputs)
 }
 
 fn write_outputs(
