@@ -8,6 +8,7 @@
 
 mod conv;
 mod elementwise;
+mod fused;
 mod index;
 pub mod link;
 mod movement;
@@ -452,6 +453,7 @@ impl Lowering<'_> {
             }
             GraphOp::Gather { axis } => self.gather(node, *axis, &ins)?,
             GraphOp::Index(op) => self.index(node, op, &ins)?,
+            GraphOp::Fused(op) => self.fused(node, op, &ins)?,
         }
         Ok(())
     }

@@ -210,6 +210,7 @@ fn eval_node(
         GraphOp::Pool(p) => one(p.eval(args[0])?),
         GraphOp::Index(op) => op.eval(args),
         GraphOp::Scan(s) => one(s.eval(args[0])),
+        GraphOp::Fused(f) => one(f.eval(args, types)?),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

@@ -9,6 +9,7 @@
 pub mod conv;
 pub mod elementwise;
 pub mod eval;
+pub mod fused;
 pub mod index;
 pub mod movement;
 pub mod ops;
@@ -20,6 +21,10 @@ pub mod verify;
 pub use conv::{ConvSpec, PoolKind, PoolSpec};
 pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
+pub use fused::{
+    Activation, AttentionSpec, ConvEpilogue, EwArg, EwInst, EwProgram, FusedOp, MatMulEpilogue,
+    NormKind, NormSpec,
+};
 pub use index::{IndexOp, ScatterReduction};
 pub use movement::{AxisSlice, MovementOp, PadMode};
 pub use ops::{BinaryOp, GraphOp, ShapeError, UnaryOp};

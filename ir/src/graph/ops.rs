@@ -153,6 +153,8 @@ pub enum GraphOp {
     Index(super::index::IndexOp),
     /// A running sum or product along one axis (see [`super::scan`]).
     Scan(super::scan::ScanSpec),
+    /// A fused operator chosen by the optimiser (see [`super::fused`]).
+    Fused(super::fused::FusedOp),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -249,6 +251,7 @@ impl GraphOp {
             GraphOp::Pool(p) => p.name(),
             GraphOp::Index(op) => op.name(),
             GraphOp::Scan(s) => s.kind.name(),
+            GraphOp::Fused(_) => "Fused",
         }
     }
 
@@ -312,6 +315,7 @@ impl GraphOp {
                 arity(inputs, 1, 1, "1")?;
                 one(s.infer(inputs[0])?)
             }
+            GraphOp::Fused(f) => one(f.infer(inputs)?),
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;
                 one(inputs[0].clone())

@@ -83,6 +83,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Pool(p) => p.attributes(),
         GraphOp::Index(op) => op.attributes(),
         GraphOp::Scan(s) => s.attributes(),
+        GraphOp::Fused(f) => f.to_string(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }

@@ -85,11 +85,46 @@ pub fn ewchain(target: &TargetSpec, chain: &EwChain) -> Result<TileProgram, Kern
         tiles_in.push(kb.sbuf(&format!("x{k}"), *dtype, rows, &[cols])?);
     }
     let y = kb.output("y", chain.out_dtype, &out_shape)?;
-    let mut tiles_step = Vec::new();
-    for (k, (_, dtype)) in chain.steps.iter().enumerate() {
-        tiles_step.push(kb.sbuf(&format!("s{k}"), *dtype, rows, &[cols])?);
-    }
+    // Step results share tiles: a step's tile is reused once its last reader has run (never by
+    // that reader itself), so a long fused chain needs about as many tiles as values alive at
+    // once, not one per step.
     let last = chain.steps.len() - 1;
+    let mut last_use: Vec<usize> = (0..chain.steps.len()).collect();
+    for (j, (step, _)) in chain.steps.iter().enumerate() {
+        for o in operands(step) {
+            if let Operand::Step(k) = o
+                && k < j
+            {
+                last_use[k] = j;
+            }
+        }
+    }
+    last_use[last] = usize::MAX;
+    let mut slot_of = Vec::with_capacity(chain.steps.len());
+    let mut slots: Vec<(DType, Tile)> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    for (k, (step, dtype)) in chain.steps.iter().enumerate() {
+        let slot = match free.iter().position(|&s| slots[s].0 == *dtype) {
+            Some(i) => free.remove(i),
+            None => {
+                let t = kb.sbuf(&format!("s{}", slots.len()), *dtype, rows, &[cols])?;
+                slots.push((*dtype, t));
+                slots.len() - 1
+            }
+        };
+        slot_of.push(slot);
+        let mut done: Vec<usize> = operands(step)
+            .into_iter()
+            .filter_map(|o| match o {
+                Operand::Step(j) if j < k && last_use[j] == k => Some(slot_of[j]),
+                _ => None,
+            })
+            .collect();
+        done.sort_unstable();
+        done.dedup();
+        free.extend(done);
+    }
+    let tiles_step: Vec<&Tile> = slot_of.iter().map(|&s| &slots[s].1).collect();
     let convert = chain.steps[last].1 != chain.out_dtype;
     let tile_out = if convert {
         Some(kb.sbuf("y", chain.out_dtype, rows, &[cols])?)
@@ -104,7 +139,7 @@ pub fn ewchain(target: &TargetSpec, chain: &EwChain) -> Result<TileProgram, Kern
                 let pick = |o: Operand| -> Result<&Tile, KernelError> {
                     match o {
                         Operand::In(k) => tiles_in.get(k),
-                        Operand::Step(k) => tiles_step.get(k),
+                        Operand::Step(k) => tiles_step.get(k).copied(),
                     }
                     .ok_or_else(|| KernelError::Unsupported {
                         kernel: KERNEL,
@@ -116,7 +151,7 @@ pub fn ewchain(target: &TargetSpec, chain: &EwChain) -> Result<TileProgram, Kern
                     kb.dma_copy(view(&tiles_in[k]), hbm.ap(off, &dims))?;
                 }
                 for (k, (step, _)) in chain.steps.iter().enumerate() {
-                    let dst = view(&tiles_step[k]);
+                    let dst = view(tiles_step[k]);
                     match *step {
                         EwStep::Alu(a, op, b) => {
                             kb.tensor_tensor(dst, view(pick(a)?), op, view(pick(b)?))?
@@ -132,10 +167,10 @@ pub fn ewchain(target: &TargetSpec, chain: &EwChain) -> Result<TileProgram, Kern
                 }
                 let result = match &tile_out {
                     Some(t) => {
-                        kb.tensor_copy(view(t), view(&tiles_step[last]))?;
+                        kb.tensor_copy(view(t), view(tiles_step[last]))?;
                         t
                     }
-                    None => &tiles_step[last],
+                    None => tiles_step[last],
                 };
                 let (off, dims) = piece.ap(n_in, &rb, &cb);
                 kb.dma_copy(y.ap(off, &dims), view(result))?;
@@ -143,4 +178,13 @@ pub fn ewchain(target: &TargetSpec, chain: &EwChain) -> Result<TileProgram, Kern
         }
     }
     kb.finish()
+}
+
+/// The operands a step reads.
+fn operands(step: &EwStep) -> Vec<Operand> {
+    match *step {
+        EwStep::Alu(a, _, b) => vec![a, b],
+        EwStep::AluScalar(a, _, _) | EwStep::Act(a, _) => vec![a],
+        EwStep::Select(p, t, f) => vec![p, t, f],
+    }
 }
