@@ -34,7 +34,9 @@ struct CompileArgs {
     /// Target preset.
     #[arg(long, value_enum, default_value_t = Target::Trn2)]
     target: Target,
-    /// Optimisation level (today every level lowers op by op).
+    /// Optimisation level: 0 lowers op by op; 1 fuses (element-wise regions, LayerNorm/GELU/
+    /// softmax recognition, epilogues, attention); 2 also folds transposes into matmuls; 3
+    /// gives the e-graph larger budgets.
     #[arg(short = 'O', value_name = "LEVEL", default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=3))]
     opt_level: u8,
     /// Cast matmul (and convolution) inputs, or everything, to bf16 with fp32 accumulation.

@@ -37,8 +37,9 @@ impl AutoCast {
 pub struct CompileOptions {
     /// The target machine.
     pub target: TargetSpec,
-    /// Optimisation level 0..=3. Today every level lowers op by op (the `-O0` baseline); the
-    /// e-graph optimiser gives the levels their meaning.
+    /// Optimisation level 0..=3: `-O0` lowers op by op (the baseline); `-O1` runs the e-graph
+    /// optimiser's cleanup, recognition and fusion rules; `-O2` (the default) adds layout rules;
+    /// `-O3` raises the saturation budgets (see [`crate::opt`]).
     pub opt_level: u8,
     /// Which fp32 work runs in bf16.
     pub auto_cast: AutoCast,
@@ -74,6 +75,10 @@ impl CompileOptions {
 pub struct Compiled {
     /// The imported graph.
     pub graph: Graph,
+    /// The graph lowered: the optimiser's plan (the imported graph at `-O0`).
+    pub optimized: Graph,
+    /// What the optimiser did (`None` at `-O0`).
+    pub opt_report: Option<crate::opt::Report>,
     /// The op-by-op tile program.
     pub lowered: Lowered,
     /// The scheduled machine program (also inside `artifact`).
@@ -91,6 +96,9 @@ pub enum CompileError {
     /// The graph could not be lowered to kernels.
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
+    /// The optimiser failed (an internal bug, reported, not hidden).
+    #[error(transparent)]
+    Optimize(#[from] crate::opt::OptError),
     /// The tile program could not be scheduled.
     #[error(transparent)]
     Schedule(#[from] schedule::ScheduleError),
@@ -125,7 +133,8 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
     let lower_options = lower::LowerOptions {
         bf16_matmul: options.auto_cast != AutoCast::None,
     };
-    let lowered = lower::lower_with(&graph, &options.target, lower_options)?;
+    let opt = crate::opt::optimize(&graph, &options.target, options.opt_level)?;
+    let lowered = lower::lower_with(&opt.graph, &options.target, lower_options)?;
     let machine = schedule::schedule(&lowered, &options.target)?;
     let entry = |(name, t): &(String, tessera_ir::TensorId)| {
         let tensor = lowered.program.tensor(*t);
@@ -149,6 +158,8 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
     tessera_ir::artifact::validate(&artifact)?;
     Ok(Compiled {
         graph,
+        optimized: opt.graph,
+        opt_report: opt.report,
         lowered,
         machine,
         artifact,

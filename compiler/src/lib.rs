@@ -1,12 +1,13 @@
 //! # tessera-compiler
 //!
-//! ONNX import, graph passes, the e-graph optimiser and lowering to tile programs. Today it
-//! holds the ONNX protobuf schema and decoding ([`onnx`]); the rest lands with the end-to-end
-//! work.
+//! ONNX import ([`onnx`]), graph passes ([`passes`]), the e-graph optimiser ([`opt`]), lowering
+//! to tile programs ([`lower`]), scheduling ([`schedule`]) and the pipeline in one call
+//! ([`driver`]).
 #![deny(missing_docs)]
 
 pub mod driver;
 pub mod lower;
 pub mod onnx;
+pub mod opt;
 pub mod passes;
 pub mod schedule;

@@ -16,9 +16,10 @@ use super::npy;
 pub enum Emit {
     /// The imported graph IR, after folding and shape inference.
     Graph,
-    /// The e-graph optimiser's report (not available yet).
+    /// The e-graph optimiser's report: e-graph size, why saturation stopped, rules fired, the
+    /// estimate before and after, and the chosen plan.
     Egraph,
-    /// The chosen kernel plan (not available yet).
+    /// The chosen kernel plan: one line per kernel with its estimated time.
     Kernels,
     /// The whole-model tile program, in the `.tile` text format.
     Tile,
@@ -171,15 +172,11 @@ fn write_outputs(
 
 /// `inspect --emit`: print one stage of the compilation.
 pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result<(), String> {
-    if matches!(emit, Emit::Egraph | Emit::Kernels | Emit::Mlir) {
-        return Err(format!(
-            "--emit {} is not available yet: this build lowers op by op (try --emit graph, tile or isa)",
-            match emit {
-                Emit::Egraph => "egraph",
-                Emit::Kernels => "kernels",
-                _ => "mlir",
-            }
-        ));
+    if emit == Emit::Mlir {
+        return Err(
+            "--emit mlir is not available yet: the mlir backend is not built (try --emit graph, egraph, kernels, tile or isa)"
+                .into(),
+        );
     }
     if emit == Emit::Graph {
         let g = tessera_compiler::onnx::import_file(model)
@@ -189,6 +186,24 @@ pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result
     }
     let c = compile(model, options)?;
     match emit {
+        Emit::Egraph | Emit::Kernels => match &c.opt_report {
+            None => println!(
+                "-O0: the e-graph optimiser does not run; every node is lowered op by op ({} kernels)",
+                c.graph.nodes.len()
+            ),
+            Some(r) if emit == Emit::Egraph => print!("{}", r.render()),
+            Some(r) => {
+                for p in &r.plan {
+                    println!(
+                        "{:>10.2} us  {:<40} {} -> {}",
+                        p.est_ns / 1e3,
+                        p.op,
+                        p.node,
+                        p.ty
+                    );
+                }
+            }
+        },
         Emit::Tile => print!("{}", tessera_ir::text::print(&c.lowered.program)),
         _ => print!("{}", tessera_ir::text::print_machine(&c.machine)),
     }

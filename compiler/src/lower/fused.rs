@@ -82,6 +82,17 @@ pub(crate) fn ew_steps(program: &EwProgram, dtype: DType) -> Result<Vec<(EwStep,
     Ok(steps)
 }
 
+/// Whether lowering has a kernel for the fused operator on operands of these types (the
+/// optimiser never chooses a form it cannot lower).
+pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> bool {
+    let dtype = ins.first().map_or(DType::F32, |t| t.dtype);
+    match op {
+        FusedOp::Elementwise(p) => ins.len() <= 8 && ew_steps(p, dtype).is_ok(),
+        FusedOp::Norm(n) => n.kind == NormKind::Layer,
+        FusedOp::MatMul(_) | FusedOp::Conv(_) | FusedOp::Attention(_) => false,
+    }
+}
+
 impl Lowering<'_> {
     pub(super) fn fused(
         &mut self,

@@ -9,6 +9,7 @@
 mod conv;
 mod elementwise;
 mod fused;
+pub use fused::fused_supported;
 mod index;
 pub mod link;
 mod movement;

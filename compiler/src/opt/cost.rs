@@ -1,0 +1,145 @@
+//! The extraction cost: each e-node's kernel time estimated from the timing model's rules
+//! (`tessera_ir::cost`), without building the kernel.
+//!
+//! A kernel streams its operands from HBM and its result back, and computes on the engines
+//! meanwhile; engines overlap, so its time is its busiest resource plus one DMA latency to fill
+//! the pipeline:
+//! - DMA: bytes moved over the core's DMA bandwidth (the tighter of DMA and HBM bandwidth);
+//! - tensor engine: `2 M K N` FLOPs at the peak rate of the operand dtype (fp32 runs at a
+//!   quarter of the bf16 rate, `PE_FP32_SLOWDOWN`);
+//! - vector/activation engines: one element per partition per cycle per step (the `nki.isa`
+//!   cost notes the timing model follows), 128 partitions at once.
+//!
+//! Values that only rename storage (`Reshape`, `Identity`) and leaves cost nothing. The
+//! estimates are checked against the timing model's estimate of the lowered kernels in the
+//! tests (`compiler/tests/opt.rs`).
+
+use super::lang::{EG, Op, TNode};
+use tessera_ir::TargetSpec;
+use tessera_ir::cost::DMA_FIXED_NS;
+use tessera_ir::graph::{FusedOp, GraphOp, TensorType};
+
+fn bytes(t: &TensorType) -> f64 {
+    (t.elems() * t.dtype.size_bytes()) as f64
+}
+
+/// Estimated time of one kernel, ns.
+struct Work {
+    hbm_bytes: f64,
+    pe_flops: f64,
+    fp32_pe: bool,
+    /// Element-steps on the vector/activation engines.
+    vector_elems: f64,
+}
+
+impl Work {
+    fn ns(&self, target: &TargetSpec) -> f64 {
+        let bw = target
+            .dma_core_bytes_per_s
+            .min(target.hbm_core_bytes_per_s());
+        let dma = self.hbm_bytes / bw * 1e9;
+        let peak = if self.fp32_pe {
+            target.pe_fp32_flops
+        } else {
+            target.pe_bf16_flops
+        };
+        let pe = self.pe_flops / peak * 1e9;
+        let vec = self.vector_elems / (target.partitions as f64 * target.dve_hz) * 1e9;
+        DMA_FIXED_NS + dma.max(pe).max(vec)
+    }
+}
+
+/// The estimated time of `op` on operands of types `ins` giving `outs`, ns.
+pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &TargetSpec) -> f64 {
+    if matches!(op, GraphOp::Reshape { .. } | GraphOp::Identity) {
+        return 0.0;
+    }
+    let in_bytes: f64 = ins.iter().map(|t| bytes(t)).sum();
+    let out_bytes: f64 = outs.iter().map(bytes).sum();
+    let out_elems: f64 = outs.iter().map(|t| t.elems() as f64).sum();
+    let fp32 = ins
+        .first()
+        .is_some_and(|t| t.dtype == tessera_ir::DType::F32);
+    let mut w = Work {
+        hbm_bytes: in_bytes + out_bytes,
+        pe_flops: 0.0,
+        fp32_pe: fp32,
+        vector_elems: out_elems,
+    };
+    let matmul = |w: &mut Work, out: &TensorType, b_bytes: f64, k: usize| {
+        let r = out.shape.len();
+        let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+        let batch = out.elems() / (m * n).max(1);
+        w.pe_flops = 2.0 * (batch * m * n * k) as f64;
+        // B streams past each resident stripe of eight 128-row tiles of A once.
+        let stripes = m.div_ceil(8 * 128) as f64;
+        w.hbm_bytes += b_bytes * (stripes - 1.0).max(0.0);
+    };
+    match op {
+        GraphOp::MatMul | GraphOp::Gemm { .. } => {
+            if let Some(out) = outs.first()
+                && out.shape.len() >= 2
+            {
+                let k = match op {
+                    GraphOp::Gemm { trans_a: true, .. } => ins[0].shape[0],
+                    _ => *ins[0].shape.last().unwrap_or(&1),
+                };
+                matmul(&mut w, out, bytes(ins[1]), k);
+            }
+        }
+        GraphOp::Fused(FusedOp::MatMul(m)) => {
+            let a = &ins[0].shape;
+            let k = if m.trans_a {
+                a[a.len() - 2]
+            } else {
+                a[a.len() - 1]
+            };
+            matmul(&mut w, &outs[0], bytes(ins[1]), k);
+        }
+        GraphOp::Conv(_) | GraphOp::Fused(FusedOp::Conv(_)) => {
+            // 2 x output elements x (C_in / group) x kernel taps, as the weights hold them.
+            let wt = &ins[1].shape;
+            let taps: usize = wt[1..].iter().product();
+            w.pe_flops = 2.0 * out_elems * taps as f64;
+        }
+        GraphOp::Fused(FusedOp::Attention(_)) => {
+            let (q, v) = (&ins[0].shape, &ins[2].shape);
+            let r = q.len();
+            let t = ins[1].shape[r - 2];
+            let rows = (ins[0].elems() / q[r - 1]) as f64;
+            w.pe_flops = 2.0 * rows * t as f64 * (q[r - 1] + v[r - 1]) as f64;
+            // Scores: scale/mask, exp, row sums, rescales, and the transposes of P.
+            w.vector_elems = 4.0 * rows * t as f64;
+        }
+        GraphOp::Fused(FusedOp::Elementwise(p)) => {
+            w.vector_elems = out_elems * p.steps.len() as f64;
+        }
+        GraphOp::Fused(FusedOp::Norm(_)) => w.vector_elems = 5.0 * out_elems,
+        GraphOp::Softmax { .. } => w.vector_elems = 4.0 * out_elems,
+        GraphOp::Transpose { .. } => {
+            // Element-granular DMA runs move at about half efficiency.
+            w.hbm_bytes *= 2.0;
+        }
+        GraphOp::Reduce(_) => {
+            w.vector_elems = ins.first().map_or(0.0, |t| t.elems() as f64);
+        }
+        _ => {}
+    }
+    w.ns(target)
+}
+
+/// The cost of one e-node, ns.
+pub fn enode_ns(eg: &EG, n: &TNode, target: &TargetSpec) -> f64 {
+    match n.op {
+        Op::Input(_) | Op::Const(_) | Op::Get(_) => 0.0,
+        Op::Node(k) => {
+            let op = &eg.analysis.tables.ops[k as usize];
+            let ins: Vec<&TensorType> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
+            let outs = match super::lang::infer(eg, op, &n.children) {
+                Ok(t) => t,
+                Err(_) => return f64::INFINITY,
+            };
+            op_ns(op, &ins, &outs, target)
+        }
+    }
+}
