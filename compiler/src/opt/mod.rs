@@ -18,6 +18,7 @@ pub mod rewrite;
 pub mod rules;
 
 use egg::Id;
+use egg::Language as _;
 use extract::{Names, extract, rebuild};
 use lang::{EG, Op, TNode, TypeAnalysis};
 use rewrite::{Ctx, Limits, RunStats, Theme, run};
@@ -356,4 +357,66 @@ pub fn optimize(graph: &Graph, target: &TargetSpec, level: u8) -> Result<Optimiz
         graph: g,
         report: Some(report),
     })
+}
+
+/// Runs only the named rules on `graph` and extracts, preferring e-nodes the rules added over
+/// the graph's own (each new e-node costs nothing, each original one 1): the rewritten graph,
+/// for checking a rule's right-hand sides against its left-hand sides with the reference
+/// evaluator. Unknown rule names are an error.
+pub fn rewrite_with(
+    graph: &Graph,
+    target: &TargetSpec,
+    rule_names: &[&str],
+) -> Result<(Graph, RunStats), String> {
+    let all = rules::rules(&themes(3));
+    let chosen: Vec<&rewrite::Rule> = rule_names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .copied()
+                .find(|r| r.name == *n)
+                .ok_or_else(|| format!("no rule `{n}`"))
+        })
+        .collect::<Result<_, _>>()?;
+    let (mut eg, outputs, names) = build(graph).map_err(|e| e.to_string())?;
+    let original: std::collections::HashSet<TNode> = eg
+        .classes()
+        .flat_map(|c| c.nodes.iter().cloned())
+        .collect();
+    let stats = run(&mut eg, &chosen, &Ctx { target }, limits(1));
+    let names = canonical(&eg, names);
+    let roots: Vec<Id> = outputs.iter().map(|o| eg.find(o.0)).collect();
+    let original: std::collections::HashSet<TNode> = original
+        .into_iter()
+        .map(|o| o.map_children(|c| eg.find(c)))
+        .collect();
+    let mut cost_fn = |eg: &EG, n: &TNode| {
+        let old = original.contains(&n.clone().map_children(|c| eg.find(c)));
+        if matches!(n.op, Op::Input(_) | Op::Const(_)) {
+            0.0
+        } else if old {
+            1.0
+        } else {
+            0.0
+        }
+    };
+    let choice = extract(&eg, &roots, &mut cost_fn).map_err(|e| e.to_string())?;
+    let inputs: Vec<(String, TensorType)> = graph
+        .inputs
+        .iter()
+        .map(|&v| (graph.value(v).name.clone(), graph.ty(v).clone()))
+        .collect();
+    let outputs: Vec<(Id, String)> = outputs
+        .into_iter()
+        .map(|(id, n)| (eg.find(id), n))
+        .collect();
+    let g = rebuild(&eg, &choice, &graph.name, &inputs, &outputs, &names)
+        .map_err(|e| e.to_string())?;
+    tessera_ir::graph::verify_graph(&g).map_err(|e| e.to_string())?;
+    Ok((g, stats))
+}
+
+/// The names of every rule, in order.
+pub fn rule_names() -> Vec<&'static str> {
+    rules::rules(&themes(3)).iter().map(|r| r.name).collect()
 }
