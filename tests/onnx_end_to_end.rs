@@ -392,8 +392,35 @@ fn inspect_shows_each_stage() {
         "{text}"
     );
 
+    // The optimiser's report: size, stop reason, rules fired, the estimate and the plan.
     let egraph = tessera(&["inspect", model.to_str().unwrap(), "--emit", "egraph"]);
-    assert_clean_failure(&egraph, "not available yet");
+    let text = String::from_utf8_lossy(&egraph.stdout);
+    assert!(egraph.status.success());
+    for part in [
+        "e-graph optimiser at -O2",
+        "stopped: saturated",
+        "rules fired",
+        "matmul-bias",
+        "plan (",
+    ] {
+        assert!(text.contains(part), "`{part}` not in: {text}");
+    }
+    let kernels = tessera(&["inspect", model.to_str().unwrap(), "--emit", "kernels"]);
+    let text = String::from_utf8_lossy(&kernels.stdout);
+    assert!(kernels.status.success());
+    assert!(text.lines().count() >= 2 && text.contains(" us "), "{text}");
+    let o0 = tessera(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--emit",
+        "egraph",
+        "-O",
+        "0",
+    ]);
+    assert!(String::from_utf8_lossy(&o0.stdout).contains("op by op"));
+
+    let mlir = tessera(&["inspect", model.to_str().unwrap(), "--emit", "mlir"]);
+    assert_clean_failure(&mlir, "not available yet");
 }
 
 #[test]

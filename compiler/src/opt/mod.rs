@@ -379,10 +379,8 @@ pub fn rewrite_with(
         })
         .collect::<Result<_, _>>()?;
     let (mut eg, outputs, names) = build(graph).map_err(|e| e.to_string())?;
-    let original: std::collections::HashSet<TNode> = eg
-        .classes()
-        .flat_map(|c| c.nodes.iter().cloned())
-        .collect();
+    let original: std::collections::HashSet<TNode> =
+        eg.classes().flat_map(|c| c.nodes.iter().cloned()).collect();
     let stats = run(&mut eg, &chosen, &Ctx { target }, limits(1));
     let names = canonical(&eg, names);
     let roots: Vec<Id> = outputs.iter().map(|o| eg.find(o.0)).collect();
@@ -410,8 +408,8 @@ pub fn rewrite_with(
         .into_iter()
         .map(|(id, n)| (eg.find(id), n))
         .collect();
-    let g = rebuild(&eg, &choice, &graph.name, &inputs, &outputs, &names)
-        .map_err(|e| e.to_string())?;
+    let g =
+        rebuild(&eg, &choice, &graph.name, &inputs, &outputs, &names).map_err(|e| e.to_string())?;
     tessera_ir::graph::verify_graph(&g).map_err(|e| e.to_string())?;
     Ok((g, stats))
 }
