@@ -120,6 +120,10 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
             // Element-granular DMA runs move at about half efficiency.
             w.hbm_bytes *= 2.0;
         }
+        GraphOp::Movement(tessera_ir::graph::MovementOp::Slice(_)) => {
+            // A slice reads only what it keeps.
+            w.hbm_bytes = 2.0 * out_bytes;
+        }
         GraphOp::Reduce(_) => {
             w.vector_elems = ins.first().map_or(0.0, |t| t.elems() as f64);
         }

@@ -221,7 +221,7 @@ impl fmt::Display for FusedOp {
             FusedOp::Elementwise(p) => write!(f, "ewchain[{} steps]", p.steps.len()),
             FusedOp::Norm(n) => write!(
                 f,
-                "{}(eps={})",
+                "{}(eps={:e})",
                 match n.kind {
                     NormKind::Layer => "layer_norm",
                     NormKind::Rms => "rms_norm",
@@ -230,7 +230,7 @@ impl fmt::Display for FusedOp {
             ),
             FusedOp::Attention(a) => write!(
                 f,
-                "attention(scale={}{}{})",
+                "attention(scale={:.6}{}{})",
                 a.scale,
                 if a.mask { ", mask" } else { "" },
                 if a.causal { ", causal" } else { "" }

@@ -7,6 +7,7 @@
 pub mod algebra;
 pub mod fusion;
 pub mod layout;
+pub mod multi;
 pub mod recognition;
 
 use super::lang::{EG, ops_in, splat_of};
@@ -16,10 +17,11 @@ use tessera_ir::graph::{BinaryOp, GraphOp, TensorType, UnaryOp};
 
 /// Every rule of the given themes, in a fixed order.
 pub fn rules(themes: &[Theme]) -> Vec<&'static Rule> {
-    let all: [&'static [Rule]; 4] = [
+    let all: [&'static [Rule]; 5] = [
         algebra::RULES,
         recognition::RULES,
         fusion::RULES,
+        multi::RULES,
         layout::RULES,
     ];
     all.iter()
