@@ -7,6 +7,11 @@
 //! candidate wins, ties going to the first e-node in the class's (sorted) order. Sets are
 //! recomputed until no choice improves. An e-node whose operand set already contains its own
 //! class would close a cycle and is not a candidate.
+//!
+//! Greedy choices are per class: a class may take a detour around a shared class that another
+//! output needs anyway. A local search then tries each alternative of each chosen class against
+//! the whole plan's cost (every reachable class once), keeping changes that lower it and stay
+//! acyclic.
 
 use super::lang::{EG, Op, TNode};
 use egg::Id;
@@ -119,27 +124,104 @@ pub fn extract(
             break;
         }
     }
+    let mut pick: HashMap<Id, usize> = best.iter().map(|(&c, b)| (c, b.2)).collect();
+    let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
+    for &r in &roots {
+        if !pick.contains_key(&r) {
+            return Err(ExtractError::NoPlan(usize::from(r)));
+        }
+    }
+    // Local improvement: greedy choices are made per class, so a class may avoid a shared
+    // class another root needs anyway. Try every alternative of every chosen class against the
+    // whole plan's cost, keeping changes that lower it (and stay acyclic), until none does.
+    let mut current = plan_cost(eg, &roots, &pick, &node_cost).ok_or(ExtractError::Cycle(0))?;
+    for _ in 0..4 {
+        let mut improved = false;
+        let mut reachable: Vec<Id> = current.1.clone();
+        reachable.sort_unstable();
+        for c in reachable {
+            let keep = pick[&c];
+            for i in 0..eg[c].nodes.len() {
+                if i == keep
+                    || eg[c].nodes[i]
+                        .children
+                        .iter()
+                        .any(|&ch| !pick.contains_key(&eg.find(ch)))
+                {
+                    continue;
+                }
+                let was = pick.insert(c, i).expect("chosen");
+                match plan_cost(eg, &roots, &pick, &node_cost) {
+                    Some(p) if p.0 < current.0 * (1.0 - 1e-9) - 1e-9 => {
+                        current = p;
+                        improved = true;
+                    }
+                    _ => {
+                        pick.insert(c, was);
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
     let mut chosen = HashMap::new();
     let mut own_ns = HashMap::new();
-    let mut total: Vec<(Id, f64)> = Vec::new();
-    for &r in roots {
-        let r = eg.find(r);
-        let Some((_, set, _)) = best.get(&r) else {
-            return Err(ExtractError::NoPlan(usize::from(r)));
-        };
-        total = merge(&total, set);
-    }
-    for &(c, own) in &total {
-        let (_, _, i) = best[&c];
+    for &c in &current.1 {
+        let i = pick[&c];
         let n = eg[c].nodes[i].clone().map_children(|ch| eg.find(ch));
         chosen.insert(c, n);
-        own_ns.insert(c, own);
+        own_ns.insert(c, node_cost[&(c, i)]);
     }
     Ok(Choice {
         chosen,
-        total_ns: total.iter().map(|e| e.1).sum(),
+        total_ns: current.0,
         own_ns,
     })
+}
+
+/// The cost of the plan `pick` makes of `roots` (each reachable class once) and the classes
+/// it reaches; `None` when the choices form a cycle.
+fn plan_cost(
+    eg: &EG,
+    roots: &[Id],
+    pick: &HashMap<Id, usize>,
+    node_cost: &HashMap<(Id, usize), f64>,
+) -> Option<(f64, Vec<Id>)> {
+    // 1: on the current path, 2: done.
+    let mut state: HashMap<Id, u8> = HashMap::new();
+    let mut order = Vec::new();
+    let mut total = 0.0;
+    for &r in roots {
+        let mut stack: Vec<(Id, bool)> = vec![(r, false)];
+        while let Some((c, leaving)) = stack.pop() {
+            if leaving {
+                state.insert(c, 2);
+                order.push(c);
+                let i = *pick.get(&c)?;
+                total += node_cost[&(c, i)];
+                continue;
+            }
+            match state.get(&c) {
+                Some(2) => continue,
+                Some(_) => return None,
+                None => {}
+            }
+            state.insert(c, 1);
+            stack.push((c, true));
+            let i = *pick.get(&c)?;
+            for &ch in &eg[c].nodes[i].children {
+                let ch = eg.find(ch);
+                match state.get(&ch) {
+                    Some(2) => {}
+                    Some(_) => return None,
+                    None => stack.push((ch, false)),
+                }
+            }
+        }
+    }
+    Some((total, order))
 }
 
 /// Names the rebuilt graph gives things.
@@ -318,5 +400,98 @@ impl Builder<'_> {
         };
         self.done.insert(c, vals);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opt::lang::{TNode, TypeAnalysis};
+    use tessera_ir::DType;
+    use tessera_ir::graph::{BinaryOp, UnaryOp};
+
+    fn node(eg: &mut EG, op: GraphOp, children: &[Id]) -> Id {
+        let k = eg.analysis.tables.op(&op);
+        eg.add(TNode {
+            op: Op::Node(k),
+            children: children.to_vec(),
+        })
+    }
+
+    /// `s = expensive(x)` feeds two outputs. Output `b` could also be computed without `s` at
+    /// a little more than `b`'s own cost through `s`; counting `s` once (it is needed by `c`
+    /// anyway), going through `s` is cheaper, while a tree cost, charging `s` to `b` too,
+    /// would pick the detour.
+    #[test]
+    fn a_shared_class_is_paid_once() {
+        let mut a = TypeAnalysis::default();
+        a.tables.inputs = vec![TensorType::new(DType::F32, &[4])];
+        let mut eg = EG::new(a);
+        let x = eg.add(TNode {
+            op: Op::Input(0),
+            children: vec![],
+        });
+        let s = node(&mut eg, GraphOp::Unary(UnaryOp::Exp), &[x]);
+        let b = node(&mut eg, GraphOp::Unary(UnaryOp::Relu), &[s]);
+        let c = node(&mut eg, GraphOp::Unary(UnaryOp::Tanh), &[s]);
+        let detour = node(&mut eg, GraphOp::Binary(BinaryOp::Add), &[x, x]);
+        eg.union(b, detour);
+        eg.rebuild();
+        let mut cost = |eg: &EG, n: &TNode| match n.op {
+            Op::Node(k) => match eg.analysis.tables.ops[k as usize] {
+                GraphOp::Unary(UnaryOp::Exp) => 10.0,
+                GraphOp::Binary(_) => 2.0,
+                _ => 1.0,
+            },
+            _ => 0.0,
+        };
+        let choice = extract(&eg, &[b, c], &mut cost).unwrap();
+        let b = eg.find(b);
+        assert_eq!(
+            choice.chosen[&b].children,
+            vec![eg.find(s)],
+            "b goes through s"
+        );
+        // s (10) + relu (1) + tanh (1), not s + tanh + the detour (2).
+        assert_eq!(choice.total_ns, 12.0);
+        // Alone, b takes the detour: 2 < 10 + 1.
+        let alone = extract(&eg, &[b], &mut cost).unwrap();
+        assert_eq!(alone.total_ns, 2.0);
+    }
+
+    /// `x = x * 1` puts a cycle in the e-graph; extraction still finds the acyclic choice.
+    #[test]
+    fn cycles_are_not_chosen() {
+        let mut a = TypeAnalysis::default();
+        a.tables.inputs = vec![TensorType::new(DType::F32, &[4])];
+        let mut eg = EG::new(a);
+        let x = eg.add(TNode {
+            op: Op::Input(0),
+            children: vec![],
+        });
+        let r = node(&mut eg, GraphOp::Unary(UnaryOp::Relu), &[x]);
+        let one = {
+            let k =
+                eg.analysis
+                    .tables
+                    .konst(tessera_ir::HostTensor::from_f64(DType::F32, &[], &[1.0]));
+            eg.add(TNode {
+                op: Op::Const(k),
+                children: vec![],
+            })
+        };
+        let m = node(&mut eg, GraphOp::Binary(BinaryOp::Mul), &[r, one]);
+        eg.union(r, m);
+        eg.rebuild();
+        let mut cost = |_: &EG, n: &TNode| {
+            if matches!(n.op, Op::Node(_)) {
+                1.0
+            } else {
+                0.0
+            }
+        };
+        let choice = extract(&eg, &[r], &mut cost).unwrap();
+        let r = eg.find(r);
+        assert_eq!(choice.chosen[&r].children, vec![eg.find(x)]);
     }
 }
