@@ -38,6 +38,17 @@ fi
     exit 1
 }
 echo "jit: $(tail -n 1 target/onnx-test-jit.log)"
+# The op-by-op baseline (-O0, no optimiser) must pass every case the default level passes.
+./target/debug/tessera onnx-test target/nodetests -O 0 > target/onnx-test-o0.log || {
+    grep '^FAIL' target/onnx-test-o0.log | head -50
+    echo "onnx-test -O 0: some node test cases failed (full log: target/onnx-test-o0.log)"
+    exit 1
+}
+echo "-O0: $(tail -n 1 target/onnx-test-o0.log)"
+if [ "$(tail -n 1 target/onnx-test-o0.log | awk '{print $1}')" -ne "$passed" ]; then
+    echo "onnx-test: -O0 passes a different number of cases than -O2"
+    exit 1
+fi
 if [ "$(tail -n 1 target/onnx-test-jit.log | awk '{print $1}')" -ne "$passed" ]; then
     echo "onnx-test: the jit passes a different number of cases than interp"
     exit 1

@@ -52,3 +52,26 @@ if [ "$(passed_on jit)" -ne "$(passed_on interp)" ]; then
     echo "real models: the jit passes a different number of cases than interp"
     exit 1
 fi
+
+# The optimiser's targets, on the timing model (modelled latency, deterministic, not wall
+# clock): -O2 at least 1.5x faster than -O0 on the BERT layer and the GPT decoder, 1.2x on
+# ResNet-50.
+for pair in bert_encoder_layer:1.5 gpt_decoder_2block:1.5 resnet50:1.2; do
+    model=${pair%%:*}
+    want=${pair##*:}
+    lat() {
+        "$TESSERA" profile --json "$out/$model/model.onnx" -O "$1" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["latency_us"])'
+    }
+    o0=$(lat 0)
+    o2=$(lat 2)
+    python3 - "$model" "$o0" "$o2" "$want" <<'PY'
+import sys
+model, o0, o2, want = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+ratio = o0 / o2
+print(f"{model}: modelled latency -O0 {o0:.1f} us, -O2 {o2:.1f} us: {ratio:.2f}x (target {want}x)")
+if ratio < want:
+    sys.exit(f"{model}: -O2 is only {ratio:.2f}x faster than -O0 on the timing model")
+PY
+done
+
