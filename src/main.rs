@@ -89,8 +89,9 @@ enum Command {
         /// Directory to write NAME.npy for each output.
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
-        /// Execution backend.
-        #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+        /// Execution backend: `jit` (the default) runs compiled instruction templates; `interp`
+        /// is the checked emulator, which also reports reads of unwritten memory and races.
+        #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
         backend: BackendArg,
         /// Seed for the interleaving of engine queues (a correct program gives the same result
         /// for every seed; races are reported whatever the seed).
