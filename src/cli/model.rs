@@ -39,10 +39,18 @@ pub fn compile_cmd(model: &Path, out: &Path, options: &CompileOptions) -> Result
     tessera_ir::artifact::write_atomic(out, &c.artifact).map_err(|e| e.to_string())?;
     let bytes = fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     println!(
-        "compiled {} -> {} ({} nodes, {} machine instructions on {} queues, {} bytes, {})",
+        "compiled {} -> {} ({} nodes planned as {} kernels, {} machine instructions on {} queues, {} bytes, {})",
         model.display(),
         out.display(),
         c.graph.nodes.len(),
+        c.optimized
+            .nodes
+            .iter()
+            .filter(|n| !matches!(
+                n.op,
+                tessera_ir::graph::GraphOp::Reshape { .. } | tessera_ir::graph::GraphOp::Identity
+            ))
+            .count(),
         c.machine.inst_count(),
         c.machine
             .queues
