@@ -89,7 +89,10 @@ pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> 
     match op {
         FusedOp::Elementwise(p) => ins.len() <= 8 && ew_steps(p, dtype).is_ok(),
         FusedOp::Norm(n) => n.kind == NormKind::Layer,
-        FusedOp::MatMul(_) | FusedOp::Conv(_) | FusedOp::Attention(_) => false,
+        FusedOp::MatMul(_) => ins
+            .first()
+            .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16)),
+        FusedOp::Conv(_) | FusedOp::Attention(_) => false,
     }
 }
 
@@ -103,9 +106,11 @@ impl Lowering<'_> {
         match op {
             FusedOp::Elementwise(p) => self.fused_elementwise(node, p, ins),
             FusedOp::Norm(spec) => self.fused_norm(node, spec, ins),
-            FusedOp::MatMul(_) | FusedOp::Conv(_) | FusedOp::Attention(_) => Err(
-                Self::unsupported(node, format!("no kernel for the fused form {op} yet")),
-            ),
+            FusedOp::MatMul(m) => self.fused_matmul(node, m, ins),
+            FusedOp::Conv(_) | FusedOp::Attention(_) => Err(Self::unsupported(
+                node,
+                format!("no kernel for the fused form {op} yet"),
+            )),
         }
     }
 

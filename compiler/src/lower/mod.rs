@@ -9,6 +9,7 @@
 mod conv;
 mod elementwise;
 mod fused;
+mod fused_matmul;
 pub use fused::fused_supported;
 mod index;
 pub mod link;
@@ -503,6 +504,7 @@ impl Lowering<'_> {
             in_dtype: at.dtype,
             compute_dtype: self.compute_dtype(at.dtype),
             out_dtype,
+            epilogue: library::MatmulEpilogue::default(),
         };
         let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let count: usize = batch.iter().product();
@@ -570,6 +572,7 @@ impl Lowering<'_> {
             in_dtype: at.dtype,
             compute_dtype: self.compute_dtype(at.dtype),
             out_dtype: dtype,
+            epilogue: library::MatmulEpilogue::default(),
         };
         let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let prod = if needs_scale || has_c {
@@ -710,7 +713,7 @@ fn act_func(op: UnaryOp) -> Option<ActFunc> {
     })
 }
 
-fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+pub(crate) fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
     let mut idx = vec![0; shape.len()];
     for i in (0..shape.len()).rev() {
         idx[i] = flat % shape[i].max(1);
@@ -721,7 +724,7 @@ fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 
 /// Row-major offset (in batch elements) of `idx` (over the broadcast batch shape) in an operand
 /// whose batch shape is `own` (right-aligned; size-1 axes broadcast).
-fn broadcast_offset(idx: &[usize], own: &[usize]) -> u64 {
+pub(crate) fn broadcast_offset(idx: &[usize], own: &[usize]) -> u64 {
     let skip = idx.len() - own.len();
     let mut off = 0u64;
     for (j, &d) in own.iter().enumerate() {

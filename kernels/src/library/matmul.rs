@@ -11,7 +11,7 @@
 use super::{blocks, check_shape, parts};
 use crate::{HbmView, KernelBuilder, KernelError, Tensor, Tile};
 use std::ops::Range;
-use tessera_ir::{DType, Engine, TargetSpec, TileProgram};
+use tessera_ir::{ActFunc, AluOp, DType, Engine, TargetSpec, TileProgram};
 
 /// `a`[m, k] (in_dtype), `b`[k, n] (in_dtype) -> `c`[m, n] (out_dtype). `in_dtype` is f32, bf16
 /// or f16 (the tensor engine's float operand types); accumulation is f32 in PSUM.
@@ -52,12 +52,47 @@ pub fn matmul_t(
             in_dtype,
             compute_dtype: in_dtype,
             out_dtype,
+            epilogue: MatmulEpilogue::default(),
         },
     )
 }
 
+/// What happens to each result block as it leaves PSUM: `act(alpha * acc + bias) + residual`,
+/// in fp32 on the activation and vector engines, before the cast to the output dtype. The
+/// default (alpha 1, nothing else) is a plain copy.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatmulEpilogue {
+    /// Scale of the product.
+    pub alpha: f64,
+    /// A `bias` input `[n]` is added to every row (loaded once per column block, broadcast to
+    /// every partition by a stride-0 DMA view).
+    pub bias: bool,
+    /// An activation-engine function applied after the bias.
+    pub act: Option<ActFunc>,
+    /// A `residual` input `[m, n]` (output dtype) is added last.
+    pub residual: bool,
+}
+
+impl Default for MatmulEpilogue {
+    fn default() -> Self {
+        MatmulEpilogue {
+            alpha: 1.0,
+            bias: false,
+            act: None,
+            residual: false,
+        }
+    }
+}
+
+impl MatmulEpilogue {
+    /// Nothing but the copy out of PSUM.
+    pub fn is_plain(&self) -> bool {
+        *self == MatmulEpilogue::default()
+    }
+}
+
 /// Everything that shapes a matmul kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulSpec {
     /// Rows of the result.
     pub m: usize,
@@ -76,6 +111,8 @@ pub struct MatmulSpec {
     pub compute_dtype: DType,
     /// dtype of `c`.
     pub out_dtype: DType,
+    /// Applied while results leave PSUM.
+    pub epilogue: MatmulEpilogue,
 }
 
 /// The matmul kernel for a full [`MatmulSpec`].
@@ -90,6 +127,7 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         in_dtype,
         compute_dtype,
         out_dtype,
+        epilogue,
     } = *spec;
     let a_shape = if trans_a { [k, m] } else { [m, k] };
     let b_shape = if trans_b { [n, k] } else { [k, n] };
@@ -110,23 +148,36 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
     );
 
     let name = format!(
-        "matmul_{m}x{k}x{n}{}{}{}",
+        "matmul_{m}x{k}x{n}{}{}{}{}",
         if trans_a { "_ta" } else { "" },
         if trans_b { "_tb" } else { "" },
         if compute_dtype != in_dtype {
             format!("_{compute_dtype}")
         } else {
             String::new()
-        }
+        },
+        if epilogue.is_plain() { "" } else { "_epilogue" }
     );
     let mut kb = KernelBuilder::new(name, target);
     let a = kb.input("a", in_dtype, &a_shape)?;
     let b = kb.input("b", in_dtype, &b_shape)?;
+    let bias = if epilogue.bias {
+        Some(kb.input("bias", in_dtype, &[n])?)
+    } else {
+        None
+    };
+    let residual = if epilogue.residual {
+        Some(kb.input("residual", out_dtype, &[m, n])?)
+    } else {
+        None
+    };
     let c = kb.output("c", out_dtype, &[m, n])?;
     let ops = Operands {
         a: &a,
         b: &b,
         c: &c,
+        bias: bias.as_ref(),
+        residual: residual.as_ref(),
         spec,
     };
     let stripe_m_tiles = STRIPE_BYTES / (k.div_ceil(tile_k) * tile_m * compute_dtype.size_bytes());
@@ -180,10 +231,138 @@ struct Operands<'x> {
     a: &'x Tensor,
     b: &'x Tensor,
     c: &'x Tensor,
+    bias: Option<&'x Tensor>,
+    residual: Option<&'x Tensor>,
     spec: &'x MatmulSpec,
 }
 
+/// The epilogue's operand tiles for one block of columns: the bias broadcast to every
+/// partition, and the residual rows of each M tile.
+struct EpilogueTiles {
+    bias: Option<Tile>,
+    residuals: Vec<Option<Tile>>,
+}
+
 impl Operands<'_> {
+    /// Loads the epilogue operands for M tiles `mbs` and columns `nw`.
+    fn epilogue_tiles(
+        &self,
+        kb: &mut KernelBuilder<'_>,
+        mbs: &[Range<usize>],
+        nw: &Range<usize>,
+    ) -> Result<EpilogueTiles, KernelError> {
+        let rows = mbs.iter().map(|m| m.len()).max().unwrap_or(1) as u32;
+        let bias = match self.bias {
+            Some(b) => {
+                let t = kb.sbuf("bias", DType::F32, rows, &[nw.len()])?;
+                kb.dma_copy(&t, b.bcast_row(rows, 0, nw.clone()))?;
+                Some(t)
+            }
+            None => None,
+        };
+        let mut residuals = Vec::with_capacity(mbs.len());
+        for mb in mbs {
+            residuals.push(match self.residual {
+                Some(r) => {
+                    let t = kb.sbuf("residual", self.spec.out_dtype, parts(mb), &[nw.len()])?;
+                    kb.dma_copy(&t, r.block(mb.clone(), nw.clone()))?;
+                    Some(t)
+                }
+                None => None,
+            });
+        }
+        Ok(EpilogueTiles { bias, residuals })
+    }
+
+    /// Moves one accumulator (`rows` x the columns `cols` of the block's tiles) out of PSUM
+    /// into `out`, applying the epilogue: a plain copy on `engine`, or the epilogue's steps
+    /// (scale and activation on ACT, bias and residual adds on DVE) through fp32 tiles.
+    #[allow(clippy::too_many_arguments)] // the block's place: accumulator, output, rows, columns, M tile, engine
+    fn evacuate(
+        &self,
+        kb: &mut KernelBuilder<'_>,
+        acc: &Tile,
+        out: &Tile,
+        rows: u32,
+        cols: Range<usize>,
+        tiles: &EpilogueTiles,
+        j: usize,
+        engine: Engine,
+    ) -> Result<(), KernelError> {
+        let e = self.spec.epilogue;
+        let dst_view = out.cols(0..rows, cols.clone());
+        if e.is_plain() {
+            return kb.tensor_copy_on(engine, dst_view, acc);
+        }
+        // (step, scale folded into an activation)
+        enum Step {
+            Scale,
+            Bias,
+            Act(ActFunc, f64),
+            Residual,
+        }
+        let mut steps = Vec::new();
+        let scale_first = e.alpha != 1.0 && (e.bias || e.act.is_none());
+        if scale_first {
+            steps.push(Step::Scale);
+        }
+        if e.bias {
+            steps.push(Step::Bias);
+        }
+        if let Some(f) = e.act {
+            steps.push(Step::Act(f, if scale_first { 1.0 } else { e.alpha }));
+        }
+        if e.residual {
+            steps.push(Step::Residual);
+        }
+        let width = cols.len();
+        let mut current: Option<Tile> = None;
+        for (i, step) in steps.iter().enumerate() {
+            let last = i + 1 == steps.len();
+            let next = if last {
+                None
+            } else {
+                Some(kb.sbuf("epilogue", DType::F32, rows, &[width])?)
+            };
+            let dst = match &next {
+                Some(t) => t.cols(0..rows, 0..width),
+                None => dst_view.clone(),
+            };
+            let src = match &current {
+                Some(t) => t.cols(0..rows, 0..width),
+                None => acc.cols(0..rows, 0..width),
+            };
+            match *step {
+                Step::Scale => kb.activation(dst, src, ActFunc::Identity, e.alpha, 0.0, None)?,
+                Step::Bias => {
+                    let b = tiles.bias.as_ref().expect("bias tile loaded");
+                    kb.tensor_tensor(dst, src, AluOp::Add, b.cols(0..rows, cols.clone()))?
+                }
+                Step::Act(f, scale) => kb.activation(dst, src, f, scale, 0.0, None)?,
+                Step::Residual => {
+                    let r = tiles.residuals[j].as_ref().expect("residual tile loaded");
+                    kb.tensor_tensor(dst, src, AluOp::Add, r.cols(0..rows, cols.clone()))?
+                }
+            }
+            if let Some(t) = current.take() {
+                kb.free(t)?;
+            }
+            current = next;
+        }
+        Ok(())
+    }
+
+    /// Frees a block's epilogue tiles.
+    fn free_epilogue(kb: &mut KernelBuilder<'_>, tiles: EpilogueTiles) -> Result<(), KernelError> {
+        if let Some(t) = tiles.bias {
+            kb.free(t)?;
+        }
+        for t in tiles.residuals.into_iter().flatten() {
+            kb.free(t)?;
+        }
+        Ok(())
+    }
+
     /// B tile source: rows `kr` (K) and columns `nb` of B.
     fn b_block(&self, kr: &Range<usize>, nb: &Range<usize>) -> HbmView {
         if self.spec.trans_b {
@@ -317,6 +496,8 @@ fn resident_stripes(
             let n_sub: Vec<_> = blocks(nw.len(), tile_n)
                 .map(|r| nw.start + r.start..nw.start + r.end)
                 .collect();
+            let mbs: Vec<Range<usize>> = current.tiles.iter().map(|(mb, _)| mb.clone()).collect();
+            let epilogue = ops.epilogue_tiles(kb, &mbs, nw)?;
             let mut accs = Vec::with_capacity(current.tiles.len() * n_sub.len());
             for (mb, _) in &current.tiles {
                 for nb in &n_sub {
@@ -381,11 +562,12 @@ fn resident_stripes(
                         Engine::Dve
                     };
                     let cols = nb.start - nw.start..nb.end - nw.start;
-                    kb.tensor_copy_on(engine, out.cols(0..mb.len() as u32, cols), &acc)?;
+                    ops.evacuate(kb, &acc, &out, mb.len() as u32, cols, &epilogue, j, engine)?;
                     kb.free(acc)?;
                 }
                 pending.push((out, mb.clone(), nw.clone()));
             }
+            Operands::free_epilogue(kb, epilogue)?;
         }
         if let Some(next) = &next {
             for load in next_loads {
@@ -458,8 +640,19 @@ fn streaming(
                 kb.free(a_t)?;
                 kb.free(b_tile)?;
             }
+            let epilogue = ops.epilogue_tiles(kb, std::slice::from_ref(&mb), &nb)?;
             let out = kb.sbuf("c", out_dtype, parts(&mb), &[nb.len()])?;
-            kb.tensor_copy(&out, &acc)?;
+            ops.evacuate(
+                kb,
+                &acc,
+                &out,
+                parts(&mb),
+                0..nb.len(),
+                &epilogue,
+                0,
+                Engine::Dve,
+            )?;
+            Operands::free_epilogue(kb, epilogue)?;
             kb.free(acc)?;
             kb.dma_copy(ops.c.block(mb.clone(), nb.clone()), &out)?;
             kb.free(out)?;
