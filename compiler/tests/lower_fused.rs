@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use tessera_backends::interp;
 use tessera_compiler::lower::lower;
 use tessera_ir::graph::{
-    Activation, FusedOp, Graph, GraphOp, MatMulEpilogue, TensorType, ValueId, evaluate,
-    verify_graph,
+    Activation, ConvEpilogue, ConvSpec, FusedOp, Graph, GraphOp, MatMulEpilogue, TensorType,
+    ValueId, evaluate, verify_graph,
 };
 use tessera_ir::{DType, HostTensor, TargetSpec};
 
@@ -194,4 +194,124 @@ fn matmul_epilogues() {
     ));
     // Batched, with the weights broadcast over the batch.
     check(&fused_matmul("batched", &[2, 3, 40, 70], &[70, 130], all));
+}
+
+/// `act(conv(x, w) + b) + residual` on an `[n, c_in, h, w]` input.
+#[allow(clippy::too_many_arguments)] // the convolution's shape and the epilogue
+fn fused_conv(
+    name: &str,
+    x: [usize; 4],
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: i64,
+    group: usize,
+    epi: (bool, Option<Activation>, bool),
+) -> Graph {
+    let (bias, act, residual) = epi;
+    let conv = ConvSpec {
+        transpose: false,
+        strides: vec![stride; 2],
+        dilations: vec![1; 2],
+        pads_begin: vec![pad; 2],
+        pads_end: vec![pad; 2],
+        group,
+    };
+    let mut g = Graph::new(name);
+    let xv = input(&mut g, "x", &x);
+    let w = g.add_constant("w", f32t(&[c_out, x[1] / group, k, k], 21));
+    let mut ins = vec![xv, w];
+    if bias {
+        ins.push(g.add_constant("b", f32t(&[c_out], 22)));
+    }
+    if residual {
+        let oh = (x[2] + 2 * pad as usize - k) / stride + 1;
+        let ow = (x[3] + 2 * pad as usize - k) / stride + 1;
+        ins.push(input(&mut g, "residual", &[x[0], c_out, oh, ow]));
+    }
+    let spec = ConvEpilogue {
+        conv,
+        bias,
+        act,
+        residual,
+    };
+    let y = node(&mut g, "fused", GraphOp::Fused(FusedOp::Conv(spec)), &ins);
+    g.outputs.push(y);
+    g
+}
+
+#[test]
+fn conv_epilogues() {
+    let relu = Some(Activation::Relu);
+    // ResNet's basic block: 3x3, bias, ReLU, residual.
+    check(&fused_conv(
+        "block",
+        [1, 64, 14, 14],
+        64,
+        3,
+        1,
+        1,
+        1,
+        (true, relu, true),
+    ));
+    // A bottleneck's 1x1 projection, and the 7x7 stride-2 stem (kernel rows folded).
+    check(&fused_conv(
+        "proj",
+        [1, 256, 7, 7],
+        64,
+        1,
+        1,
+        0,
+        1,
+        (true, relu, false),
+    ));
+    check(&fused_conv(
+        "stem",
+        [1, 3, 32, 32],
+        64,
+        7,
+        2,
+        3,
+        1,
+        (true, relu, false),
+    ));
+    // Depthwise, no bias; a residual without an activation; batch 2 over 160 output channels.
+    check(&fused_conv(
+        "depthwise",
+        [1, 32, 9, 9],
+        32,
+        3,
+        1,
+        1,
+        32,
+        (false, relu, false),
+    ));
+    check(&fused_conv(
+        "residual_only",
+        [2, 16, 8, 8],
+        160,
+        3,
+        1,
+        1,
+        1,
+        (true, None, true),
+    ));
+    for act in [
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Silu,
+    ] {
+        check(&fused_conv(
+            act.name(),
+            [1, 8, 6, 6],
+            24,
+            3,
+            1,
+            1,
+            1,
+            (true, Some(act), false),
+        ));
+    }
 }

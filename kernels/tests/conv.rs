@@ -125,6 +125,8 @@ fn conv2d_case(compute: DType) {
         bias: true,
         dtype: DType::F32,
         compute_dtype: compute,
+        act: None,
+        residual: false,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, 9, m], arrange(&wt, m, c, 9, false));
@@ -176,6 +178,8 @@ fn dilated_input_with_flipped_weights_is_conv_transpose() {
         bias: false,
         dtype: DType::F32,
         compute_dtype: DType::F32,
+        act: None,
+        residual: false,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, taps, m], arrange(&wt, m, c, taps, true));
@@ -317,6 +321,8 @@ fn few_channels_fold_kernel_rows_into_partitions() {
         bias: true,
         dtype: DType::F32,
         compute_dtype: DType::F32,
+        act: None,
+        residual: false,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     // The folded path issues one matmul per kernel column (3) per C_out chunk (2).

@@ -43,6 +43,24 @@ impl Lowering<'_> {
         ins: &[TensorId],
         out: TensorId,
     ) -> Result<(), LowerError> {
+        let bias = ins.get(2).copied();
+        self.conv_with(node, spec, ins[0], bias, out, None, None)
+    }
+
+    /// A convolution of `x` (+ `bias`) into `out` by the node's constant weights (its second
+    /// input, rearranged here), with an activation and a residual applied while results leave
+    /// PSUM (the fused form's epilogue).
+    #[allow(clippy::too_many_arguments)] // operands, result and the two epilogue parts
+    pub(super) fn conv_with(
+        &mut self,
+        node: &Node,
+        spec: &ConvSpec,
+        x: TensorId,
+        bias: Option<TensorId>,
+        out: TensorId,
+        act: Option<tessera_ir::ActFunc>,
+        residual: Option<TensorId>,
+    ) -> Result<(), LowerError> {
         let g = self.graph;
         let xt = g.ty(node.inputs[0]).clone();
         let wt = g.ty(node.inputs[1]).clone();
@@ -125,18 +143,23 @@ impl Lowering<'_> {
             dilations,
             pads_begin,
             in_dilation,
-            bias: ins.len() > 2,
+            bias: bias.is_some(),
             dtype: xt.dtype,
             compute_dtype: self.compute_dtype(xt.dtype),
+            act,
+            residual: residual.is_some(),
         };
         let k = self.kernel(node, library::conv(self.target, &kspec))?;
         let mut b = vec![
-            Binding::whole("x", ins[0]),
+            Binding::whole("x", x),
             Binding::whole("w", w),
             Binding::whole("y", out),
         ];
-        if ins.len() > 2 {
-            b.push(Binding::whole("b", ins[2]));
+        if let Some(t) = bias {
+            b.push(Binding::whole("b", t));
+        }
+        if let Some(t) = residual {
+            b.push(Binding::whole("residual", t));
         }
         self.link(&node.name, &k, &b)
     }

@@ -92,7 +92,13 @@ pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> 
         FusedOp::MatMul(_) => ins
             .first()
             .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16)),
-        FusedOp::Conv(_) | FusedOp::Attention(_) => false,
+        FusedOp::Conv(c) => {
+            !c.conv.transpose
+                && ins
+                    .first()
+                    .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16))
+        }
+        FusedOp::Attention(_) => false,
     }
 }
 
@@ -107,7 +113,14 @@ impl Lowering<'_> {
             FusedOp::Elementwise(p) => self.fused_elementwise(node, p, ins),
             FusedOp::Norm(spec) => self.fused_norm(node, spec, ins),
             FusedOp::MatMul(m) => self.fused_matmul(node, m, ins),
-            FusedOp::Conv(_) | FusedOp::Attention(_) => Err(Self::unsupported(
+            FusedOp::Conv(c) => {
+                let out = self.result_tensor(node.outputs[0]);
+                let bias = c.bias.then(|| ins[2]);
+                let residual = c.residual.then(|| ins[2 + c.bias as usize]);
+                let act = c.act.map(activation_func);
+                self.conv_with(node, &c.conv, ins[0], bias, out, act, residual)
+            }
+            FusedOp::Attention(_) => Err(Self::unsupported(
                 node,
                 format!("no kernel for the fused form {op} yet"),
             )),

@@ -271,7 +271,10 @@ fn lowerable(eg: &EG, n: &TNode) -> bool {
         Op::Node(k) => match &eg.analysis.tables.ops[k as usize] {
             GraphOp::Fused(f) => {
                 let ins: Vec<&TensorType> = n.children.iter().map(|&c| eg[c].data.ty()).collect();
-                crate::lower::fused_supported(f, &ins)
+                // Convolution weights are rearranged at compile time: they must be constants.
+                let weights_known = !matches!(f, tessera_ir::graph::FusedOp::Conv(_))
+                    || eg[n.children[1]].data.konst.is_some();
+                weights_known && crate::lower::fused_supported(f, &ins)
             }
             _ => true,
         },

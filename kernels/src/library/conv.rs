@@ -27,7 +27,7 @@
 //! the zero insertion being a strided DMA into a zeroed block.
 
 use super::{DeferredStores, blocks};
-use crate::{KernelBuilder, KernelError, ScalarArg, Step, Tile};
+use crate::{KernelBuilder, KernelError, ScalarArg, Step, Tensor, Tile};
 use std::ops::Range;
 use tessera_ir::{ActFunc, AluOp, DType, Engine, TargetSpec, TileProgram};
 
@@ -65,6 +65,11 @@ pub struct ConvKernelSpec {
     /// dtype the tensor engine reads (the input and weight tiles); when it differs from
     /// `dtype` the loading DMAs convert (`--auto-cast matmul` feeds bf16 from f32 tensors).
     pub compute_dtype: DType,
+    /// An activation applied (after the bias, by the same activation-engine instruction)
+    /// while results leave PSUM.
+    pub act: Option<ActFunc>,
+    /// A `residual` input of `y`'s shape is added after the activation.
+    pub residual: bool,
 }
 
 const KERNEL: &str = "conv";
@@ -215,7 +220,36 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
     } else {
         None
     };
+    let residual = if s.residual {
+        Some(kb.input("residual", s.dtype, &[s.batch, cout_total, od, oh, ow])?)
+    } else {
+        None
+    };
     let y = kb.output("y", s.dtype, &[s.batch, cout_total, od, oh, ow])?;
+    // The DMA pieces of one result block (image n, channels cc, output tile) in a tensor laid
+    // out like `y`.
+    let block_pieces = |t: &Tensor, n: usize, g: usize, cc: &Range<usize>, tile: &OutTile| {
+        let o = &tile.r;
+        let npix = tile.pixels();
+        let off =
+            ((((n * cout_total + g * s.c_out + cc.start) * od + o[0].start) * oh + o[1].start) * ow
+                + o[2].start) as u64;
+        split_parts(cc.len(), npix * dsize)
+            .into_iter()
+            .map(|pr| {
+                let dst = t.ap(
+                    off + (pr.start * od * oh * ow) as u64,
+                    &[
+                        ((od * oh * ow) as i64, pr.len() as u32),
+                        ((oh * ow) as i64, tile.len(0) as u32),
+                        (ow as i64, tile.len(1) as u32),
+                        (1, tile.len(2) as u32),
+                    ],
+                );
+                (pr.start as u32..pr.end as u32, dst)
+            })
+            .collect::<Vec<_>>()
+    };
 
     let tiles: Vec<OutTile> = blocks(od, ext[0])
         .flat_map(|rd| {
@@ -324,6 +358,18 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                         for cc in group {
                             accs.push(kb.psum("acc", DType::F32, cc.len() as u32, &[npix])?);
                         }
+                        // Residual blocks load while the matmuls run.
+                        let mut rtiles = Vec::new();
+                        if let Some(r) = &residual {
+                            for cc in group {
+                                let t = kb.sbuf("residual", s.dtype, cc.len() as u32, &[npix])?;
+                                for (pr, src) in block_pieces(r, n, g, cc, tile) {
+                                    kb.dma_copy(t.part(pr), src)?;
+                                }
+                                rtiles.push(t);
+                            }
+                        }
+                        let mut rtiles = rtiles.into_iter();
                         for (q, cr) in ci_chunks.iter().enumerate() {
                             let pc = (kfold * cr.len()) as u32;
                             for (cc, acc) in group.iter().zip(&accs) {
@@ -358,42 +404,47 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                                 Engine::Dve
                             };
                             evac += 1;
-                            match btiles.get(j) {
-                                Some(bt) if engine == Engine::Act => {
-                                    kb.activation(&out, &acc, ActFunc::Identity, 1.0, bt, None)?
+                            if s.act.is_some() || s.residual {
+                                // Bias and activation in one activation-engine instruction,
+                                // then the residual on the vector engine.
+                                let func = s.act.unwrap_or(ActFunc::Identity);
+                                let tmp = match rtiles.next() {
+                                    Some(r) => Some((
+                                        kb.sbuf("epilogue", DType::F32, cc.len() as u32, &[npix])?,
+                                        r,
+                                    )),
+                                    None => None,
+                                };
+                                let dst = match &tmp {
+                                    Some((t, _)) => t,
+                                    None => &out,
+                                };
+                                match btiles.get(j) {
+                                    Some(bt) => kb.activation(dst, &acc, func, 1.0, bt, None)?,
+                                    None => kb.activation(dst, &acc, func, 1.0, 0.0, None)?,
                                 }
-                                Some(bt) => kb.tensor_scalar_on(
-                                    engine,
-                                    &out,
-                                    &acc,
-                                    Step::new(AluOp::Add, ScalarArg::from(bt)),
-                                    None,
-                                )?,
-                                None => kb.tensor_copy_on(engine, &out, &acc)?,
+                                if let Some((t, r)) = tmp {
+                                    kb.tensor_tensor(&out, &t, AluOp::Add, &r)?;
+                                    kb.free(t)?;
+                                    kb.free(r)?;
+                                }
+                            } else {
+                                match btiles.get(j) {
+                                    Some(bt) if engine == Engine::Act => {
+                                        kb.activation(&out, &acc, ActFunc::Identity, 1.0, bt, None)?
+                                    }
+                                    Some(bt) => kb.tensor_scalar_on(
+                                        engine,
+                                        &out,
+                                        &acc,
+                                        Step::new(AluOp::Add, ScalarArg::from(bt)),
+                                        None,
+                                    )?,
+                                    None => kb.tensor_copy_on(engine, &out, &acc)?,
+                                }
                             }
                             kb.free(acc)?;
-                            let o = &tile.r;
-                            let off = ((((n * cout_total + g * s.c_out + cc.start) * od
-                                + o[0].start)
-                                * oh
-                                + o[1].start)
-                                * ow
-                                + o[2].start) as u64;
-                            let pieces = split_parts(cc.len(), npix * dsize)
-                                .into_iter()
-                                .map(|pr| {
-                                    let dst = y.ap(
-                                        off + (pr.start * od * oh * ow) as u64,
-                                        &[
-                                            ((od * oh * ow) as i64, pr.len() as u32),
-                                            ((oh * ow) as i64, tile.len(0) as u32),
-                                            (ow as i64, tile.len(1) as u32),
-                                            (1, tile.len(2) as u32),
-                                        ],
-                                    );
-                                    (pr.start as u32..pr.end as u32, dst)
-                                })
-                                .collect();
+                            let pieces = block_pieces(&y, n, g, cc, tile);
                             stores.push(&mut kb, out, pieces)?;
                         }
                     }
