@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use tessera_backends::interp;
 use tessera_compiler::lower::lower;
 use tessera_ir::graph::{
-    Activation, ConvEpilogue, ConvSpec, FusedOp, Graph, GraphOp, MatMulEpilogue, TensorType,
-    ValueId, evaluate, verify_graph,
+    Activation, AttentionSpec, ConvEpilogue, ConvSpec, FusedOp, Graph, GraphOp, MatMulEpilogue,
+    TensorType, ValueId, evaluate, verify_graph,
 };
 use tessera_ir::{DType, HostTensor, TargetSpec};
 
@@ -314,4 +314,71 @@ fn conv_epilogues() {
             (true, Some(act), false),
         ));
     }
+}
+
+/// Attention over q `[.., S, D]`, k `[.., T, D]`, v `[.., T, Dv]`, with an optional additive
+/// mask of the given shape.
+fn fused_attention(
+    name: &str,
+    lead: &[usize],
+    s: usize,
+    t: usize,
+    d: usize,
+    dv: usize,
+    mask: Option<&[usize]>,
+) -> Graph {
+    let mut g = Graph::new(name);
+    let shape = |a: usize, b: usize| {
+        let mut v = lead.to_vec();
+        v.extend([a, b]);
+        v
+    };
+    let q = input(&mut g, "q", &shape(s, d));
+    let k = input(&mut g, "k", &shape(t, d));
+    let v = input(&mut g, "v", &shape(t, dv));
+    let mut ins = vec![q, k, v];
+    if let Some(m) = mask {
+        ins.push(g.add_constant("mask", f32t(m, 31)));
+    }
+    let spec = AttentionSpec {
+        scale: 1.0 / (d as f64).sqrt(),
+        mask: mask.is_some(),
+        causal: false,
+    };
+    let y = node(
+        &mut g,
+        "attention",
+        GraphOp::Fused(FusedOp::Attention(spec)),
+        &ins,
+    );
+    g.outputs.push(y);
+    g
+}
+
+#[test]
+fn flash_attention() {
+    // BERT-like heads with a padding mask shared by the heads.
+    check(&fused_attention(
+        "bert",
+        &[2, 3],
+        128,
+        128,
+        64,
+        64,
+        Some(&[2, 1, 1, 128]),
+    ));
+    // Sizes off every block size: 2 query blocks, key blocks of 512 and a remainder, D > 128
+    // in two chunks, a full [S, T] mask.
+    check(&fused_attention(
+        "odd",
+        &[1],
+        200,
+        600,
+        160,
+        40,
+        Some(&[200, 600]),
+    ));
+    // No mask, one row, one key.
+    check(&fused_attention("tiny", &[], 1, 1, 8, 8, None));
+    check(&fused_attention("long", &[1], 512, 1024, 64, 64, None));
 }

@@ -98,7 +98,12 @@ pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> 
                     .first()
                     .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16))
         }
-        FusedOp::Attention(_) => false,
+        FusedOp::Attention(a) => {
+            !a.causal
+                && ins.len() >= 3
+                && ins[2].shape.last().is_some_and(|&dv| dv <= 512)
+                && matches!(dtype, DType::F32 | DType::Bf16 | DType::F16)
+        }
     }
 }
 
@@ -120,10 +125,7 @@ impl Lowering<'_> {
                 let act = c.act.map(activation_func);
                 self.conv_with(node, &c.conv, ins[0], bias, out, act, residual)
             }
-            FusedOp::Attention(_) => Err(Self::unsupported(
-                node,
-                format!("no kernel for the fused form {op} yet"),
-            )),
+            FusedOp::Attention(a) => self.fused_attention(node, a, ins),
         }
     }
 

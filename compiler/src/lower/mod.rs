@@ -9,6 +9,7 @@
 mod conv;
 mod elementwise;
 mod fused;
+mod fused_attention;
 mod fused_matmul;
 pub use fused::fused_supported;
 mod index;

@@ -6,6 +6,7 @@
 mod layout;
 
 pub mod arg_reduce;
+pub mod attention;
 pub mod binary;
 pub mod conv;
 pub mod ewchain;
@@ -22,6 +23,7 @@ pub mod transpose;
 pub mod unary;
 
 pub use arg_reduce::arg_reduce_rows;
+pub use attention::{AttentionKernelSpec, attention};
 pub use binary::binary;
 pub use conv::{ConvKernelSpec, conv};
 pub use ewchain::{EwChain, EwStep, Operand, ewchain};
