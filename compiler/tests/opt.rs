@@ -10,8 +10,9 @@ use tessera_compiler::driver::{CompileOptions, compile_graph};
 use tessera_compiler::lower::lower;
 use tessera_compiler::opt::{cost, optimize};
 use tessera_ir::graph::{
-    BinaryOp, ElementwiseOp, Graph, GraphOp, ReduceKind, ReduceSpec, TensorType, UnaryOp, ValueId,
-    evaluate, print_graph,
+    Activation, AttentionSpec, BinaryOp, ElementwiseOp, FusedOp, Graph, GraphOp, MatMulEpilogue,
+    NormKind, NormSpec, ReduceKind, ReduceSpec, TensorType, UnaryOp, ValueId, evaluate,
+    print_graph,
 };
 use tessera_ir::{DType, HostTensor, TargetSpec};
 
@@ -307,6 +308,57 @@ fn kernel_estimates_follow_the_timing_model() {
             g.outputs.push(y);
             g
         }),
+        ("fused matmul+bias+gelu 256x768x1024", {
+            let mut g = Graph::new("fmm");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[256, 768]));
+            let w = g.add_constant("w", f32t(&[768, 1024], 2, 0.1));
+            let b = g.add_constant("b", f32t(&[1024], 3, 0.1));
+            let spec = MatMulEpilogue {
+                trans_a: false,
+                trans_b: false,
+                alpha: 1.0,
+                bias: true,
+                act: Some(Activation::Gelu),
+                residual: false,
+            };
+            let y = g
+                .add_node("fmm", GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w, b])
+                .unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
+        ("layer norm [512, 768]", {
+            let mut g = Graph::new("ln");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[512, 768]));
+            let spec = NormSpec {
+                kind: NormKind::Layer,
+                eps: 1e-5,
+                scale: false,
+                shift: false,
+            };
+            let y = g
+                .add_node("ln", GraphOp::Fused(FusedOp::Norm(spec)), &[a])
+                .unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
+        ("attention [4, 256, 64]", {
+            let mut g = Graph::new("attn");
+            let ins: Vec<ValueId> = ["q", "k", "v"]
+                .iter()
+                .map(|n| g.add_input(*n, TensorType::new(DType::F32, &[4, 256, 64])))
+                .collect();
+            let spec = AttentionSpec {
+                scale: 0.125,
+                mask: false,
+                causal: false,
+            };
+            let y = g
+                .add_node("attn", GraphOp::Fused(FusedOp::Attention(spec)), &ins)
+                .unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
     ];
     for (what, g) in cases {
         let node = &g.nodes[0];
@@ -316,6 +368,7 @@ fn kernel_estimates_follow_the_timing_model() {
         let lowered = lower(&g, &target).unwrap();
         let model = tessera_ir::cost::estimate_tile_program(&lowered.program, &target).total_ns;
         let ratio = est / model;
+        eprintln!("{what}: optimiser {est:.0} ns, timing model {model:.0} ns ({ratio:.2})");
         assert!(
             (0.5..=2.0).contains(&ratio),
             "{what}: optimiser {est:.0} ns, timing model {model:.0} ns"
