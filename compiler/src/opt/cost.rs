@@ -16,7 +16,7 @@
 
 use super::lang::{EG, Op, TNode};
 use tessera_ir::TargetSpec;
-use tessera_ir::cost::DMA_FIXED_NS;
+use tessera_ir::cost::{ACCESS_LATENCY_CYCLES, DMA_FIXED_NS, DVE_FIXED_CYCLES};
 use tessera_ir::graph::{FusedOp, GraphOp, TensorType};
 
 fn bytes(t: &TensorType) -> f64 {
@@ -30,6 +30,9 @@ struct Work {
     fp32_pe: bool,
     /// Element-steps on the vector/activation engines.
     vector_elems: f64,
+    /// Vector-engine instructions whose fixed cost is not hidden behind their data (small
+    /// per-row bookkeeping).
+    small_insts: f64,
 }
 
 impl Work {
@@ -44,7 +47,9 @@ impl Work {
             target.pe_bf16_flops
         };
         let pe = self.pe_flops / peak * 1e9;
-        let vec = self.vector_elems / (target.partitions as f64 * target.dve_hz) * 1e9;
+        let fixed = (ACCESS_LATENCY_CYCLES + DVE_FIXED_CYCLES) / target.dve_hz * 1e9;
+        let vec = self.vector_elems / (target.partitions as f64 * target.dve_hz) * 1e9
+            + self.small_insts * fixed;
         DMA_FIXED_NS + dma.max(pe).max(vec)
     }
 }
@@ -65,6 +70,7 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         pe_flops: 0.0,
         fp32_pe: fp32,
         vector_elems: out_elems,
+        small_insts: 0.0,
     };
     let matmul = |w: &mut Work, out: &TensorType, b_bytes: f64, k: usize| {
         let r = out.shape.len();
@@ -110,6 +116,11 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
             w.pe_flops = 2.0 * rows * t as f64 * (q[r - 1] + v[r - 1]) as f64;
             // Scores: scale/mask, exp, row sums, rescales, and the transposes of P.
             w.vector_elems = 4.0 * rows * t as f64;
+            // Per (query block, key block): about ten `[rows, 1]` instructions (block max,
+            // running max, its negation, the rescale factor, the running sum, the output
+            // rescale) that each pay the vector engine's fixed cost.
+            let blocks = (rows / 128.0).ceil() * (t as f64 / 512.0).ceil();
+            w.small_insts = 10.0 * blocks;
         }
         GraphOp::Fused(FusedOp::Elementwise(p)) => {
             w.vector_elems = out_elems * p.steps.len() as f64;
