@@ -7,7 +7,7 @@ use tessera_backends::interp;
 use tessera_compiler::lower::lower;
 use tessera_ir::graph::{
     Activation, AttentionSpec, ConvEpilogue, ConvSpec, FusedOp, Graph, GraphOp, MatMulEpilogue,
-    TensorType, ValueId, evaluate, verify_graph,
+    NormKind, NormSpec, TensorType, ValueId, evaluate, verify_graph,
 };
 use tessera_ir::{DType, HostTensor, TargetSpec};
 
@@ -381,4 +381,36 @@ fn flash_attention() {
     // No mask, one row, one key.
     check(&fused_attention("tiny", &[], 1, 1, 8, 8, None));
     check(&fused_attention("long", &[1], 512, 1024, 64, 64, None));
+}
+
+#[test]
+fn layer_and_rms_norms() {
+    for (kind, scale, shift) in [
+        (NormKind::Layer, true, true),
+        (NormKind::Layer, false, false),
+        (NormKind::Rms, true, false),
+        (NormKind::Rms, false, false),
+    ] {
+        for shape in [vec![3usize, 50], vec![2, 130, 768]] {
+            let c = *shape.last().unwrap();
+            let mut g = Graph::new(format!("{kind:?}_{scale}_{shift}"));
+            let x = input(&mut g, "x", &shape);
+            let mut ins = vec![x];
+            if scale {
+                ins.push(g.add_constant("gamma", f32t(&[c], 41)));
+            }
+            if shift {
+                ins.push(g.add_constant("beta", f32t(&[c], 42)));
+            }
+            let spec = NormSpec {
+                kind,
+                eps: 1e-5,
+                scale,
+                shift,
+            };
+            let y = node(&mut g, "norm", GraphOp::Fused(FusedOp::Norm(spec)), &ins);
+            g.outputs.push(y);
+            check(&g);
+        }
+    }
 }

@@ -177,6 +177,7 @@ const COVERED: &[&str] = &[
     "gelu-tanh",
     "silu",
     "layer-norm",
+    "rms-norm",
     "softmax",
     "batchnorm-into-conv",
     "elementwise-region",
@@ -361,6 +362,34 @@ proptest! {
             y = b.bin(BinaryOp::Add, y, be, swap);
         }
         verify("layer-norm", &b.finish(y), seed)?;
+    }
+
+    #[test]
+    fn rms_norm(rows in 1usize..5, c in 1usize..40, seed in any::<u64>(), eps in 1e-12f64..1e-3,
+                by_pow in any::<bool>(), by_recip in any::<bool>(), scale in any::<bool>(), swap in any::<bool>()) {
+        let mut b = B::new(seed);
+        let x = b.input(&[rows, c]);
+        let sq = if by_pow {
+            let two = b.splat(&[], 2.0);
+            b.bin(BinaryOp::Pow, x, two, false)
+        } else {
+            b.bin(BinaryOp::Mul, x, x, false)
+        };
+        let ms = b.mean_last(sq);
+        let e = b.splat(&[], eps);
+        let me = b.bin(BinaryOp::Add, ms, e, swap);
+        let r = b.un(UnaryOp::Sqrt, me);
+        let mut y = if by_recip {
+            let inv = b.un(UnaryOp::Reciprocal, r);
+            b.bin(BinaryOp::Mul, x, inv, swap)
+        } else {
+            b.bin(BinaryOp::Div, x, r, false)
+        };
+        if scale {
+            let g = b.weight(&[c], 1.0);
+            y = b.bin(BinaryOp::Mul, y, g, swap);
+        }
+        verify("rms-norm", &b.finish(y), seed)?;
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! - An element-wise program becomes one `ewchain` kernel: each block is loaded once, every step
 //!   runs on chip, only the result is stored. Scalar operands become `tensor_scalar` immediates.
-//! - LayerNorm becomes the `layer_norm` kernel (absent gamma/beta become ones/zeros weights).
+//! - LayerNorm and RMSNorm become the `layer_norm` / `rms_norm` kernel (absent gamma/beta
+//!   become ones/zeros weights).
 //! - Matmul, convolution and attention kernels with epilogues are in their own files.
 
 use super::{Binding, LowerError, Lowering, act_func, alu};
@@ -88,7 +89,7 @@ pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> 
     let dtype = ins.first().map_or(DType::F32, |t| t.dtype);
     match op {
         FusedOp::Elementwise(p) => ins.len() <= 8 && ew_steps(p, dtype).is_ok(),
-        FusedOp::Norm(n) => n.kind == NormKind::Layer,
+        FusedOp::Norm(_) => matches!(dtype, DType::F32 | DType::Bf16 | DType::F16),
         FusedOp::MatMul(_) => ins
             .first()
             .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16)),
@@ -165,9 +166,6 @@ impl Lowering<'_> {
         spec: &NormSpec,
         ins: &[TensorId],
     ) -> Result<(), LowerError> {
-        if spec.kind != NormKind::Layer {
-            return Err(Self::unsupported(node, "no RMSNorm kernel yet"));
-        }
         let ty = self.graph.ty(node.outputs[0]).clone();
         let c = *ty.shape.last().unwrap_or(&1);
         let mut next = 1;
@@ -190,10 +188,11 @@ impl Lowering<'_> {
         };
         let gamma = param(self, spec.scale, 1.0, "gamma");
         let beta = param(self, spec.shift, 0.0, "beta");
-        let k = self.kernel(
-            node,
-            library::layer_norm(self.target, &ty.shape, ty.dtype, spec.eps),
-        )?;
+        let kernel = match spec.kind {
+            NormKind::Layer => library::layer_norm(self.target, &ty.shape, ty.dtype, spec.eps),
+            NormKind::Rms => library::rms_norm(self.target, &ty.shape, ty.dtype, spec.eps),
+        };
+        let k = self.kernel(node, kernel)?;
         let out = self.result_tensor(node.outputs[0]);
         self.link(
             &node.name,

@@ -35,10 +35,32 @@ pub fn layer_norm_chunked(
     eps: f64,
     chunk: usize,
 ) -> Result<TileProgram, KernelError> {
+    norm(target, shape, dtype, eps, chunk, false)
+}
+
+/// RMSNorm over the last axis: `x * rsqrt(mean(x^2) + eps) * gamma + beta`, the same kernel
+/// with the mean taken as zero.
+pub fn rms_norm(
+    target: &TargetSpec,
+    shape: &[usize],
+    dtype: DType,
+    eps: f64,
+) -> Result<TileProgram, KernelError> {
+    norm(target, shape, dtype, eps, RESIDENT_COLS, true)
+}
+
+fn norm(
+    target: &TargetSpec,
+    shape: &[usize],
+    dtype: DType,
+    eps: f64,
+    chunk: usize,
+    rms: bool,
+) -> Result<TileProgram, KernelError> {
     check_shape("layer_norm", "x", shape)?;
     let chunk = chunk.max(1);
     let (rows, cols) = rows_cols(shape);
-    let mut kb = KernelBuilder::new("layer_norm", target);
+    let mut kb = KernelBuilder::new(if rms { "rms_norm" } else { "layer_norm" }, target);
     let x = kb.input("x", dtype, shape)?;
     let gamma = kb.input("gamma", dtype, &[cols])?;
     let beta = kb.input("beta", dtype, &[cols])?;
@@ -70,7 +92,7 @@ pub fn layer_norm_chunked(
                 (g, b),
                 &mut stores,
                 &rb,
-                (cols, dtype, eps),
+                (cols, dtype, eps, rms),
             )?;
             continue;
         }
@@ -88,8 +110,8 @@ pub fn layer_norm_chunked(
             kb.dma_copy(cv(&xt, cb.len()), x.block(rb.clone(), cb.clone()))
         };
 
-        // Mean: a row sum, chunk by chunk.
-        for (i, cb) in chunks.iter().enumerate() {
+        // Mean: a row sum, chunk by chunk (zero for RMSNorm).
+        for (i, cb) in chunks.iter().enumerate().filter(|_| !rms) {
             if !resident || i == 0 {
                 load(&mut kb, cb)?;
             }
@@ -100,13 +122,17 @@ pub fn layer_norm_chunked(
             }
         }
         let n = cols as f64;
-        kb.tensor_scalar_on(
-            Engine::Dve,
-            &neg_mean,
-            &sum,
-            Step::new(AluOp::Div, n),
-            Some(Step::new(AluOp::Mul, -1.0)),
-        )?;
+        if rms {
+            kb.memset(&neg_mean, 0.0)?;
+        } else {
+            kb.tensor_scalar_on(
+                Engine::Dve,
+                &neg_mean,
+                &sum,
+                Step::new(AluOp::Div, n),
+                Some(Step::new(AluOp::Mul, -1.0)),
+            )?;
+        }
 
         // Variance: sum of (x - mean)^2.
         for (i, cb) in chunks.iter().enumerate() {
@@ -200,7 +226,7 @@ fn resident_block(
     (gamma, beta): (&Tile, &Tile),
     stores: &mut DeferredStores,
     rb: &Range<usize>,
-    (cols, dtype, eps): (usize, DType, f64),
+    (cols, dtype, eps, rms): (usize, DType, f64, bool),
 ) -> Result<(), KernelError> {
     let p = parts(rb);
     let col = |kb: &mut KernelBuilder<'_>, name| kb.sbuf(name, DType::F32, p, &[1]);
@@ -215,15 +241,19 @@ fn resident_block(
     // The row sum comes from ACT's `accum` (DVE has the two full-width passes below); the
     // divisions by n stay on DVE, as in the streamed path, so they round the same way.
     let sum = col(kb, "sum")?;
-    kb.activation(&work, &xt, ActFunc::Identity, 1.0, 0.0, Some(&sum.all()))?;
     let neg_mean = col(kb, "neg_mean")?;
-    kb.tensor_scalar_on(
-        Engine::Dve,
-        &neg_mean,
-        &sum,
-        Step::new(AluOp::Div, n),
-        Some(Step::new(AluOp::Mul, -1.0)),
-    )?;
+    if rms {
+        kb.memset(&neg_mean, 0.0)?;
+    } else {
+        kb.activation(&work, &xt, ActFunc::Identity, 1.0, 0.0, Some(&sum.all()))?;
+        kb.tensor_scalar_on(
+            Engine::Dve,
+            &neg_mean,
+            &sum,
+            Step::new(AluOp::Div, n),
+            Some(Step::new(AluOp::Mul, -1.0)),
+        )?;
+    }
     let sq_sum = col(kb, "sq_sum")?;
     kb.activation(
         &work,

@@ -39,6 +39,12 @@ pub static RULES: &[Rule] = &[
         search: layer_norm,
     },
     Rule {
+        name: "rms-norm",
+        theme: Theme::Recognition,
+        max_iterations: None,
+        search: rms_norm,
+    },
+    Rule {
         name: "softmax",
         theme: Theme::Recognition,
         max_iterations: None,
@@ -262,6 +268,76 @@ fn layer_norm(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                     ),
                 ));
             }
+        }
+    }
+    out
+}
+
+/// `x / sqrt(mean(x^2) + eps)` over the last axis (or times the reciprocal of the square root),
+/// optionally `* gamma` (`[C]`-like): RMSNorm.
+fn rms_norm(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
+    if !fp32(eg, id) {
+        return vec![];
+    }
+    let Some(t) = ty(eg, id) else { return vec![] };
+    let Some(&c) = t.shape.last() else {
+        return vec![];
+    };
+    let normalised = |id: Id| -> Vec<(Id, f64)> {
+        let mut quotients = binary(eg, id, BinaryOp::Div);
+        for (x, r) in binary(eg, id, BinaryOp::Mul) {
+            for sd in unary(eg, r, UnaryOp::Reciprocal) {
+                quotients.push((x, sd));
+            }
+        }
+        let mut out = Vec::new();
+        for (x, sd) in quotients {
+            for v in unary(eg, sd, UnaryOp::Sqrt) {
+                for (ms, e) in binary(eg, v, BinaryOp::Add) {
+                    let Some(eps) = splat_of(eg, e) else { continue };
+                    let squares_x = mean_last(eg, ms).into_iter().any(|sq| {
+                        binary(eg, sq, BinaryOp::Pow)
+                            .iter()
+                            .any(|&(b, p)| b == x && is_splat(eg, p, 2.0))
+                            || binary(eg, sq, BinaryOp::Mul)
+                                .iter()
+                                .any(|&(a, b)| a == x && b == x)
+                    });
+                    if squares_x && eps >= 0.0 && ty(eg, x) == Some(t) {
+                        out.push((x, eps));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let norm = |eps: f64, scale: bool| {
+        GraphOp::Fused(FusedOp::Norm(NormSpec {
+            kind: NormKind::Rms,
+            eps,
+            scale,
+            shift: false,
+        }))
+    };
+    let mut out = Vec::new();
+    for (x, eps) in normalised(id) {
+        out.push((id, Rhs::op(norm(eps, false), &[x])));
+    }
+    for (n, g) in binary(eg, id, BinaryOp::Mul) {
+        let Some(gt) = ty(eg, g) else { continue };
+        if gt.elems() != c || gt.shape.last() != Some(&c) || gt.shape.len() > t.shape.len() {
+            continue;
+        }
+        let gr = if gt.shape == [c] {
+            Rhs::Class(g)
+        } else {
+            Rhs::op(GraphOp::Reshape { shape: vec![c] }, &[g])
+        };
+        for (x, eps) in normalised(n) {
+            out.push((
+                id,
+                Rhs::Op(norm(eps, true), vec![Rhs::Class(x), gr.clone()]),
+            ));
         }
     }
     out
