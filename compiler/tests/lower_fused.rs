@@ -414,3 +414,23 @@ fn layer_and_rms_norms() {
         }
     }
 }
+
+#[test]
+fn transposes_on_the_tensor_engine() {
+    for (shape, perm) in [
+        (vec![300usize, 200], vec![1usize, 0]),
+        (vec![3, 130, 70], vec![0, 2, 1]),
+        (vec![2, 5, 40, 3], vec![2, 3, 0, 1]),
+    ] {
+        let mut g = Graph::new("pe_transpose");
+        let x = input(&mut g, "x", &shape);
+        let y = node(
+            &mut g,
+            "t",
+            GraphOp::Fused(FusedOp::PeTranspose { perm }),
+            &[x],
+        );
+        g.outputs.push(y);
+        check(&g);
+    }
+}

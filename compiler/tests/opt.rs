@@ -342,6 +342,23 @@ fn kernel_estimates_follow_the_timing_model() {
             g.outputs.push(y);
             g
         }),
+        ("transpose by DMA [512, 384]", {
+            let mut g = Graph::new("t");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[512, 384]));
+            let y = g
+                .add_node("t", GraphOp::Transpose { perm: vec![1, 0] }, &[a])
+                .unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
+        ("transpose on the PE [512, 384]", {
+            let mut g = Graph::new("t");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[512, 384]));
+            let op = GraphOp::Fused(FusedOp::PeTranspose { perm: vec![1, 0] });
+            let y = g.add_node("t", op, &[a]).unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
         ("attention [4, 256, 64]", {
             let mut g = Graph::new("attn");
             let ins: Vec<ValueId> = ["q", "k", "v"]

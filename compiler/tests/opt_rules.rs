@@ -189,6 +189,7 @@ const COVERED: &[&str] = &[
     "flash-attention",
     "shared-input-matmuls",
     "transpose-into-matmul",
+    "transpose-on-pe",
 ];
 
 #[test]
@@ -588,5 +589,18 @@ proptest! {
             b.node(GraphOp::MatMul, &[a, w])
         };
         verify("transpose-into-matmul", &b.finish(y), seed)?;
+    }
+
+    #[test]
+    fn transpose_on_pe(batch in prop::collection::vec(1usize..4, 0..2), a in prop::collection::vec(1usize..6, 1..3),
+                       b in prop::collection::vec(1usize..6, 1..3), seed in any::<u64>()) {
+        let mut bld = B::new(seed);
+        let shape: Vec<usize> = batch.iter().chain(&a).chain(&b).copied().collect();
+        let x = bld.input(&shape);
+        let (nb, na) = (batch.len(), a.len());
+        let perm: Vec<usize> = (0..nb).chain(nb + na..shape.len()).chain(nb..nb + na).collect();
+        let t = bld.node(GraphOp::Transpose { perm }, &[x]);
+        let y = bld.un(UnaryOp::Tanh, t);
+        verify("transpose-on-pe", &bld.finish(y), seed)?;
     }
 }

@@ -99,6 +99,9 @@ pub fn fused_supported(op: &FusedOp, ins: &[&tessera_ir::graph::TensorType]) -> 
                     .first()
                     .is_some_and(|t| matches!(t.dtype, DType::F32 | DType::Bf16 | DType::F16))
         }
+        FusedOp::PeTranspose { perm } => {
+            dtype.is_float() && tessera_ir::graph::fused::pe_transpose_split(perm).is_some()
+        }
         FusedOp::Attention(a) => {
             !a.causal
                 && ins.len() >= 3
@@ -127,7 +130,48 @@ impl Lowering<'_> {
                 self.conv_with(node, &c.conv, ins[0], bias, out, act, residual)
             }
             FusedOp::Attention(a) => self.fused_attention(node, a, ins),
+            FusedOp::PeTranspose { perm } => self.pe_transpose(node, perm, ins[0]),
         }
+    }
+
+    /// A batch of 2-D transposes on the tensor engine (`transpose2d`), one kernel linked per
+    /// batch index.
+    fn pe_transpose(&mut self, node: &Node, perm: &[usize], x: TensorId) -> Result<(), LowerError> {
+        let ty = self.graph.ty(node.inputs[0]).clone();
+        let Some((b, k)) = tessera_ir::graph::fused::pe_transpose_split(perm) else {
+            return Err(Self::unsupported(
+                node,
+                format!("{perm:?} is not a batch of 2-D transposes"),
+            ));
+        };
+        let batch: usize = ty.shape[..b].iter().product();
+        let rows: usize = ty.shape[b..b + k].iter().product();
+        let cols: usize = ty.shape[b + k..].iter().product();
+        let kern = self.kernel(
+            node,
+            library::transpose2d(self.target, rows, cols, ty.dtype),
+        )?;
+        let out = self.result_tensor(node.outputs[0]);
+        for i in 0..batch {
+            let off = (i * rows * cols) as u64;
+            self.link(
+                &node.name,
+                &kern,
+                &[
+                    Binding {
+                        name: "x",
+                        tensor: x,
+                        offset: off,
+                    },
+                    Binding {
+                        name: "y",
+                        tensor: out,
+                        offset: off,
+                    },
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     fn fused_elementwise(

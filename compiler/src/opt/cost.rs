@@ -16,7 +16,9 @@
 
 use super::lang::{EG, Op, TNode};
 use tessera_ir::TargetSpec;
-use tessera_ir::cost::{ACCESS_LATENCY_CYCLES, DMA_FIXED_NS, DVE_FIXED_CYCLES};
+use tessera_ir::cost::{
+    ACCESS_LATENCY_CYCLES, DMA_FIXED_NS, DVE_FIXED_CYCLES, PE_FP32_SLOWDOWN, dma_efficiency,
+};
 use tessera_ir::graph::{FusedOp, GraphOp, TensorType};
 
 fn bytes(t: &TensorType) -> f64 {
@@ -27,6 +29,8 @@ fn bytes(t: &TensorType) -> f64 {
 struct Work {
     hbm_bytes: f64,
     pe_flops: f64,
+    /// Tensor-engine cycles of work that is not FLOPs (transposes).
+    pe_cycles: f64,
     fp32_pe: bool,
     /// Element-steps on the vector/activation engines.
     vector_elems: f64,
@@ -46,7 +50,7 @@ impl Work {
         } else {
             target.pe_bf16_flops
         };
-        let pe = self.pe_flops / peak * 1e9;
+        let pe = (self.pe_flops / peak * 1e9).max(self.pe_cycles / target.pe_hz * 1e9);
         let fixed = (ACCESS_LATENCY_CYCLES + DVE_FIXED_CYCLES) / target.dve_hz * 1e9;
         let vec = self.vector_elems / (target.partitions as f64 * target.dve_hz) * 1e9
             + self.small_insts * fixed;
@@ -68,6 +72,7 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
     let mut w = Work {
         hbm_bytes: in_bytes + out_bytes,
         pe_flops: 0.0,
+        pe_cycles: 0.0,
         fp32_pe: fp32,
         vector_elems: out_elems,
         small_insts: 0.0,
@@ -122,15 +127,20 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
             let blocks = (rows / 128.0).ceil() * (t as f64 / 512.0).ceil();
             w.small_insts = 10.0 * blocks;
         }
+        GraphOp::Fused(FusedOp::PeTranspose { .. }) => {
+            // Whole-row loads and stores; per 128 x 128 block a tensor-engine transpose (the
+            // block's 128 columns, fp32 at a quarter rate) and a PSUM-to-SBUF copy.
+            let blocks = (out_elems / (128.0 * 128.0)).ceil();
+            w.pe_cycles = blocks * 128.0 * if fp32 { PE_FP32_SLOWDOWN } else { 1.0 };
+            // Block rows of 128 elements are short DMA runs.
+            let elem = outs.first().map_or(4, |t| t.dtype.size_bytes()) as f64;
+            w.hbm_bytes /= dma_efficiency(128.0 * elem);
+        }
         GraphOp::Fused(FusedOp::Elementwise(p)) => {
             w.vector_elems = out_elems * p.steps.len() as f64;
         }
         GraphOp::Fused(FusedOp::Norm(_)) => w.vector_elems = 5.0 * out_elems,
         GraphOp::Softmax { .. } => w.vector_elems = 4.0 * out_elems,
-        GraphOp::Transpose { .. } => {
-            // Element-granular DMA runs move at about half efficiency.
-            w.hbm_bytes *= 2.0;
-        }
         GraphOp::Movement(tessera_ir::graph::MovementOp::Slice(_)) => {
             // A slice reads only what it keeps.
             w.hbm_bytes = 2.0 * out_bytes;

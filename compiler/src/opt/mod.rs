@@ -147,6 +147,7 @@ fn themes(level: u8) -> Vec<Theme> {
             Theme::Fusion,
             Theme::Layout,
             Theme::Multi,
+            Theme::Kernel,
         ],
     }
 }

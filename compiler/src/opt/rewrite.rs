@@ -75,6 +75,8 @@ pub enum Theme {
     Multi,
     /// Transposes folded into matmul operand roles.
     Layout,
+    /// Alternative kernels (and configurations) for one operator, costed against each other.
+    Kernel,
 }
 
 impl Theme {
@@ -86,6 +88,7 @@ impl Theme {
             Theme::Fusion => "fusion",
             Theme::Multi => "multi",
             Theme::Layout => "layout",
+            Theme::Kernel => "kernel",
         }
     }
 }

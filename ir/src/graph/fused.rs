@@ -191,6 +191,27 @@ pub enum FusedOp {
     Norm(NormSpec),
     /// Attention that never stores its scores.
     Attention(AttentionSpec),
+    /// A transpose moved by the tensor engine in 128 x 128 blocks instead of by DMA access
+    /// patterns (a kernel choice for the same `Transpose`): `perm` keeps some leading batch
+    /// axes and swaps the two groups of axes after them (see [`pe_transpose_split`]).
+    PeTranspose {
+        /// The permutation, as `Transpose` has it.
+        perm: Vec<usize>,
+    },
+}
+
+/// For a permutation that keeps the first `b` axes and swaps the next `k` axes with the rest,
+/// `Some((b, k))`; the transpose is then a batch of 2-D transposes.
+pub fn pe_transpose_split(perm: &[usize]) -> Option<(usize, usize)> {
+    let r = perm.len();
+    let b = perm.iter().enumerate().take_while(|(i, p)| i == *p).count();
+    if b + 2 > r {
+        return None;
+    }
+    // After the batch axes: [b + k, ..., r - 1, b, ..., b + k - 1].
+    let k = perm[b].checked_sub(b)?;
+    let want: Vec<usize> = (0..b).chain(b + k..r).chain(b..b + k).collect();
+    (k > 0 && k < r - b && want == perm).then_some((b, k))
 }
 
 impl fmt::Display for FusedOp {
@@ -228,6 +249,7 @@ impl fmt::Display for FusedOp {
                 },
                 n.eps
             ),
+            FusedOp::PeTranspose { perm } => write!(f, "pe_transpose{perm:?}"),
             FusedOp::Attention(a) => write!(
                 f,
                 "attention(scale={:.6}{}{})",
@@ -306,6 +328,7 @@ impl FusedOp {
                 .unwrap_or(0),
             FusedOp::Norm(n) => 1 + n.scale as usize + n.shift as usize,
             FusedOp::Attention(a) => 3 + a.mask as usize,
+            FusedOp::PeTranspose { .. } => 1,
         }
     }
 
@@ -390,6 +413,15 @@ impl FusedOp {
                     return Err(mismatch("eps must be non-negative"));
                 }
                 Ok(ty(x.clone()))
+            }
+            FusedOp::PeTranspose { perm } => {
+                if pe_transpose_split(perm).is_none() {
+                    return Err(mismatch(format!(
+                        "{perm:?} is not a batch of 2-D transposes"
+                    )));
+                }
+                let t = GraphOp::Transpose { perm: perm.clone() }.infer(&[inputs[0]])?;
+                Ok(t.into_iter().next().expect("one result"))
             }
             FusedOp::Attention(a) => {
                 let (q, k, v) = (&inputs[0].shape, &inputs[1].shape, &inputs[2].shape);
@@ -544,6 +576,9 @@ impl FusedOp {
                 }
                 Ok(y)
             }
+            FusedOp::PeTranspose { perm } => {
+                node(g, GraphOp::Transpose { perm: perm.clone() }, &[inputs[0]])
+            }
             FusedOp::Attention(a) => {
                 let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
                 let kshape = g.ty(k).shape.clone();
@@ -598,5 +633,21 @@ impl FusedOp {
         env.get(&y)
             .cloned()
             .ok_or_else(|| "the expansion produced no result".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pe_transpose_split;
+
+    #[test]
+    fn batched_two_d_transposes_are_recognised() {
+        assert_eq!(pe_transpose_split(&[1, 0]), Some((0, 1)));
+        assert_eq!(pe_transpose_split(&[0, 2, 1]), Some((1, 1)));
+        assert_eq!(pe_transpose_split(&[2, 3, 0, 1]), Some((0, 2)));
+        assert_eq!(pe_transpose_split(&[0, 3, 1, 2]), Some((1, 2)));
+        assert_eq!(pe_transpose_split(&[0, 2, 1, 3]), None);
+        assert_eq!(pe_transpose_split(&[0, 1]), None);
+        assert_eq!(pe_transpose_split(&[1, 2, 0, 3]), None);
     }
 }

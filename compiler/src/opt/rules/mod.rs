@@ -6,6 +6,7 @@
 
 pub mod algebra;
 pub mod fusion;
+pub mod kernel;
 pub mod layout;
 pub mod multi;
 pub mod recognition;
@@ -17,12 +18,13 @@ use tessera_ir::graph::{BinaryOp, GraphOp, TensorType, UnaryOp};
 
 /// Every rule of the given themes, in a fixed order.
 pub fn rules(themes: &[Theme]) -> Vec<&'static Rule> {
-    let all: [&'static [Rule]; 5] = [
+    let all: [&'static [Rule]; 6] = [
         algebra::RULES,
         recognition::RULES,
         fusion::RULES,
         multi::RULES,
         layout::RULES,
+        kernel::RULES,
     ];
     all.iter()
         .flat_map(|r| r.iter())
