@@ -10,7 +10,8 @@
 //!   element holds with the same floor.
 //! - f32 layer norm: the output is `xhat * gamma + beta`; fp32 rounding errors are relative to
 //!   the terms, not to their (possibly cancelling) sum, so the scale is
-//!   `max(|want|, |xhat * gamma| + |beta|)` and the bound 1e-5 of it.
+//!   `max(|want|, |xhat * gamma| + |beta|)` and the bound 1e-5 of it, plus the row mean's
+//!   rounding (a sum of `cols` values, so `max(1e-5, cols 2^-24) mean|x|`) times `rstd |gamma|`.
 //! - matmul f32: 1e-4 of the result's Frobenius norm.
 //! - bf16: inputs are bf16 values (so the reference sees exactly what the kernel sees); the
 //!   fp32 result is rounded to bf16 (8 significant bits, unit roundoff 2^-8), so the bound is
@@ -473,22 +474,31 @@ fn layer_norm_case(shape: &[usize], dtype: DType, chunk: Option<usize>, seed: u6
     let eps = eps as f32 as f64;
     let v: Vec<f64> = x.iter().copied().collect();
     let (mut want, mut scale) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // The mean is a sum of `cols` fp32 values: its rounding error is bounded by
+    // gamma_n = n u times the mean of |x| (Higham, "Accuracy and Stability of Numerical
+    // Algorithms", 2nd ed., eq. 4.4), not by |x - mean|, and reaches each output scaled by
+    // rstd |gamma|.
+    let mean_rel = 1e-5_f64.max(cols as f64 * F32_U);
+    let mut mean_err = Vec::with_capacity(n);
     for r in 0..rows {
         let row = &v[r * cols..(r + 1) * cols];
         let mean = row.iter().sum::<f64>() / cols as f64;
+        let mean_abs = row.iter().map(|e| e.abs()).sum::<f64>() / cols as f64;
         let var = row.iter().map(|e| (e - mean) * (e - mean)).sum::<f64>() / cols as f64;
+        let rstd = 1.0 / (var + eps).sqrt();
         for (j, &e) in row.iter().enumerate() {
-            let term = (e - mean) / (var + eps).sqrt() * gamma[j];
+            let term = (e - mean) * rstd * gamma[j];
             want.push(term + beta[j]);
             scale.push(term.abs() + beta[j].abs());
+            mean_err.push(mean_rel * mean_abs * rstd * gamma[j].abs());
         }
     }
     let want = array(shape, want);
     let bound = |i: usize, w: f64| {
         let s = w.abs().max(scale[i]);
         match dtype {
-            DType::Bf16 => BF16_U * w.abs() + (1.0 + BF16_U) * 1e-5 * s,
-            _ => 1e-5 * s,
+            DType::Bf16 => BF16_U * w.abs() + (1.0 + BF16_U) * (1e-5 * s + mean_err[i]),
+            _ => 1e-5 * s + mean_err[i],
         }
     };
     assert_close(
@@ -510,6 +520,13 @@ proptest! {
     fn layer_norm_streams_long_rows(rows in 1usize..=300, cols in 1usize..=700, chunk in 16usize..=300, seed: u64) {
         layer_norm_case(&[rows, cols], DType::F32, Some(chunk), seed);
     }
+}
+
+/// Found by `layer_norm_streams_long_rows`: an output near zero (`xhat * gamma` and `beta`
+/// cancelling) whose error comes from the row mean's rounding.
+#[test]
+fn layer_norm_small_output_carries_mean_rounding() {
+    layer_norm_case(&[237, 162], DType::F32, Some(16), 16789493908676888172);
 }
 
 // ----- transpose -----
