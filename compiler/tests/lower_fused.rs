@@ -115,6 +115,7 @@ fn plain() -> MatMulEpilogue {
         bias: false,
         act: None,
         residual: false,
+        swap_roles: false,
     }
 }
 
@@ -194,6 +195,66 @@ fn matmul_epilogues() {
     ));
     // Batched, with the weights broadcast over the batch.
     check(&fused_matmul("batched", &[2, 3, 40, 70], &[70, 130], all));
+}
+
+/// The same fused matmuls with the roles swapped (`C^T` computed, stored transposed): every
+/// epilogue step, both operand layouts, small and large M, batches, the streaming path.
+#[test]
+fn matmul_with_roles_swapped() {
+    let swapped = |spec: MatMulEpilogue| MatMulEpilogue {
+        swap_roles: true,
+        ..spec
+    };
+    let all = swapped(MatMulEpilogue {
+        alpha: 0.5,
+        bias: true,
+        act: Some(Activation::Gelu),
+        residual: true,
+        ..plain()
+    });
+    // A batch-1 classifier head: M = 1, N across several 128-partition tiles.
+    check(&fused_matmul("head", &[1, 300], &[300, 1000], all.clone()));
+    check(&fused_matmul(
+        "plain",
+        &[5, 70],
+        &[70, 260],
+        swapped(plain()),
+    ));
+    // N over 1024 (two stripes of the swapped schedule), M over 512 (two column blocks).
+    check(&fused_matmul(
+        "large",
+        &[600, 130],
+        &[130, 1100],
+        all.clone(),
+    ));
+    check(&fused_matmul(
+        "bias_relu",
+        &[3, 64],
+        &[64, 129],
+        swapped(MatMulEpilogue {
+            bias: true,
+            act: Some(Activation::Relu),
+            ..plain()
+        }),
+    ));
+    for (ta, tb) in [(true, false), (false, true), (true, true)] {
+        let spec = MatMulEpilogue {
+            trans_a: ta,
+            trans_b: tb,
+            ..all.clone()
+        };
+        let a = if ta { [70, 9] } else { [9, 70] };
+        let b = if tb { [300, 70] } else { [70, 300] };
+        check(&fused_matmul(&format!("t{ta}{tb}"), &a, &b, spec));
+    }
+    check(&fused_matmul(
+        "batched",
+        &[2, 3, 7, 70],
+        &[70, 130],
+        all.clone(),
+    ));
+    // K so long that a stationary stripe does not fit: the streaming schedule.
+    check(&fused_matmul("streaming", &[4, 20000], &[20000, 140], all));
 }
 
 /// `act(conv(x, w) + b) + residual` on an `[n, c_in, h, w]` input.

@@ -261,6 +261,30 @@ fn o0_lowers_the_graph_as_imported() {
     assert_eq!(print_graph(&o.graph), print_graph(&g));
 }
 
+/// A fused matmul of input `a` and constant `w` (and a constant bias) with the roles swapped.
+fn swapped_matmul(a: &[usize], w: &[usize], bias: bool) -> Graph {
+    let mut g = Graph::new("swapped");
+    let x = g.add_input("a", TensorType::new(DType::F32, a));
+    let mut ins = vec![x, g.add_constant("w", f32t(w, 1, 0.1))];
+    if bias {
+        ins.push(g.add_constant("b", f32t(&w[1..], 2, 0.1)));
+    }
+    let spec = MatMulEpilogue {
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        bias,
+        act: None,
+        residual: false,
+        swap_roles: true,
+    };
+    let y = g
+        .add_node("mm", GraphOp::Fused(FusedOp::MatMul(spec)), &ins)
+        .unwrap()[0];
+    g.outputs.push(y);
+    g
+}
+
 /// The optimiser's estimate of single kernels against the timing model's estimate of the
 /// kernel lowering builds for them (`estimate_tile_program`): within a factor of two. The
 /// estimate only has to rank alternatives, but one far off would misrank them.
@@ -276,6 +300,26 @@ fn kernel_estimates_follow_the_timing_model() {
             g.outputs.push(y);
             g
         }),
+        ("matmul 4x1024x2048", {
+            let mut g = Graph::new("mm");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[4, 1024]));
+            let w = g.add_constant("w", f32t(&[1024, 2048], 1, 0.1));
+            let y = g.add_node("mm", GraphOp::MatMul, &[a, w]).unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
+        (
+            "matmul 4x1024x2048, roles swapped",
+            swapped_matmul(&[4, 1024], &[1024, 2048], false),
+        ),
+        (
+            "classifier head 1x2048x1000 + bias, roles swapped",
+            swapped_matmul(&[1, 2048], &[2048, 1000], true),
+        ),
+        (
+            "matmul 256x512x1024, roles swapped",
+            swapped_matmul(&[256, 512], &[512, 1024], false),
+        ),
         ("add [512, 1024]", {
             let mut g = Graph::new("add");
             let a = g.add_input("a", TensorType::new(DType::F32, &[512, 1024]));
@@ -320,6 +364,7 @@ fn kernel_estimates_follow_the_timing_model() {
                 bias: true,
                 act: Some(Activation::Gelu),
                 residual: false,
+                swap_roles: false,
             };
             let y = g
                 .add_node("fmm", GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w, b])

@@ -151,6 +151,7 @@ fn plain() -> MatMulEpilogue {
         bias: false,
         act: None,
         residual: false,
+        swap_roles: false,
     }
 }
 
@@ -190,6 +191,7 @@ const COVERED: &[&str] = &[
     "shared-input-matmuls",
     "transpose-into-matmul",
     "transpose-on-pe",
+    "matmul-swap-roles",
 ];
 
 #[test]
@@ -602,5 +604,23 @@ proptest! {
         let t = bld.node(GraphOp::Transpose { perm }, &[x]);
         let y = bld.un(UnaryOp::Tanh, t);
         verify("transpose-on-pe", &bld.finish(y), seed)?;
+    }
+
+    #[test]
+    fn matmul_swap_roles(batch in prop::collection::vec(1usize..3, 0..2), m in 1usize..6, k in 1usize..6, n in 1usize..6,
+                         seed in any::<u64>(), fused in any::<bool>()) {
+        let mut b = B::new(seed);
+        let mut shape = batch.clone();
+        shape.extend([m, k]);
+        let a = b.input(&shape);
+        let w = b.weight(&[k, n], 1.0);
+        let y = if fused {
+            let bias = b.weight(&[n], 1.0);
+            let spec = MatMulEpilogue { bias: true, act: Some(Activation::Relu), ..plain() };
+            b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w, bias])
+        } else {
+            b.node(GraphOp::MatMul, &[a, w])
+        };
+        verify("matmul-swap-roles", &b.finish(y), seed)?;
     }
 }

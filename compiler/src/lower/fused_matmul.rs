@@ -48,6 +48,7 @@ impl Lowering<'_> {
                 act: spec.act.map(activation_func),
                 residual: spec.residual,
             },
+            swap_roles: spec.swap_roles,
         };
         let kern = self.kernel(node, library::matmul_spec(self.target, &kspec))?;
         let out = self.result_tensor(node.outputs[0]);

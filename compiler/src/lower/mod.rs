@@ -506,6 +506,7 @@ impl Lowering<'_> {
             compute_dtype: self.compute_dtype(at.dtype),
             out_dtype,
             epilogue: library::MatmulEpilogue::default(),
+            swap_roles: false,
         };
         let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let count: usize = batch.iter().product();
@@ -574,6 +575,7 @@ impl Lowering<'_> {
             compute_dtype: self.compute_dtype(at.dtype),
             out_dtype: dtype,
             epilogue: library::MatmulEpilogue::default(),
+            swap_roles: false,
         };
         let kern = self.kernel(node, library::matmul_spec(self.target, &spec))?;
         let prod = if needs_scale || has_c {

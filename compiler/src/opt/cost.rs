@@ -17,7 +17,8 @@
 use super::lang::{EG, Op, TNode};
 use tessera_ir::TargetSpec;
 use tessera_ir::cost::{
-    ACCESS_LATENCY_CYCLES, DMA_FIXED_NS, DVE_FIXED_CYCLES, PE_FP32_SLOWDOWN, dma_efficiency,
+    ACCESS_LATENCY_CYCLES, DMA_FIXED_NS, DVE_FIXED_CYCLES, PE_FP32_SLOWDOWN, PE_MIN_CYCLES,
+    dma_efficiency,
 };
 use tessera_ir::graph::{FusedOp, GraphOp, TensorType};
 
@@ -77,14 +78,36 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         vector_elems: out_elems,
         small_insts: 0.0,
     };
-    let matmul = |w: &mut Work, out: &TensorType, b_bytes: f64, k: usize| {
+    // `a_t_load`: A reaches the stationary side through a transposing view (element runs).
+    let matmul = |w: &mut Work,
+                  out: &TensorType,
+                  (a_bytes, b_bytes): (f64, f64),
+                  k: usize,
+                  a_t_load: bool,
+                  swap: bool| {
         let r = out.shape.len();
         let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
         let batch = out.elems() / (m * n).max(1);
         w.pe_flops = 2.0 * (batch * m * n * k) as f64;
-        // B streams past each resident stripe of eight 128-row tiles of A once.
-        let stripes = m.div_ceil(8 * 128) as f64;
-        w.hbm_bytes += b_bytes * (stripes - 1.0).max(0.0);
+        // The schedule's rows (the stationary operand's columns) and columns (moving).
+        let (rows, cols, moving_bytes) = if swap {
+            (n, m, a_bytes)
+        } else {
+            (m, n, b_bytes)
+        };
+        w.pe_cycles = batch as f64 * matmul_pe_cycles(rows, k, cols, fp32);
+        // The moving operand streams past each resident stripe of eight 128-row tiles of the
+        // stationary one once.
+        let stripes = rows.div_ceil(8 * 128) as f64;
+        w.hbm_bytes += moving_bytes * (stripes - 1.0).max(0.0);
+        let short = 1.0 / dma_efficiency(4.0) - 1.0;
+        if a_t_load && m > 1 {
+            w.hbm_bytes += a_bytes * short;
+        }
+        if swap && m > 1 {
+            // C^T blocks are stored (and residuals loaded) through transposing views.
+            w.hbm_bytes += out_bytes * short;
+        }
     };
     match op {
         GraphOp::MatMul | GraphOp::Gemm { .. } => {
@@ -95,7 +118,9 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
                     GraphOp::Gemm { trans_a: true, .. } => ins[0].shape[0],
                     _ => *ins[0].shape.last().unwrap_or(&1),
                 };
-                matmul(&mut w, out, bytes(ins[1]), k);
+                let trans_a = matches!(op, GraphOp::Gemm { trans_a: true, .. });
+                let ab = (bytes(ins[0]), bytes(ins[1]));
+                matmul(&mut w, out, ab, k, !trans_a, false);
             }
         }
         GraphOp::Fused(FusedOp::MatMul(m)) => {
@@ -105,7 +130,8 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
             } else {
                 a[a.len() - 1]
             };
-            matmul(&mut w, &outs[0], bytes(ins[1]), k);
+            let ab = (bytes(ins[0]), bytes(ins[1]));
+            matmul(&mut w, &outs[0], ab, k, !m.trans_a, m.swap_roles);
         }
         GraphOp::Conv(_) | GraphOp::Fused(FusedOp::Conv(_)) => {
             // 2 x output elements x (C_in / group) x kernel taps, as the weights hold them.
@@ -151,6 +177,23 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         _ => {}
     }
     w.ns(target)
+}
+
+/// Tensor-engine cycles of the matmul kernel's instructions for one `[rows, k] x [k, cols]`
+/// product: per 128-row tile of `rows` and 128-row tile of K, one instruction per 512-column
+/// block of `cols`, each `max(block columns, 64)` cycles (`PE_MIN_CYCLES`), four times that
+/// for fp32 operands.
+pub fn matmul_pe_cycles(rows: usize, k: usize, cols: usize, fp32: bool) -> f64 {
+    let blocks = cols / 512;
+    let rem = cols % 512;
+    let per_row_tile = blocks as f64 * 512.0
+        + if rem > 0 {
+            (rem as f64).max(PE_MIN_CYCLES)
+        } else {
+            0.0
+        };
+    let slowdown = if fp32 { PE_FP32_SLOWDOWN } else { 1.0 };
+    (rows.div_ceil(128) * k.div_ceil(128)) as f64 * per_row_tile * slowdown
 }
 
 /// The cost of one e-node, ns.

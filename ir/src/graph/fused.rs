@@ -93,6 +93,11 @@ pub struct MatMulEpilogue {
     pub act: Option<Activation>,
     /// A residual input is added after the activation.
     pub residual: bool,
+    /// Kernel configuration, not meaning: the tensor engine holds `op(B)^T` stationary and
+    /// streams `op(A)^T`, computing `C^T` in PSUM and storing it transposed. Cheaper when M is
+    /// small and N large, since each matmul instruction costs at least 64 cycles whatever
+    /// its stationary width and then one per moving column.
+    pub swap_roles: bool,
 }
 
 /// `act(conv(x, w) + b) + residual`: a convolution (not transposed) whose bias, activation and
@@ -220,7 +225,7 @@ impl fmt::Display for FusedOp {
         match self {
             FusedOp::MatMul(m) => write!(
                 f,
-                "matmul{}{}{}{}{}{}",
+                "matmul{}{}{}{}{}{}{}",
                 if m.trans_a { "[ta]" } else { "" },
                 if m.trans_b { "[tb]" } else { "" },
                 if m.alpha != 1.0 {
@@ -230,7 +235,8 @@ impl fmt::Display for FusedOp {
                 },
                 if m.bias { "+bias" } else { "" },
                 act(&m.act),
-                if m.residual { "+residual" } else { "" }
+                if m.residual { "+residual" } else { "" },
+                if m.swap_roles { "[swapped]" } else { "" }
             ),
             FusedOp::Conv(c) => write!(
                 f,

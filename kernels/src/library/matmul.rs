@@ -53,6 +53,7 @@ pub fn matmul_t(
             compute_dtype: in_dtype,
             out_dtype,
             epilogue: MatmulEpilogue::default(),
+            swap_roles: false,
         },
     )
 }
@@ -113,6 +114,11 @@ pub struct MatmulSpec {
     pub out_dtype: DType,
     /// Applied while results leave PSUM.
     pub epilogue: MatmulEpilogue,
+    /// The roles swapped: `op(B)^T` is the stationary operand and `op(A)^T` moves, so PSUM
+    /// holds blocks of `C^T` (N on partitions), stored through transposing DMA views; the bias
+    /// becomes a per-partition column. Same result; fewer, fuller matmuls when M is small
+    /// and N large (each instruction costs `max(moving columns, 64)` cycles).
+    pub swap_roles: bool,
 }
 
 /// The matmul kernel for a full [`MatmulSpec`].
@@ -128,6 +134,7 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         compute_dtype,
         out_dtype,
         epilogue,
+        swap_roles,
     } = *spec;
     let a_shape = if trans_a { [k, m] } else { [m, k] };
     let b_shape = if trans_b { [n, k] } else { [k, n] };
@@ -148,7 +155,7 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
     );
 
     let name = format!(
-        "matmul_{m}x{k}x{n}{}{}{}{}",
+        "matmul_{m}x{k}x{n}{}{}{}{}{}",
         if trans_a { "_ta" } else { "" },
         if trans_b { "_tb" } else { "" },
         if compute_dtype != in_dtype {
@@ -156,7 +163,8 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         } else {
             String::new()
         },
-        if epilogue.is_plain() { "" } else { "_epilogue" }
+        if epilogue.is_plain() { "" } else { "_epilogue" },
+        if swap_roles { "_swapped" } else { "" }
     );
     let mut kb = KernelBuilder::new(name, target);
     let a = kb.input("a", in_dtype, &a_shape)?;
@@ -172,13 +180,28 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         None
     };
     let c = kb.output("c", out_dtype, &[m, n])?;
+    // With the roles swapped the schedule below computes `D = C^T = op(B)^T op(A)^T`: its `A`
+    // is `b` (stored `[k, n]` = `D`'s A transposed, unless `trans_b`) and its `B` is `a`.
+    let swapped = MatmulSpec {
+        m: n,
+        n: m,
+        trans_a: !trans_b,
+        trans_b: !trans_a,
+        ..*spec
+    };
+    let (sched, a_op, b_op) = if swap_roles {
+        (&swapped, &b, &a)
+    } else {
+        (spec, &a, &b)
+    };
     let ops = Operands {
-        a: &a,
-        b: &b,
+        a: a_op,
+        b: b_op,
         c: &c,
         bias: bias.as_ref(),
         residual: residual.as_ref(),
-        spec,
+        spec: sched,
+        trans_c: swap_roles,
     };
     let stripe_m_tiles = STRIPE_BYTES / (k.div_ceil(tile_k) * tile_m * compute_dtype.size_bytes());
     if stripe_m_tiles == 0 {
@@ -233,13 +256,18 @@ struct Operands<'x> {
     c: &'x Tensor,
     bias: Option<&'x Tensor>,
     residual: Option<&'x Tensor>,
+    /// The schedule's shape: `spec` itself, or with the roles swapped the spec of `C^T`.
     spec: &'x MatmulSpec,
+    /// `c` (and `residual`) hold the transpose of the blocks computed: the roles are swapped.
+    trans_c: bool,
 }
 
 /// The epilogue's operand tiles for one block of columns: the bias broadcast to every
-/// partition, and the residual rows of each M tile.
+/// partition (or, with the roles swapped, one bias column per M tile), and the residual rows
+/// of each M tile.
 struct EpilogueTiles {
     bias: Option<Tile>,
+    bias_cols: Vec<Option<Tile>>,
     residuals: Vec<Option<Tile>>,
 }
 
@@ -252,7 +280,19 @@ impl Operands<'_> {
         nw: &Range<usize>,
     ) -> Result<EpilogueTiles, KernelError> {
         let rows = mbs.iter().map(|m| m.len()).max().unwrap_or(1) as u32;
+        let mut bias_cols = Vec::with_capacity(mbs.len());
+        for mb in mbs {
+            bias_cols.push(match self.bias {
+                Some(b) if self.trans_c => {
+                    let t = kb.sbuf("bias", DType::F32, parts(mb), &[1])?;
+                    kb.dma_copy(&t, b.block_t(0..1, mb.clone()))?;
+                    Some(t)
+                }
+                _ => None,
+            });
+        }
         let bias = match self.bias {
+            Some(_) if self.trans_c => None,
             Some(b) => {
                 let t = kb.sbuf("bias", DType::F32, rows, &[nw.len()])?;
                 kb.dma_copy(&t, b.bcast_row(rows, 0, nw.clone()))?;
@@ -265,13 +305,26 @@ impl Operands<'_> {
             residuals.push(match self.residual {
                 Some(r) => {
                     let t = kb.sbuf("residual", self.spec.out_dtype, parts(mb), &[nw.len()])?;
-                    kb.dma_copy(&t, r.block(mb.clone(), nw.clone()))?;
+                    kb.dma_copy(&t, self.c_block(r, mb, nw))?;
                     Some(t)
                 }
                 None => None,
             });
         }
-        Ok(EpilogueTiles { bias, residuals })
+        Ok(EpilogueTiles {
+            bias,
+            bias_cols,
+            residuals,
+        })
+    }
+
+    /// Where result block (`rows`, `cols`) of the schedule lives in `t` (`c` or `residual`).
+    fn c_block(&self, t: &Tensor, rows: &Range<usize>, cols: &Range<usize>) -> HbmView {
+        if self.trans_c {
+            t.block_t(cols.clone(), rows.clone())
+        } else {
+            t.block(rows.clone(), cols.clone())
+        }
     }
 
     /// Moves one accumulator (`rows` x the columns `cols` of the block's tiles) out of PSUM
@@ -334,10 +387,19 @@ impl Operands<'_> {
             };
             match *step {
                 Step::Scale => kb.activation(dst, src, ActFunc::Identity, e.alpha, 0.0, None)?,
-                Step::Bias => {
-                    let b = tiles.bias.as_ref().expect("bias tile loaded");
-                    kb.tensor_tensor(dst, src, AluOp::Add, b.cols(0..rows, cols.clone()))?
-                }
+                Step::Bias => match &tiles.bias_cols[j] {
+                    Some(col) => kb.tensor_scalar_on(
+                        Engine::Dve,
+                        dst,
+                        src,
+                        crate::Step::new(AluOp::Add, col),
+                        None,
+                    )?,
+                    None => {
+                        let b = tiles.bias.as_ref().expect("bias tile loaded");
+                        kb.tensor_tensor(dst, src, AluOp::Add, b.cols(0..rows, cols.clone()))?
+                    }
+                },
                 Step::Act(f, scale) => kb.activation(dst, src, f, scale, 0.0, None)?,
                 Step::Residual => {
                     let r = tiles.residuals[j].as_ref().expect("residual tile loaded");
@@ -355,6 +417,9 @@ impl Operands<'_> {
     /// Frees a block's epilogue tiles.
     fn free_epilogue(kb: &mut KernelBuilder<'_>, tiles: EpilogueTiles) -> Result<(), KernelError> {
         if let Some(t) = tiles.bias {
+            kb.free(t)?;
+        }
+        for t in tiles.bias_cols.into_iter().flatten() {
             kb.free(t)?;
         }
         for t in tiles.residuals.into_iter().flatten() {
@@ -400,9 +465,46 @@ impl Operands<'_> {
     }
 }
 
-/// One stripe of `A^T`: for each of its M tiles, a buffer `[tile_k, K tiles, M tile]`.
+/// One stripe of `A^T`: its M tiles side by side in one buffer `[tile_k, K tiles, stripe
+/// width]`, so each load moves whole stripe rows (long DMA runs when A is stored `[k, m]`).
 struct Stripe {
-    tiles: Vec<(Range<usize>, Tile)>,
+    /// The M tiles (ranges of rows of the result).
+    mbs: Vec<Range<usize>>,
+    buf: Option<Tile>,
+}
+
+impl Stripe {
+    fn empty() -> Stripe {
+        Stripe {
+            mbs: Vec::new(),
+            buf: None,
+        }
+    }
+
+    /// All the stripe's rows of the result.
+    fn span(&self) -> Range<usize> {
+        match (self.mbs.first(), self.mbs.last()) {
+            (Some(f), Some(l)) => f.start..l.end,
+            _ => 0..0,
+        }
+    }
+
+    /// The stationary operand of M tile `j` for K tile `i` (`kp` partitions).
+    fn stationary(&self, j: usize, i: usize, kp: u32) -> crate::TileView {
+        let start = self.mbs[j].start - self.mbs[0].start;
+        let cols = start..start + self.mbs[j].len();
+        self.buf
+            .as_ref()
+            .expect("stripe buffer")
+            .view(0..kp, &[i..i + 1, cols])
+    }
+
+    fn free(self, kb: &mut KernelBuilder<'_>) -> Result<(), KernelError> {
+        match self.buf {
+            Some(t) => kb.free(t),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The main schedule. `A^T` is loaded once, a stripe of up to `group` M tiles at a time, and
@@ -438,40 +540,42 @@ fn resident_stripes(
 
     // Allocates a stripe's buffers and lists its loads (issued later, interleaved).
     let new_stripe = |kb: &mut KernelBuilder<'_>, mbs: &[Range<usize>]| {
-        let mut tiles = Vec::with_capacity(mbs.len());
-        for mb in mbs {
-            let t = kb.sbuf("a_t", compute_dtype, kp, &[k_tiles.len(), mb.len()])?;
-            tiles.push((mb.clone(), t));
-        }
-        Ok::<_, KernelError>(Stripe { tiles })
+        let width: usize = mbs.iter().map(|m| m.len()).sum();
+        let buf = kb.sbuf("a_t", compute_dtype, kp, &[k_tiles.len(), width])?;
+        Ok::<_, KernelError>(Stripe {
+            mbs: mbs.to_vec(),
+            buf: Some(buf),
+        })
     };
-    // The stripe's loads in the order they are needed: K chunk by K chunk.
+    // The stripe's loads in the order they are needed: K chunk by K chunk, each the whole
+    // stripe's width, as many K tiles at a time as keep a transfer near the size of
+    // `A_CHUNK_K_TILES` tiles of one M tile.
     let stripe_loads = |stripe: &Stripe| {
+        let per_load = (A_CHUNK_K_TILES / stripe.mbs.len().max(1)).max(1);
         let mut loads = Vec::new();
         let mut kt = 0;
         while kt < k_tiles.len() {
             let whole = k_tiles[kt..]
                 .iter()
-                .take(A_CHUNK_K_TILES)
+                .take(per_load)
                 .take_while(|kr| kr.len() == tile_k)
                 .count();
             let count = whole.max(1);
-            for (j, _) in stripe.tiles.iter().enumerate() {
-                loads.push((j, kt, count, whole > 0));
-            }
+            loads.push((kt, count, whole > 0));
             kt += count;
         }
         loads
     };
-    let issue = |kb: &mut KernelBuilder<'_>, stripe: &Stripe, load: (usize, usize, usize, bool)| {
-        let (j, kt, count, whole) = load;
-        let (mb, t) = &stripe.tiles[j];
+    let issue = |kb: &mut KernelBuilder<'_>, stripe: &Stripe, load: (usize, usize, bool)| {
+        let (kt, count, whole) = load;
+        let t = stripe.buf.as_ref().expect("stripe buffer");
+        let span = stripe.span();
         let kr = &k_tiles[kt];
         let dst = t.view(0..kr.len() as u32, std::slice::from_ref(&(kt..kt + count)));
         if whole {
-            kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, mb))
+            kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, &span))
         } else {
-            kb.dma_copy(dst, ops.a_t_block(kr, mb))
+            kb.dma_copy(dst, ops.a_t_block(kr, &span))
         }
     };
 
@@ -496,17 +600,17 @@ fn resident_stripes(
             let n_sub: Vec<_> = blocks(nw.len(), tile_n)
                 .map(|r| nw.start + r.start..nw.start + r.end)
                 .collect();
-            let mbs: Vec<Range<usize>> = current.tiles.iter().map(|(mb, _)| mb.clone()).collect();
+            let mbs = current.mbs.clone();
             let epilogue = ops.epilogue_tiles(kb, &mbs, nw)?;
-            let mut accs = Vec::with_capacity(current.tiles.len() * n_sub.len());
-            for (mb, _) in &current.tiles {
+            let mut accs = Vec::with_capacity(mbs.len() * n_sub.len());
+            for mb in &mbs {
                 for nb in &n_sub {
                     accs.push(kb.psum("acc", DType::F32, mb.len() as u32, &[nb.len()])?);
                 }
             }
             for (i, kr) in k_tiles.iter().enumerate() {
                 while let Some(&load) = first_loads.peek() {
-                    if load.1 > i + A_CHUNK_K_TILES {
+                    if load.0 > i + A_CHUNK_K_TILES {
                         break;
                     }
                     issue(kb, &current, load)?;
@@ -514,9 +618,8 @@ fn resident_stripes(
                 }
                 let b_tile = kb.sbuf("b", compute_dtype, kr.len() as u32, &[nw.len()])?;
                 kb.dma_copy(&b_tile, ops.b_block(kr, nw))?;
-                for (j, (_, a_t)) in current.tiles.iter().enumerate() {
-                    let stationary =
-                        a_t.view(0..kr.len() as u32, std::slice::from_ref(&(i..i + 1)));
+                for j in 0..mbs.len() {
+                    let stationary = current.stationary(j, i, kr.len() as u32);
                     for (q, nb) in n_sub.iter().enumerate() {
                         let cols = nb.start - nw.start..nb.end - nw.start;
                         let moving = b_tile.cols(0..kr.len() as u32, cols);
@@ -527,9 +630,7 @@ fn resident_stripes(
                 kb.free(b_tile)?;
                 if step == retire_step {
                     if let Some(old) = retired.take() {
-                        for (_, t) in old.tiles {
-                            kb.free(t)?;
-                        }
+                        old.free(kb)?;
                     }
                     if let Some(mbs) = stripes.get(s + 1) {
                         let stripe = new_stripe(kb, mbs)?;
@@ -552,7 +653,7 @@ fn resident_stripes(
             // Evacuate now (PSUM is full), alternating ACT and DVE so the two engines share the
             // work; store later.
             let mut accs = accs.into_iter();
-            for (j, (mb, _)) in current.tiles.iter().enumerate() {
+            for (j, mb) in mbs.iter().enumerate() {
                 let out = kb.sbuf("c", out_dtype, mb.len() as u32, &[nw.len()])?;
                 for (q, nb) in n_sub.iter().enumerate() {
                     let Some(acc) = accs.next() else { break };
@@ -575,24 +676,13 @@ fn resident_stripes(
             }
         }
         if let Some(old) = retired.take() {
-            for (_, t) in old.tiles {
-                kb.free(t)?;
-            }
+            old.free(kb)?;
         }
-        match next {
-            Some(next) => retired = Some(std::mem::replace(&mut current, next)),
-            None => {
-                retired = Some(std::mem::replace(
-                    &mut current,
-                    Stripe { tiles: Vec::new() },
-                ))
-            }
-        }
+        let replacement = next.unwrap_or_else(Stripe::empty);
+        retired = Some(std::mem::replace(&mut current, replacement));
     }
     if let Some(old) = retired.take() {
-        for (_, t) in old.tiles {
-            kb.free(t)?;
-        }
+        old.free(kb)?;
     }
     flush(kb, ops, &mut pending)
 }
@@ -604,7 +694,7 @@ fn flush(
     pending: &mut Vec<(Tile, Range<usize>, Range<usize>)>,
 ) -> Result<(), KernelError> {
     for (out, mb, nb) in pending.drain(..) {
-        kb.dma_copy(ops.c.block(mb, nb), &out)?;
+        kb.dma_copy(ops.c_block(ops.c, &mb, &nb), &out)?;
         kb.free(out)?;
     }
     Ok(())
@@ -654,7 +744,7 @@ fn streaming(
             )?;
             Operands::free_epilogue(kb, epilogue)?;
             kb.free(acc)?;
-            kb.dma_copy(ops.c.block(mb.clone(), nb.clone()), &out)?;
+            kb.dma_copy(ops.c_block(ops.c, &mb, &nb), &out)?;
             kb.free(out)?;
         }
     }

@@ -228,6 +228,7 @@ fn matmuls(eg: &EG, id: Id) -> Vec<(MatMulEpilogue, Vec<Id>)> {
                         bias: false,
                         act: None,
                         residual: false,
+                        swap_roles: false,
                     },
                     ch.to_vec(),
                 ));
@@ -245,6 +246,7 @@ fn matmuls(eg: &EG, id: Id) -> Vec<(MatMulEpilogue, Vec<Id>)> {
                     bias: false,
                     act: None,
                     residual: false,
+                    swap_roles: false,
                 },
                 ch[..2].to_vec(),
             )),
@@ -318,6 +320,7 @@ fn matmul_bias(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                 bias: true,
                 act: None,
                 residual: false,
+                swap_roles: false,
             };
             out.push((
                 id,

@@ -6,21 +6,36 @@
 //! the tensor engine (`transpose2d`: whole-row loads and stores, a PE transpose and a PSUM copy
 //! per 128 x 128 block). Small transposes are cheaper by DMA (fewer instructions), large float
 //! ones on the tensor engine.
+//!
+//! A matmul can hold either operand stationary. The kernel's usual configuration keeps
+//! `A^T` stationary (M on the array's columns) and streams B (N as moving columns); with the
+//! roles swapped it computes `C^T` with `B^T` stationary. Every matmul instruction costs
+//! `max(moving columns, 64)` cycles whatever the stationary width, so a small M (a batch-1
+//! classifier head, a decoder step) wastes most of the array unless the roles are swapped; the
+//! price is a transposing store of the result.
 
 use super::super::lang::{EG, ops_in};
 use super::super::rewrite::{Ctx, Proposal, Rhs, Rule, Theme};
 use super::ty;
 use egg::Id;
 use tessera_ir::graph::fused::pe_transpose_split;
-use tessera_ir::graph::{FusedOp, GraphOp};
+use tessera_ir::graph::{FusedOp, GraphOp, MatMulEpilogue};
 
 /// The rules of this theme.
-pub static RULES: &[Rule] = &[Rule {
-    name: "transpose-on-pe",
-    theme: Theme::Kernel,
-    max_iterations: None,
-    search: transpose_on_pe,
-}];
+pub static RULES: &[Rule] = &[
+    Rule {
+        name: "transpose-on-pe",
+        theme: Theme::Kernel,
+        max_iterations: None,
+        search: transpose_on_pe,
+    },
+    Rule {
+        name: "matmul-swap-roles",
+        theme: Theme::Kernel,
+        max_iterations: None,
+        search: matmul_swap_roles,
+    },
+];
 
 /// `Transpose(perm, x)` = the same transpose on the tensor engine, for float `x` and a `perm`
 /// that is a batch of 2-D transposes.
@@ -39,6 +54,35 @@ fn transpose_on_pe(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                 ),
             )),
             _ => None,
+        })
+        .collect()
+}
+
+/// `MatMul(a, b)` or a fused matmul = the same fused matmul with the operands' roles swapped
+/// (float operands of rank 2 or more; the meaning is unchanged, only the kernel's schedule).
+fn matmul_swap_roles(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
+    ops_in(eg, id)
+        .filter_map(|(op, ch)| {
+            let spec = match op {
+                GraphOp::MatMul => MatMulEpilogue {
+                    trans_a: false,
+                    trans_b: false,
+                    alpha: 1.0,
+                    bias: false,
+                    act: None,
+                    residual: false,
+                    swap_roles: true,
+                },
+                GraphOp::Fused(FusedOp::MatMul(m)) if !m.swap_roles => MatMulEpilogue {
+                    swap_roles: true,
+                    ..m.clone()
+                },
+                _ => return None,
+            };
+            let operands_ok = ch[..2]
+                .iter()
+                .all(|&c| ty(eg, c).is_some_and(|t| t.shape.len() >= 2 && t.dtype.is_float()));
+            operands_ok.then(|| (id, Rhs::op(GraphOp::Fused(FusedOp::MatMul(spec)), ch)))
         })
         .collect()
 }

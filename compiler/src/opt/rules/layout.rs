@@ -51,6 +51,7 @@ fn transpose_into_matmul(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                     bias: false,
                     act: None,
                     residual: false,
+                    swap_roles: false,
                 }
             }
             GraphOp::Fused(FusedOp::MatMul(m)) => m.clone(),

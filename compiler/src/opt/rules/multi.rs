@@ -68,6 +68,7 @@ fn plain_spec() -> MatMulEpilogue {
         bias: false,
         act: None,
         residual: false,
+        swap_roles: false,
     }
 }
 
