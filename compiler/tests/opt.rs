@@ -285,6 +285,31 @@ fn swapped_matmul(a: &[usize], w: &[usize], bias: bool) -> Graph {
     g
 }
 
+/// `gelu(a . w + b)` on a batched `a`, the roles swapped or not (BERT's intermediate layer).
+fn ffn_matmul(a: &[usize], w: &[usize], swap_roles: bool) -> Graph {
+    let mut g = Graph::new("ffn");
+    let x = g.add_input("a", TensorType::new(DType::F32, a));
+    let ins = vec![
+        x,
+        g.add_constant("w", f32t(w, 1, 0.1)),
+        g.add_constant("b", f32t(&w[1..], 2, 0.1)),
+    ];
+    let spec = MatMulEpilogue {
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        bias: true,
+        act: Some(Activation::Gelu),
+        residual: false,
+        swap_roles,
+    };
+    let y = g
+        .add_node("mm", GraphOp::Fused(FusedOp::MatMul(spec)), &ins)
+        .unwrap()[0];
+    g.outputs.push(y);
+    g
+}
+
 /// The optimiser's estimate of single kernels against the timing model's estimate of the
 /// kernel lowering builds for them (`estimate_tile_program`): within a factor of two. The
 /// estimate only has to rank alternatives, but one far off would misrank them.
@@ -315,6 +340,26 @@ fn kernel_estimates_follow_the_timing_model() {
         (
             "classifier head 1x2048x1000 + bias, roles swapped",
             swapped_matmul(&[1, 2048], &[2048, 1000], true),
+        ),
+        ("matmul 64x256x1024", {
+            let mut g = Graph::new("mm");
+            let a = g.add_input("a", TensorType::new(DType::F32, &[64, 256]));
+            let w = g.add_constant("w", f32t(&[256, 1024], 1, 0.1));
+            let y = g.add_node("mm", GraphOp::MatMul, &[a, w]).unwrap()[0];
+            g.outputs.push(y);
+            g
+        }),
+        (
+            "matmul 64x256x1024, roles swapped",
+            swapped_matmul(&[64, 256], &[256, 1024], false),
+        ),
+        (
+            "ffn 2x64x256x1024",
+            ffn_matmul(&[2, 64, 256], &[256, 1024], false),
+        ),
+        (
+            "ffn 2x64x256x1024, roles swapped",
+            ffn_matmul(&[2, 64, 256], &[256, 1024], true),
         ),
         (
             "matmul 256x512x1024, roles swapped",

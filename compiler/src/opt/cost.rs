@@ -21,6 +21,7 @@ use tessera_ir::cost::{
     dma_efficiency,
 };
 use tessera_ir::graph::{FusedOp, GraphOp, TensorType};
+use tessera_kernels::library;
 
 fn bytes(t: &TensorType) -> f64 {
     (t.elems() * t.dtype.size_bytes()) as f64
@@ -38,6 +39,9 @@ struct Work {
     /// Vector-engine instructions whose fixed cost is not hidden behind their data (small
     /// per-row bookkeeping).
     small_insts: f64,
+    /// DMA instructions whose fixed start cost is not hidden behind their data (small
+    /// transfers), spread over the DMA engines.
+    small_dmas: f64,
 }
 
 impl Work {
@@ -45,7 +49,8 @@ impl Work {
         let bw = target
             .dma_core_bytes_per_s
             .min(target.hbm_core_bytes_per_s());
-        let dma = self.hbm_bytes / bw * 1e9;
+        let dma = (self.hbm_bytes / bw * 1e9)
+            .max(self.small_dmas * DMA_FIXED_NS / target.dma_engines.max(1) as f64);
         let peak = if self.fp32_pe {
             target.pe_fp32_flops
         } else {
@@ -77,13 +82,16 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         fp32_pe: fp32,
         vector_elems: out_elems,
         small_insts: 0.0,
+        small_dmas: 0.0,
     };
-    // `a_t_load`: A reaches the stationary side through a transposing view (element runs).
+    // `a_t_load`: A is loaded through a transposing view (element runs), likewise
+    // `b_t_load`: with the roles in either order, the tensor engine contracts over partitions,
+    // so an operand whose contiguous axis is not K is read element by element.
     let matmul = |w: &mut Work,
                   out: &TensorType,
                   (a_bytes, b_bytes): (f64, f64),
                   k: usize,
-                  a_t_load: bool,
+                  (a_t_load, b_t_load): (bool, bool),
                   swap: bool| {
         let r = out.shape.len();
         let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
@@ -100,9 +108,34 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         // stationary one once.
         let stripes = rows.div_ceil(8 * 128) as f64;
         w.hbm_bytes += moving_bytes * (stripes - 1.0).max(0.0);
+        let spec = library::MatmulSpec {
+            m,
+            k,
+            n,
+            trans_a: false,
+            trans_b: false,
+            in_dtype: out.dtype,
+            compute_dtype: out.dtype,
+            out_dtype: out.dtype,
+            epilogue: library::MatmulEpilogue::default(),
+            swap_roles: swap,
+        };
+        if !library::matmul_resident(target, &spec) {
+            // K too long for a resident stripe: both operands stream, one small DMA each per
+            // (row tile, 512-column block, K tile), and each is re-read for every block of
+            // the other.
+            let (row_tiles, col_blocks) = (rows.div_ceil(128), cols.div_ceil(512));
+            let stationary_bytes = if swap { b_bytes } else { a_bytes };
+            w.hbm_bytes += stationary_bytes * (col_blocks as f64 - 1.0)
+                + moving_bytes * (row_tiles as f64 - stripes);
+            w.small_dmas = 2.0 * (batch * row_tiles * col_blocks * k.div_ceil(128)) as f64;
+        }
         let short = 1.0 / dma_efficiency(4.0) - 1.0;
         if a_t_load && m > 1 {
             w.hbm_bytes += a_bytes * short;
+        }
+        if b_t_load && n > 1 {
+            w.hbm_bytes += b_bytes * short;
         }
         if swap && m > 1 {
             // C^T blocks are stored (and residuals loaded) through transposing views.
@@ -118,9 +151,14 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
                     GraphOp::Gemm { trans_a: true, .. } => ins[0].shape[0],
                     _ => *ins[0].shape.last().unwrap_or(&1),
                 };
-                let trans_a = matches!(op, GraphOp::Gemm { trans_a: true, .. });
+                let (trans_a, trans_b) = match op {
+                    GraphOp::Gemm {
+                        trans_a, trans_b, ..
+                    } => (*trans_a, *trans_b),
+                    _ => (false, false),
+                };
                 let ab = (bytes(ins[0]), bytes(ins[1]));
-                matmul(&mut w, out, ab, k, !trans_a, false);
+                matmul(&mut w, out, ab, k, (!trans_a, trans_b), false);
             }
         }
         GraphOp::Fused(FusedOp::MatMul(m)) => {
@@ -131,7 +169,14 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
                 a[a.len() - 1]
             };
             let ab = (bytes(ins[0]), bytes(ins[1]));
-            matmul(&mut w, &outs[0], ab, k, !m.trans_a, m.swap_roles);
+            matmul(
+                &mut w,
+                &outs[0],
+                ab,
+                k,
+                (!m.trans_a, m.trans_b),
+                m.swap_roles,
+            );
         }
         GraphOp::Conv(_) | GraphOp::Fused(FusedOp::Conv(_)) => {
             // 2 x output elements x (C_in / group) x kernel taps, as the weights hold them.

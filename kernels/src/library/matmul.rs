@@ -203,7 +203,7 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         spec: sched,
         trans_c: swap_roles,
     };
-    let stripe_m_tiles = STRIPE_BYTES / (k.div_ceil(tile_k) * tile_m * compute_dtype.size_bytes());
+    let stripe_m_tiles = stripe_tiles(target, sched.m, k, compute_dtype);
     if stripe_m_tiles == 0 {
         streaming(&mut kb, &ops, (tile_m, tile_k, tile_n))?;
     } else {
@@ -215,6 +215,21 @@ pub fn matmul_spec(target: &TargetSpec, spec: &MatmulSpec) -> Result<TileProgram
         )?;
     }
     kb.finish()
+}
+
+/// How many M tiles of the stationary operand (`rows` x `k`, `dtype`) one stripe holds; zero
+/// when even one does not fit and the kernel falls back to streaming both operands.
+fn stripe_tiles(target: &TargetSpec, rows: usize, k: usize, dtype: DType) -> usize {
+    let tile_width = rows.min(target.matmul_max_m as usize).max(1);
+    let k_tiles = k.div_ceil(target.matmul_max_k as usize).max(1);
+    STRIPE_BYTES / (k_tiles * tile_width * dtype.size_bytes())
+}
+
+/// Whether the matmul kernel for `spec` keeps its stationary operand resident (the main
+/// schedule) rather than streaming both operands tile by tile (the fallback for a very long K).
+pub fn matmul_resident(target: &TargetSpec, spec: &MatmulSpec) -> bool {
+    let rows = if spec.swap_roles { spec.n } else { spec.m };
+    stripe_tiles(target, rows, spec.k, spec.compute_dtype) > 0
 }
 
 /// Per-partition SBUF bytes one stripe of `A^T` may take; two stripes are live at once (the

@@ -58,8 +58,16 @@ fn transpose_on_pe(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
         .collect()
 }
 
+/// Largest M for which the swapped roles are offered: at most a quarter of the array's 128
+/// columns used by the usual configuration. Above it the usual configuration is rarely
+/// tensor-engine bound, and the swapped one's extra DMAs (a store and a bias column per
+/// 128 columns of N) are not in the kernel estimate, so offering it would only risk a
+/// misranking (BERT's 64-row feed-forward matmul was one).
+const SWAP_MAX_M: usize = 32;
+
 /// `MatMul(a, b)` or a fused matmul = the same fused matmul with the operands' roles swapped
-/// (float operands of rank 2 or more; the meaning is unchanged, only the kernel's schedule).
+/// (float operands of rank 2 or more; the meaning is unchanged, only the kernel's schedule),
+/// offered when M is small (at most [`SWAP_MAX_M`]) and N larger than M.
 fn matmul_swap_roles(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
     ops_in(eg, id)
         .filter_map(|(op, ch)| {
@@ -82,7 +90,12 @@ fn matmul_swap_roles(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
             let operands_ok = ch[..2]
                 .iter()
                 .all(|&c| ty(eg, c).is_some_and(|t| t.shape.len() >= 2 && t.dtype.is_float()));
-            operands_ok.then(|| (id, Rhs::op(GraphOp::Fused(FusedOp::MatMul(spec)), ch)))
+            let out = ty(eg, id)?;
+            let r = out.shape.len();
+            let small_m =
+                r >= 2 && out.shape[r - 2] <= SWAP_MAX_M && out.shape[r - 1] > out.shape[r - 2];
+            (operands_ok && small_m)
+                .then(|| (id, Rhs::op(GraphOp::Fused(FusedOp::MatMul(spec)), ch)))
         })
         .collect()
 }

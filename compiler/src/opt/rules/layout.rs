@@ -1,20 +1,34 @@
 //! Layout: transposes folded into the operand roles of a matmul. The matmul kernel loads a
 //! transposed operand through a transposing DMA view, so `MatMul(Transpose(a), b)` needs no
 //! separate transpose kernel (nor the HBM round trip of its result).
+//!
+//! The other way round for constant weights: a weight stored `[N, K]` (`Gemm`'s `transB`, the
+//! usual layout of fully connected layers) reaches the tensor engine through a transposing
+//! view whose every element is its own DMA run; stored `[K, N]`, transposed once at compile
+//! time, its rows load whole.
 
-use super::super::lang::{EG, ops_in};
+use super::super::lang::{EG, const_of, ops_in};
 use super::super::rewrite::{Ctx, Proposal, Rhs, Rule, Theme};
 use super::ty;
 use egg::Id;
+use tessera_ir::HostTensor;
 use tessera_ir::graph::{FusedOp, GraphOp, MatMulEpilogue};
 
 /// The rules of this theme.
-pub static RULES: &[Rule] = &[Rule {
-    name: "transpose-into-matmul",
-    theme: Theme::Layout,
-    max_iterations: None,
-    search: transpose_into_matmul,
-}];
+pub static RULES: &[Rule] = &[
+    Rule {
+        name: "transpose-into-matmul",
+        theme: Theme::Layout,
+        max_iterations: None,
+        search: transpose_into_matmul,
+    },
+    Rule {
+        name: "pretranspose-weight",
+        theme: Theme::Layout,
+        max_iterations: None,
+        search: pretranspose_weight,
+    },
+];
 
 /// The class is a transpose swapping the last two axes of some `x` (at least 2-D): the `x`s.
 fn swapped(eg: &EG, id: Id) -> Vec<Id> {
@@ -72,4 +86,42 @@ fn transpose_into_matmul(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
         }
     }
     out
+}
+
+/// A fused matmul reading a constant 2-D `b` transposed = the same matmul reading the
+/// transposed constant straight.
+fn pretranspose_weight(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
+    ops_in(eg, id)
+        .filter_map(|(op, ch)| match op {
+            GraphOp::Fused(FusedOp::MatMul(m)) if m.trans_b => {
+                let w = const_of(eg, ch[1]).filter(|t| t.shape.len() == 2)?;
+                let mut operands: Vec<Rhs> = ch.iter().map(|&c| Rhs::Class(c)).collect();
+                operands[1] = Rhs::Const(transpose_2d(w));
+                let spec = MatMulEpilogue {
+                    trans_b: false,
+                    ..m.clone()
+                };
+                Some((id, Rhs::Op(GraphOp::Fused(FusedOp::MatMul(spec)), operands)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `t^T` for a 2-D `t`, element bytes moved as they are.
+fn transpose_2d(t: &HostTensor) -> HostTensor {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let size = t.dtype.size_bytes();
+    let mut data = vec![0u8; t.data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let (src, dst) = ((r * cols + c) * size, (c * rows + r) * size);
+            data[dst..dst + size].copy_from_slice(&t.data[src..src + size]);
+        }
+    }
+    HostTensor {
+        dtype: t.dtype,
+        shape: vec![cols, rows],
+        data,
+    }
 }
