@@ -482,3 +482,52 @@ fn kernel_estimates_follow_the_timing_model() {
         );
     }
 }
+
+/// A batch-1 classifier head as ONNX writes it (`Gemm` with `transB`, weights `[N, K]`): at
+/// `-O2` the weights are transposed at compile time and the roles swapped (M = 1), and the
+/// plan still computes the same logits; a 256-row product keeps the usual roles.
+#[test]
+fn classifier_head_plan() {
+    let target = TargetSpec::trn2();
+    let head = |m: usize| {
+        let mut g = Graph::new("head");
+        let x = g.add_input("x", TensorType::new(DType::F32, &[m, 2048]));
+        let w = g.add_constant("w", f32t(&[1000, 2048], 1, 0.05));
+        let b = g.add_constant("b", f32t(&[1000], 2, 0.1));
+        let op = GraphOp::Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: true,
+        };
+        let y = g.add_node("fc", op, &[x, w, b]).unwrap()[0];
+        g.outputs.push(y);
+        g
+    };
+    for (m, swapped) in [(1, true), (256, false)] {
+        let g = head(m);
+        let o = optimize(&g, &target, 2).unwrap();
+        let specs: Vec<&MatMulEpilogue> = o
+            .graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                GraphOp::Fused(FusedOp::MatMul(s)) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            specs.len(),
+            1,
+            "M = {m}: one fused matmul\n{}",
+            print_graph(&o.graph)
+        );
+        assert!(!specs[0].trans_b, "M = {m}: weights pre-transposed");
+        assert!(specs[0].bias, "M = {m}: bias fused");
+        assert_eq!(specs[0].swap_roles, swapped, "M = {m}: roles");
+        let inputs = BTreeMap::from([("x".to_string(), f32t(&[m, 2048], 3, 1.0))]);
+        let want = evaluate(&g, &inputs).unwrap();
+        let got = evaluate(&o.graph, &inputs).unwrap();
+        assert_close(&format!("head M = {m}"), &got, &want, 1e-5);
+    }
+}

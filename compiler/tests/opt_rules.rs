@@ -192,6 +192,7 @@ const COVERED: &[&str] = &[
     "transpose-into-matmul",
     "transpose-on-pe",
     "matmul-swap-roles",
+    "pretranspose-weight",
 ];
 
 #[test]
@@ -607,8 +608,10 @@ proptest! {
     }
 
     #[test]
-    fn matmul_swap_roles(batch in prop::collection::vec(1usize..3, 0..2), m in 1usize..6, k in 1usize..6, n in 1usize..6,
+    fn matmul_swap_roles(batch in prop::collection::vec(1usize..3, 0..2), m in 1usize..6, k in 1usize..6, extra_n in 1usize..6,
                          seed in any::<u64>(), fused in any::<bool>()) {
+        // The rule offers the swap where N > M (see `SWAP_MAX_M`).
+        let n = m + extra_n;
         let mut b = B::new(seed);
         let mut shape = batch.clone();
         shape.extend([m, k]);
@@ -622,5 +625,22 @@ proptest! {
             b.node(GraphOp::MatMul, &[a, w])
         };
         verify("matmul-swap-roles", &b.finish(y), seed)?;
+    }
+
+    #[test]
+    fn pretranspose_weight(batch in prop::collection::vec(1usize..3, 0..2), m in 1usize..6, k in 1usize..6, n in 1usize..6,
+                           seed in any::<u64>(), bias in any::<bool>()) {
+        let mut b = B::new(seed);
+        let mut shape = batch.clone();
+        shape.extend([m, k]);
+        let a = b.input(&shape);
+        let w = b.weight(&[n, k], 1.0);
+        let mut ins = vec![a, w];
+        if bias {
+            ins.push(b.weight(&[n], 1.0));
+        }
+        let spec = MatMulEpilogue { trans_b: true, bias, ..plain() };
+        let y = b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &ins);
+        verify("pretranspose-weight", &b.finish(y), seed)?;
     }
 }

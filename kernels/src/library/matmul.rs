@@ -232,6 +232,14 @@ pub fn matmul_resident(target: &TargetSpec, spec: &MatmulSpec) -> bool {
     stripe_tiles(target, rows, spec.k, spec.compute_dtype) > 0
 }
 
+/// Whether a stationary operand of `rows` x `k` (`dtype`) is loaded in full stripes: as many
+/// 128-row tiles per stripe as the PSUM banks allow, or all of them. Narrower stripes mean
+/// more, smaller DMAs.
+pub fn matmul_full_stripes(target: &TargetSpec, rows: usize, k: usize, dtype: DType) -> bool {
+    let tiles = rows.div_ceil(target.matmul_max_m as usize).max(1);
+    stripe_tiles(target, rows, k, dtype) >= tiles.min(STRIPE_M_TILES)
+}
+
 /// Per-partition SBUF bytes one stripe of `A^T` may take; two stripes are live at once (the
 /// current one and the prefetched next one), leaving the rest of SBUF for streamed B tiles and
 /// result tiles.

@@ -28,7 +28,9 @@ pub use binary::binary;
 pub use conv::{ConvKernelSpec, conv};
 pub use ewchain::{EwChain, EwStep, Operand, ewchain};
 pub use layer_norm::{layer_norm, layer_norm_chunked, rms_norm};
-pub use matmul::{MatmulEpilogue, MatmulSpec, matmul, matmul_resident, matmul_spec, matmul_t};
+pub use matmul::{
+    MatmulEpilogue, MatmulSpec, matmul, matmul_full_stripes, matmul_resident, matmul_spec, matmul_t,
+};
 pub use movement::{cast, concat, permute};
 pub use pool::{PoolKernelSpec, PoolOp, pool};
 pub use reduce::{reduce_rows, reduce_rows_chunked};
