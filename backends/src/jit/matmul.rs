@@ -1,18 +1,23 @@
-//! `nc_matmul` on the host: gather the operands into packed f32 panels, multiply with a
-//! register-blocked Rust microkernel, scatter the result to PSUM.
+//! `nc_matmul` on the host: gather the operands into packed f32 panels (contiguous rows are
+//! decoded a row at a time), multiply with `ndarray`'s `general_mat_mul` (the `matrixmultiply`
+//! sgemm: cache-blocked, SIMD with FMA where the CPU has it, detected at run time), scatter the
+//! result to PSUM.
 //!
-//! Accumulation is fp32, as on the tensor engine: each dot product sums `k` in ascending order in
-//! f32. interp instead sums each dot product in f64 and rounds once, so the two differ by the
-//! fp32 rounding of the partial sums: at most about `K * 2^-24 * sum_k |s_k m_k|` per element
-//! (K <= 128 gives under 8e-6 of the sum of absolute products). The tests hold the jit within
-//! `1e-5 * ||result||_inf` (plus 1e-6 absolute) of interp. Accumulation into an existing `dst`
-//! (`start = false`) adds the new product in f32, exactly as interp does.
+//! Accumulation is fp32, as on the tensor engine, in the sgemm's blocked order (with fused
+//! multiply-adds where available). interp instead sums each dot product in f64 and rounds
+//! once, so the two differ by the fp32 rounding of the partial sums: at most about
+//! `K * 2^-24 * sum_k |s_k m_k|` per element, whatever the order (K <= 128 gives under 8e-6 of
+//! the sum of absolute products). The tests hold the jit within `1e-5 * ||result||_inf` (plus
+//! 1e-6 absolute) of interp. Accumulation into an existing `dst` (`start = false`) adds the new
+//! product to it in f32.
 //!
 //! Memory is accessed through checked slices, so this file has no `unsafe`.
 
 use super::JitError;
 use super::memory::{JitMemory, Loc};
 use super::plan::Raw;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
 use tessera_ir::{DType, TileAccess};
 
 /// One operand: row `r`, element `e` is at byte `row0 + r * pb + offsets[e]` of `loc`.
@@ -24,6 +29,8 @@ pub(crate) struct Panel {
     pb: u64,
     rows: usize,
     offsets: Vec<usize>,
+    /// The free elements of a row are adjacent (`offsets[e] = offsets[0] + e * size`).
+    contiguous: bool,
 }
 
 impl Panel {
@@ -38,14 +45,21 @@ impl Panel {
             }
             offsets = next;
         }
+        // Non-negative: the view was checked to lie inside each partition.
+        let offsets: Vec<usize> = offsets.into_iter().map(|o| o.max(0) as usize).collect();
+        let size = raw.dtype.size_bytes();
+        let contiguous = offsets
+            .iter()
+            .enumerate()
+            .all(|(e, &o)| o == offsets[0] + e * size);
         Panel {
             loc: raw.loc,
             dtype: raw.dtype,
             row0: raw.row0,
             pb: raw.pb,
             rows: raw.rows as usize,
-            // Non-negative: the view was checked to lie inside each partition.
-            offsets: offsets.into_iter().map(|o| o.max(0) as usize).collect(),
+            offsets,
+            contiguous,
         }
     }
 
@@ -66,6 +80,17 @@ impl Panel {
         let bytes = mem.bytes(self.loc)?;
         out.clear();
         out.reserve(self.rows * self.free());
+        if self.contiguous && self.dtype == DType::F32 {
+            for r in 0..self.rows {
+                let at = self.at(r, 0);
+                let row = bytes.get(at..at + 4 * self.free())?;
+                out.extend(
+                    row.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                );
+            }
+            return Some(());
+        }
         for r in 0..self.rows {
             for e in 0..self.offsets.len() {
                 let at = self.at(r, e);
@@ -90,6 +115,17 @@ impl Panel {
     fn scatter(&self, mem: &mut JitMemory<'_>, values: &[f32]) -> Option<()> {
         let (rows, free) = (self.rows, self.free());
         let bytes = mem.bytes_mut(self.loc)?;
+        if self.contiguous {
+            for r in 0..rows {
+                let at = self.at(r, 0);
+                let row = bytes.get_mut(at..at + 4 * free)?;
+                let src = values.get(r * free..(r + 1) * free)?;
+                for (dst, v) in row.chunks_exact_mut(4).zip(src) {
+                    dst.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            return Some(());
+        }
         for r in 0..rows {
             for e in 0..free {
                 let at = self.at(r, e);
@@ -117,7 +153,6 @@ pub(crate) struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
-    prev: Vec<f32>,
 }
 
 pub(crate) fn run(
@@ -133,52 +168,33 @@ pub(crate) fn run(
     let (k, m, n) = (p.stationary.rows(), p.stationary.free(), p.moving.free());
     p.stationary.gather(mem, &mut s.a).ok_or_else(internal)?;
     p.moving.gather(mem, &mut s.b).ok_or_else(internal)?;
-    s.c.clear();
-    s.c.resize(m * n, 0.0);
-    microkernel(&s.a, &s.b, k, m, n, &mut s.c);
-    if !p.start {
-        p.dst.gather(mem, &mut s.prev).ok_or_else(internal)?;
-        for (c, &q) in s.c.iter_mut().zip(&s.prev) {
-            *c += q;
-        }
-    }
+    let beta = if p.start {
+        s.c.clear();
+        s.c.resize(m * n, 0.0);
+        0.0
+    } else {
+        p.dst.gather(mem, &mut s.c).ok_or_else(internal)?;
+        1.0
+    };
+    gemm(&s.a, &s.b, k, m, n, beta, &mut s.c).ok_or_else(internal)?;
     p.dst.scatter(mem, &s.c).ok_or_else(internal)
 }
 
-/// `c[m][n] = sum_k a[k][m] * b[k][n]` in f32, `k` ascending. Four rows of `c` at a time share
-/// each row of `b`; the inner loops over `n` are plain slices the compiler vectorises.
-fn microkernel(a: &[f32], b: &[f32], k: usize, m: usize, n: usize, c: &mut [f32]) {
-    if n == 0 {
-        return;
-    }
-    let mut i = 0;
-    while i + 4 <= m {
-        let (c0, rest) = c[i * n..(i + 4) * n].split_at_mut(n);
-        let (c1, rest) = rest.split_at_mut(n);
-        let (c2, c3) = rest.split_at_mut(n);
-        for kk in 0..k {
-            let x = &a[kk * m + i..kk * m + i + 4];
-            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
-            let row = &b[kk * n..kk * n + n];
-            let lanes = c0.iter_mut().zip(c1.iter_mut()).zip(c2.iter_mut());
-            for (((o0, o1), o2), (o3, &y)) in lanes.zip(c3.iter_mut().zip(row)) {
-                *o0 += x0 * y;
-                *o1 += x1 * y;
-                *o2 += x2 * y;
-                *o3 += x3 * y;
-            }
-        }
-        i += 4;
-    }
-    for i in i..m {
-        let out = &mut c[i * n..(i + 1) * n];
-        for kk in 0..k {
-            let x = a[kk * m + i];
-            for (o, &y) in out.iter_mut().zip(&b[kk * n..kk * n + n]) {
-                *o += x * y;
-            }
-        }
-    }
+/// `c[m][n] = sum_k a[k][m] * b[k][n] + beta c[m][n]` in f32 (`a`, `b`, `c` row-major).
+fn gemm(
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    m: usize,
+    n: usize,
+    beta: f32,
+    c: &mut [f32],
+) -> Option<()> {
+    let a = ArrayView2::from_shape((k, m), a).ok()?;
+    let b = ArrayView2::from_shape((k, n), b).ok()?;
+    let mut c = ArrayViewMut2::from_shape((m, n), c).ok()?;
+    general_mat_mul(1.0, &a.t(), &b, beta, &mut c);
+    Some(())
 }
 
 #[cfg(test)]
@@ -186,16 +202,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn microkernel_matches_naive() {
+    fn gemm_matches_naive() {
+        // Small integers and halves: every product and partial sum is exact in f32, so any
+        // summation order gives the same result.
         let (k, m, n) = (3, 6, 5);
         let a: Vec<f32> = (0..k * m).map(|i| i as f32 * 0.5 - 2.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
-        let mut c = vec![0.0; m * n];
-        microkernel(&a, &b, k, m, n, &mut c);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|kk| a[kk * m + i] * b[kk * n + j]).sum();
-                assert_eq!(c[i * n + j], want);
+        for beta in [0.0, 1.0] {
+            let mut c: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+            gemm(&a, &b, k, m, n, beta, &mut c).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let prod: f32 = (0..k).map(|kk| a[kk * m + i] * b[kk * n + j]).sum();
+                    assert_eq!(c[i * n + j], prod + beta * (i * n + j) as f32);
+                }
             }
         }
     }

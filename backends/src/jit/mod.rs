@@ -174,6 +174,8 @@ pub struct Jit {
     compiler: Compiler,
     cache: HashMap<KernelKey, KernelFn>,
     stats: JitStats,
+    /// The memories of the last run, reused by the next.
+    spare: memory::Spare,
 }
 
 impl std::fmt::Debug for Jit {
@@ -238,6 +240,7 @@ impl Jit {
             compiler: Compiler::new().map_err(|detail| JitError::Codegen { detail })?,
             cache: HashMap::new(),
             stats: JitStats::default(),
+            spare: memory::Spare::default(),
         })
     }
 
@@ -278,7 +281,8 @@ impl Jit {
             }
             steps.push(qs);
         }
-        let mut mem = JitMemory::new(program, target, inputs)?;
+        let spare = std::mem::take(&mut self.spare);
+        let mut mem = JitMemory::new(program, target, inputs, spare)?;
         let mut scratch = matmul::Scratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         for &(q, i) in &order {
@@ -322,7 +326,9 @@ impl Jit {
                 }
             }
         }
-        Ok(mem.outputs())
+        let (outputs, spare) = mem.finish();
+        self.spare = spare;
+        Ok(outputs)
     }
 
     /// Checks every operand of `op` and decides how it runs, compiling its kernel if needed.
