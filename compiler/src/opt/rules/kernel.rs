@@ -94,15 +94,18 @@ fn matmul_swap_roles(eg: &EG, id: Id, ctx: &Ctx) -> Vec<Proposal> {
             let operands_ok = ch[..2]
                 .iter()
                 .all(|&c| ty(eg, c).is_some_and(|t| t.shape.len() >= 2 && t.dtype.is_float()));
-            let out = ty(eg, id)?;
-            let r = out.shape.len();
-            let k =
-                ty(eg, ch[1]).map(|b| b.shape[b.shape.len() - if spec.trans_b { 1 } else { 2 }])?;
-            let full =
-                r >= 2 && library::matmul_full_stripes(ctx.target, out.shape[r - 1], k, out.dtype);
-            let small_m =
-                r >= 2 && out.shape[r - 2] <= SWAP_MAX_M && out.shape[r - 1] > out.shape[r - 2];
-            (operands_ok && small_m && full)
+            if !operands_ok {
+                return None;
+            }
+            let (out, b) = (ty(eg, id)?, ty(eg, ch[1])?);
+            let (r, rb) = (out.shape.len(), b.shape.len());
+            if r < 2 {
+                return None;
+            }
+            let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+            let k = b.shape[rb - if spec.trans_b { 1 } else { 2 }];
+            let full = library::matmul_full_stripes(ctx.target, n, k, out.dtype);
+            (m <= SWAP_MAX_M && n > m && full)
                 .then(|| (id, Rhs::op(GraphOp::Fused(FusedOp::MatMul(spec)), ch)))
         })
         .collect()
