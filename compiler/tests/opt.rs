@@ -483,9 +483,11 @@ fn kernel_estimates_follow_the_timing_model() {
     }
 }
 
-/// A batch-1 classifier head as ONNX writes it (`Gemm` with `transB`, weights `[N, K]`): at
-/// `-O2` the weights are transposed at compile time and the roles swapped (M = 1), and the
-/// plan still computes the same logits; a 256-row product keeps the usual roles.
+/// A classifier head as ONNX writes it (`Gemm` with `transB`, weights `[N, K]`): at `-O2` the
+/// weights are transposed at compile time and the bias fused, and the plan computes the same
+/// logits. The swapped roles are offered for M = 1 but priced out, as the timing model prices
+/// them (the stationary `B^T` loads in 128-column tiles, short DMA runs: see the estimates
+/// test); a 256-row product is not offered them at all.
 #[test]
 fn classifier_head_plan() {
     let target = TargetSpec::trn2();
@@ -504,7 +506,7 @@ fn classifier_head_plan() {
         g.outputs.push(y);
         g
     };
-    for (m, swapped) in [(1, true), (256, false)] {
+    for m in [1, 256] {
         let g = head(m);
         let o = optimize(&g, &target, 2).unwrap();
         let specs: Vec<&MatMulEpilogue> = o
@@ -524,7 +526,7 @@ fn classifier_head_plan() {
         );
         assert!(!specs[0].trans_b, "M = {m}: weights pre-transposed");
         assert!(specs[0].bias, "M = {m}: bias fused");
-        assert_eq!(specs[0].swap_roles, swapped, "M = {m}: roles");
+        assert!(!specs[0].swap_roles, "M = {m}: usual roles");
         let inputs = BTreeMap::from([("x".to_string(), f32t(&[m, 2048], 3, 1.0))]);
         let want = evaluate(&g, &inputs).unwrap();
         let got = evaluate(&o.graph, &inputs).unwrap();

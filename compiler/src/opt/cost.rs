@@ -84,14 +84,15 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         small_insts: 0.0,
         small_dmas: 0.0,
     };
-    // `a_t_load`: A is loaded through a transposing view (element runs), likewise
-    // `b_t_load`: with the roles in either order, the tensor engine contracts over partitions,
-    // so an operand whose contiguous axis is not K is read element by element.
+    // `(trans_a, trans_b)`: the operands' layouts. The tensor engine contracts over
+    // partitions, so an operand whose contiguous axis is not K is read element by element;
+    // the stationary operand is loaded in 128-column tiles, whose runs are at most 512 bytes
+    // (f32) even when its contiguous axis is M: both at the short-run DMA efficiency.
     let matmul = |w: &mut Work,
                   out: &TensorType,
                   (a_bytes, b_bytes): (f64, f64),
                   k: usize,
-                  (a_t_load, b_t_load): (bool, bool),
+                  (trans_a, trans_b): (bool, bool),
                   swap: bool| {
         let r = out.shape.len();
         let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
@@ -131,10 +132,17 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
             w.small_dmas = 2.0 * (batch * row_tiles * col_blocks * k.div_ceil(128)) as f64;
         }
         let short = 1.0 / dma_efficiency(4.0) - 1.0;
-        if a_t_load && m > 1 {
+        // Stationary: always short runs (unless it is a single column); moving: short runs
+        // when its contiguous axis is not K.
+        let (a_short, b_short) = if swap {
+            (!trans_a, true)
+        } else {
+            (true, trans_b)
+        };
+        if a_short && m > 1 {
             w.hbm_bytes += a_bytes * short;
         }
-        if b_t_load && n > 1 {
+        if b_short && n > 1 {
             w.hbm_bytes += b_bytes * short;
         }
         if swap && m > 1 {
@@ -158,7 +166,7 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
                     _ => (false, false),
                 };
                 let ab = (bytes(ins[0]), bytes(ins[1]));
-                matmul(&mut w, out, ab, k, (!trans_a, trans_b), false);
+                matmul(&mut w, out, ab, k, (trans_a, trans_b), false);
             }
         }
         GraphOp::Fused(FusedOp::MatMul(m)) => {
@@ -174,7 +182,7 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
                 &outs[0],
                 ab,
                 k,
-                (!m.trans_a, m.trans_b),
+                (m.trans_a, m.trans_b),
                 m.swap_roles,
             );
         }

@@ -488,46 +488,9 @@ impl Operands<'_> {
     }
 }
 
-/// One stripe of `A^T`: its M tiles side by side in one buffer `[tile_k, K tiles, stripe
-/// width]`, so each load moves whole stripe rows (long DMA runs when A is stored `[k, m]`).
+/// One stripe of `A^T`: for each of its M tiles, a buffer `[tile_k, K tiles, M tile]`.
 struct Stripe {
-    /// The M tiles (ranges of rows of the result).
-    mbs: Vec<Range<usize>>,
-    buf: Option<Tile>,
-}
-
-impl Stripe {
-    fn empty() -> Stripe {
-        Stripe {
-            mbs: Vec::new(),
-            buf: None,
-        }
-    }
-
-    /// All the stripe's rows of the result.
-    fn span(&self) -> Range<usize> {
-        match (self.mbs.first(), self.mbs.last()) {
-            (Some(f), Some(l)) => f.start..l.end,
-            _ => 0..0,
-        }
-    }
-
-    /// The stationary operand of M tile `j` for K tile `i` (`kp` partitions).
-    fn stationary(&self, j: usize, i: usize, kp: u32) -> crate::TileView {
-        let start = self.mbs[j].start - self.mbs[0].start;
-        let cols = start..start + self.mbs[j].len();
-        self.buf
-            .as_ref()
-            .expect("stripe buffer")
-            .view(0..kp, &[i..i + 1, cols])
-    }
-
-    fn free(self, kb: &mut KernelBuilder<'_>) -> Result<(), KernelError> {
-        match self.buf {
-            Some(t) => kb.free(t),
-            None => Ok(()),
-        }
-    }
+    tiles: Vec<(Range<usize>, Tile)>,
 }
 
 /// The main schedule. `A^T` is loaded once, a stripe of up to `group` M tiles at a time, and
@@ -563,42 +526,40 @@ fn resident_stripes(
 
     // Allocates a stripe's buffers and lists its loads (issued later, interleaved).
     let new_stripe = |kb: &mut KernelBuilder<'_>, mbs: &[Range<usize>]| {
-        let width: usize = mbs.iter().map(|m| m.len()).sum();
-        let buf = kb.sbuf("a_t", compute_dtype, kp, &[k_tiles.len(), width])?;
-        Ok::<_, KernelError>(Stripe {
-            mbs: mbs.to_vec(),
-            buf: Some(buf),
-        })
+        let mut tiles = Vec::with_capacity(mbs.len());
+        for mb in mbs {
+            let t = kb.sbuf("a_t", compute_dtype, kp, &[k_tiles.len(), mb.len()])?;
+            tiles.push((mb.clone(), t));
+        }
+        Ok::<_, KernelError>(Stripe { tiles })
     };
-    // The stripe's loads in the order they are needed: K chunk by K chunk, each the whole
-    // stripe's width, as many K tiles at a time as keep a transfer near the size of
-    // `A_CHUNK_K_TILES` tiles of one M tile.
+    // The stripe's loads in the order they are needed: K chunk by K chunk.
     let stripe_loads = |stripe: &Stripe| {
-        let per_load = (A_CHUNK_K_TILES / stripe.mbs.len().max(1)).max(1);
         let mut loads = Vec::new();
         let mut kt = 0;
         while kt < k_tiles.len() {
             let whole = k_tiles[kt..]
                 .iter()
-                .take(per_load)
+                .take(A_CHUNK_K_TILES)
                 .take_while(|kr| kr.len() == tile_k)
                 .count();
             let count = whole.max(1);
-            loads.push((kt, count, whole > 0));
+            for (j, _) in stripe.tiles.iter().enumerate() {
+                loads.push((j, kt, count, whole > 0));
+            }
             kt += count;
         }
         loads
     };
-    let issue = |kb: &mut KernelBuilder<'_>, stripe: &Stripe, load: (usize, usize, bool)| {
-        let (kt, count, whole) = load;
-        let t = stripe.buf.as_ref().expect("stripe buffer");
-        let span = stripe.span();
+    let issue = |kb: &mut KernelBuilder<'_>, stripe: &Stripe, load: (usize, usize, usize, bool)| {
+        let (j, kt, count, whole) = load;
+        let (mb, t) = &stripe.tiles[j];
         let kr = &k_tiles[kt];
         let dst = t.view(0..kr.len() as u32, std::slice::from_ref(&(kt..kt + count)));
         if whole {
-            kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, &span))
+            kb.dma_copy(dst, ops.a_t_chunk(kr.start, count, tile_k, mb))
         } else {
-            kb.dma_copy(dst, ops.a_t_block(kr, &span))
+            kb.dma_copy(dst, ops.a_t_block(kr, mb))
         }
     };
 
@@ -623,17 +584,17 @@ fn resident_stripes(
             let n_sub: Vec<_> = blocks(nw.len(), tile_n)
                 .map(|r| nw.start + r.start..nw.start + r.end)
                 .collect();
-            let mbs = current.mbs.clone();
+            let mbs: Vec<Range<usize>> = current.tiles.iter().map(|(mb, _)| mb.clone()).collect();
             let epilogue = ops.epilogue_tiles(kb, &mbs, nw)?;
-            let mut accs = Vec::with_capacity(mbs.len() * n_sub.len());
-            for mb in &mbs {
+            let mut accs = Vec::with_capacity(current.tiles.len() * n_sub.len());
+            for (mb, _) in &current.tiles {
                 for nb in &n_sub {
                     accs.push(kb.psum("acc", DType::F32, mb.len() as u32, &[nb.len()])?);
                 }
             }
             for (i, kr) in k_tiles.iter().enumerate() {
                 while let Some(&load) = first_loads.peek() {
-                    if load.0 > i + A_CHUNK_K_TILES {
+                    if load.1 > i + A_CHUNK_K_TILES {
                         break;
                     }
                     issue(kb, &current, load)?;
@@ -641,8 +602,9 @@ fn resident_stripes(
                 }
                 let b_tile = kb.sbuf("b", compute_dtype, kr.len() as u32, &[nw.len()])?;
                 kb.dma_copy(&b_tile, ops.b_block(kr, nw))?;
-                for j in 0..mbs.len() {
-                    let stationary = current.stationary(j, i, kr.len() as u32);
+                for (j, (_, a_t)) in current.tiles.iter().enumerate() {
+                    let stationary =
+                        a_t.view(0..kr.len() as u32, std::slice::from_ref(&(i..i + 1)));
                     for (q, nb) in n_sub.iter().enumerate() {
                         let cols = nb.start - nw.start..nb.end - nw.start;
                         let moving = b_tile.cols(0..kr.len() as u32, cols);
@@ -653,7 +615,9 @@ fn resident_stripes(
                 kb.free(b_tile)?;
                 if step == retire_step {
                     if let Some(old) = retired.take() {
-                        old.free(kb)?;
+                        for (_, t) in old.tiles {
+                            kb.free(t)?;
+                        }
                     }
                     if let Some(mbs) = stripes.get(s + 1) {
                         let stripe = new_stripe(kb, mbs)?;
@@ -676,7 +640,7 @@ fn resident_stripes(
             // Evacuate now (PSUM is full), alternating ACT and DVE so the two engines share the
             // work; store later.
             let mut accs = accs.into_iter();
-            for (j, mb) in mbs.iter().enumerate() {
+            for (j, (mb, _)) in current.tiles.iter().enumerate() {
                 let out = kb.sbuf("c", out_dtype, mb.len() as u32, &[nw.len()])?;
                 for (q, nb) in n_sub.iter().enumerate() {
                     let Some(acc) = accs.next() else { break };
@@ -699,13 +663,24 @@ fn resident_stripes(
             }
         }
         if let Some(old) = retired.take() {
-            old.free(kb)?;
+            for (_, t) in old.tiles {
+                kb.free(t)?;
+            }
         }
-        let replacement = next.unwrap_or_else(Stripe::empty);
-        retired = Some(std::mem::replace(&mut current, replacement));
+        match next {
+            Some(next) => retired = Some(std::mem::replace(&mut current, next)),
+            None => {
+                retired = Some(std::mem::replace(
+                    &mut current,
+                    Stripe { tiles: Vec::new() },
+                ))
+            }
+        }
     }
     if let Some(old) = retired.take() {
-        old.free(kb)?;
+        for (_, t) in old.tiles {
+            kb.free(t)?;
+        }
     }
     flush(kb, ops, &mut pending)
 }
