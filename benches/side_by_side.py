@@ -105,12 +105,15 @@ def bench_tessera(exe, model_dir, inputs, backend, iters, warmup):
     import numpy as np
 
     with tempfile.TemporaryDirectory() as d:
-        for name, a in inputs.items():
-            np.save(os.path.join(d, f"{name}.npy"), a)
         cmd = [
             exe, "bench", str(model_dir / "model.onnx"), "--backend", backend,
-            "--iters", str(iters), "--warmup", str(warmup), "--inputs-dir", d, "--json",
+            "--iters", str(iters), "--warmup", str(warmup), "--json",
         ]
+        # Input names may hold '/' (ResNet-50's `gpu_0/data_0`): files are numbered instead.
+        for i, (name, a) in enumerate(inputs.items()):
+            path = os.path.join(d, f"input_{i}.npy")
+            np.save(path, a)
+            cmd += ["--input", f"{name}={path}"]
         p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed")
