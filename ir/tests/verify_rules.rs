@@ -279,7 +279,7 @@ fn tiled_matmul_accumulating_two_k_tiles_is_valid() {
     let e = assert_err(&wide, Rule::MatmulLimit, 8, "nc_matmul", &[]);
     assert_eq!(
         e.to_string(),
-        "nc_matmul #8: moving free size 640 exceeds 512"
+        "nc_matmul #8: moving free size 640 exceeds 512 (moving %x; one PSUM bank holds 512 f32 per partition)"
     );
 }
 
@@ -330,7 +330,7 @@ fn matmul_message_is_exact() {
     let e = verify(&p, &TargetSpec::trn2()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "nc_matmul #12: moving free size 640 exceeds 512"
+        "nc_matmul #12: moving free size 640 exceeds 512 (moving %x; one PSUM bank holds 512 f32 per partition)"
     );
     assert_eq!(e.rule, Rule::MatmulLimit);
 }

@@ -61,33 +61,42 @@ impl<'t> KernelBuilder<'t> {
     // ----- HBM tensors -----
 
     /// Declares an input tensor.
+    #[track_caller]
     pub fn input(
         &mut self,
         name: &str,
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, KernelError> {
+        let loc = Location::caller();
         self.tensor(name, dtype, shape, TensorKind::Input)
+            .map_err(|e| e.at(loc))
     }
 
     /// Declares an output tensor.
+    #[track_caller]
     pub fn output(
         &mut self,
         name: &str,
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, KernelError> {
+        let loc = Location::caller();
         self.tensor(name, dtype, shape, TensorKind::Output)
+            .map_err(|e| e.at(loc))
     }
 
     /// Declares an HBM scratch tensor (uninitialised, private to the kernel).
+    #[track_caller]
     pub fn scratch(
         &mut self,
         name: &str,
         dtype: DType,
         shape: &[usize],
     ) -> Result<Tensor, KernelError> {
+        let loc = Location::caller();
         self.tensor(name, dtype, shape, TensorKind::Scratch)
+            .map_err(|e| e.at(loc))
     }
 
     fn tensor(
@@ -194,6 +203,19 @@ impl<'t> KernelBuilder<'t> {
         partitions: u32,
         free_shape: &[usize],
     ) -> Result<Tile, KernelError> {
+        self.alloc_at(loc, space, name, dtype, partitions, free_shape)
+            .map_err(|e| e.at(loc))
+    }
+
+    fn alloc_at(
+        &mut self,
+        loc: Loc,
+        space: Space,
+        name: &str,
+        dtype: DType,
+        partitions: u32,
+        free_shape: &[usize],
+    ) -> Result<Tile, KernelError> {
         let capacity = match space {
             Space::Sbuf => self.target.sbuf_partition_bytes,
             Space::Psum => self.target.psum_partition_bytes,
@@ -260,16 +282,22 @@ impl<'t> KernelBuilder<'t> {
     /// Ends a buffer's lifetime (records `free`).
     #[track_caller]
     pub fn free(&mut self, tile: Tile) -> Result<(), KernelError> {
+        let loc = Location::caller();
         if tile.owner != self.id {
             return Err(KernelError::ForeignHandle {
                 what: "buffer",
                 name: tile.name,
-            });
+            }
+            .at(loc));
         }
-        self.free_buf(tile.buf, Location::caller())
+        self.free_buf(tile.buf, loc)
     }
 
     fn free_buf(&mut self, buf: BufId, loc: Loc) -> Result<(), KernelError> {
+        self.free_buf_at(buf, loc).map_err(|e| e.at(loc))
+    }
+
+    fn free_buf_at(&mut self, buf: BufId, loc: Loc) -> Result<(), KernelError> {
         let i = buf.0 as usize;
         if !self.live.get(i).copied().unwrap_or(false) {
             let name = self
@@ -318,7 +346,8 @@ impl<'t> KernelBuilder<'t> {
                 op: op.opcode(),
                 engine,
                 allowed: allowed.join(", "),
-            });
+            }
+            .at(loc));
         }
         let inst = Inst {
             op,
@@ -335,8 +364,28 @@ impl<'t> KernelBuilder<'t> {
         Ok(())
     }
 
-    /// Checks a tile view: made here, still live, within its buffer.
+    /// The author's name of a buffer.
+    fn buf_name(&self, buf: BufId) -> &str {
+        self.program
+            .buffers
+            .get(buf.0 as usize)
+            .map_or("?", |b| b.name.as_str())
+    }
+
+    /// Checks a tile view: made here, still live, within its buffer. Errors point at the
+    /// author's call of the public method (`#[track_caller]` all the way).
+    #[track_caller]
     fn tile(
+        &self,
+        op: &'static str,
+        role: &'static str,
+        v: TileView,
+    ) -> Result<TileAccess, KernelError> {
+        let loc = Location::caller();
+        self.tile_at(op, role, v).map_err(|e| e.at(loc))
+    }
+
+    fn tile_at(
         &self,
         op: &'static str,
         role: &'static str,
@@ -387,7 +436,8 @@ impl<'t> KernelBuilder<'t> {
         Ok(v.access)
     }
 
-    fn hbm(
+    /// Checks an HBM view: made here, within its tensor.
+    fn hbm_at(
         &self,
         op: &'static str,
         role: &'static str,
@@ -422,6 +472,7 @@ impl<'t> KernelBuilder<'t> {
         }
     }
 
+    #[track_caller]
     fn scalar(
         &self,
         op: &'static str,
@@ -433,12 +484,13 @@ impl<'t> KernelBuilder<'t> {
             ScalarArg::Imm(v) => Ok(Scalar::Imm(v)),
             ScalarArg::PerPartition(v) => {
                 let a = self.tile(op, role, v)?;
-                column(op, role, &a, p)?;
+                column(op, &format!("{role} %{}", self.buf_name(a.buf)), &a, p)?;
                 Ok(Scalar::PerPartition(a))
             }
         }
     }
 
+    #[track_caller]
     fn step(
         &self,
         op: &'static str,
@@ -465,10 +517,13 @@ impl<'t> KernelBuilder<'t> {
     ) -> Result<(), KernelError> {
         const OP: &str = "dma_copy";
         let loc = Location::caller();
+        // A closure is not `#[track_caller]`: the author's location is attached here.
         let end = |e: DmaEnd, role| -> Result<DmaOperand, KernelError> {
             Ok(match e {
-                DmaEnd::Hbm(h) => DmaOperand::Hbm(self.hbm(OP, role, h)?),
-                DmaEnd::Tile(t) => DmaOperand::Tile(self.tile(OP, role, t)?),
+                DmaEnd::Hbm(h) => DmaOperand::Hbm(self.hbm_at(OP, role, h).map_err(|e| e.at(loc))?),
+                DmaEnd::Tile(t) => {
+                    DmaOperand::Tile(self.tile_at(OP, role, t).map_err(|e| e.at(loc))?)
+                }
             })
         };
         let dst = end(dst.into(), "dst")?;
@@ -502,14 +557,20 @@ impl<'t> KernelBuilder<'t> {
             || dst.partitions as u64 != stationary.free_elems()
             || dst.free_elems() != moving.free_elems()
         {
+            let name = |a: &TileAccess| self.buf_name(a.buf);
             return Err(mismatch(
                 OP,
                 format!(
-                    "stationary [{}, {}], moving [{}, {}] and dst [{}, {}] do not form [K, M]^T . [K, N] = [M, N]",
+                    "stationary %{} [{}, {}], moving %{} [{}, {}] and dst %{} [{}, {}] do not \
+                     form [K, M]^T . [K, N] = [M, N] (K, the contraction size, is the \
+                     partitions of both operands)",
+                    name(&stationary),
                     stationary.partitions,
                     stationary.free_elems(),
+                    name(&moving),
                     moving.partitions,
                     moving.free_elems(),
+                    name(&dst),
                     dst.partitions,
                     dst.free_elems()
                 ),
@@ -890,10 +951,12 @@ fn bad_alloc(name: &str, detail: String) -> KernelError {
     }
 }
 
+#[track_caller]
 fn mismatch(op: &'static str, detail: String) -> KernelError {
-    KernelError::ShapeMismatch { op, detail }
+    KernelError::ShapeMismatch { op, detail }.at(Location::caller())
 }
 
+#[track_caller]
 fn same_shape(
     op: &'static str,
     role: &str,
@@ -915,6 +978,7 @@ fn same_shape(
     ))
 }
 
+#[track_caller]
 fn column(
     op: &'static str,
     role: &str,
@@ -934,6 +998,7 @@ fn column(
     ))
 }
 
+#[track_caller]
 fn affine_dims(op: &'static str, expr: &AffineExpr, dst: &TileAccess) -> Result<(), KernelError> {
     if expr.free.len() == dst.dims.len() {
         return Ok(());
@@ -952,6 +1017,11 @@ fn affine_dims(op: &'static str, expr: &AffineExpr, dst: &TileAccess) -> Result<
 mod tests {
     use super::*;
     use tessera_ir::Dim;
+
+    /// The result with its error's location taken off, for matching the kind.
+    fn root<T>(r: Result<T, KernelError>) -> Result<T, KernelError> {
+        r.map_err(|e| e.root().clone())
+    }
 
     fn target() -> TargetSpec {
         TargetSpec::trn2()
@@ -1036,17 +1106,20 @@ mod tests {
         let own = two.sbuf("t", DType::F32, 2, &[2]).unwrap();
         let err = two.tensor_copy(&own, &foreign).unwrap_err();
         assert!(
-            matches!(err, KernelError::ForeignHandle { what: "view", .. }),
+            matches!(err.root(), KernelError::ForeignHandle { what: "view", .. }),
             "{err}"
         );
         let x = one.input("x", DType::F32, &[2, 2]).unwrap();
         let err = two.dma_copy(&own, &x).unwrap_err();
         assert!(
-            matches!(err, KernelError::ForeignHandle { what: "tensor", .. }),
+            matches!(
+                err.root(),
+                KernelError::ForeignHandle { what: "tensor", .. }
+            ),
             "{err}"
         );
         assert!(matches!(
-            two.free(foreign),
+            root(two.free(foreign)),
             Err(KernelError::ForeignHandle { .. })
         ));
         assert_eq!(
@@ -1063,54 +1136,54 @@ mod tests {
         let a = kb.sbuf("a", DType::F32, 4, &[8]).unwrap();
         let b = kb.sbuf("b", DType::F32, 4, &[6]).unwrap();
         assert!(matches!(
-            kb.tensor_copy(&a, &b),
+            root(kb.tensor_copy(&a, &b)),
             Err(KernelError::ShapeMismatch { .. })
         ));
         assert!(matches!(
-            kb.memset(a.view(0..5, &[]), 0.0),
+            root(kb.memset(a.view(0..5, &[]), 0.0)),
             Err(KernelError::BadOperand { .. })
         ));
         assert!(matches!(
-            kb.memset(a.cols(0..4, 7..20), 0.0),
+            root(kb.memset(a.cols(0..4, 7..20), 0.0)),
             Err(KernelError::BadOperand { .. })
         ));
         assert!(matches!(
-            kb.memset(a.ap(0..4, 4, &[(1, 5)]), 0.0),
+            root(kb.memset(a.ap(0..4, 4, &[(1, 5)]), 0.0)),
             Err(KernelError::BadOperand { .. })
         ));
         assert!(matches!(
-            kb.tensor_copy_on(Engine::Pe, &a, &a),
+            root(kb.tensor_copy_on(Engine::Pe, &a, &a)),
             Err(KernelError::WrongEngine { .. })
         ));
         assert!(matches!(
-            kb.sbuf("big", DType::F32, 129, &[1]),
+            root(kb.sbuf("big", DType::F32, 129, &[1])),
             Err(KernelError::BadAllocation { .. })
         ));
         assert!(matches!(
-            kb.sbuf("big", DType::F32, 1, &[usize::MAX, 4]),
+            root(kb.sbuf("big", DType::F32, 1, &[usize::MAX, 4])),
             Err(KernelError::BadAllocation { .. })
         ));
         assert!(matches!(
-            kb.input("x", DType::F32, &[0]),
+            root(kb.input("x", DType::F32, &[0])),
             Err(KernelError::BadAllocation { .. })
         ));
         let x = kb.input("x", DType::F32, &[4, 8]).unwrap();
         assert!(matches!(
-            kb.input("x", DType::F32, &[1]),
+            root(kb.input("x", DType::F32, &[1])),
             Err(KernelError::DuplicateTensor(_))
         ));
         assert!(matches!(
-            kb.dma_copy(&a, x.rows(0..9)),
+            root(kb.dma_copy(&a, x.rows(0..9))),
             Err(KernelError::BadOperand { .. })
         ));
         assert!(matches!(
-            kb.dma_copy(&a, x.block(usize::MAX..usize::MAX, 0..1)),
+            root(kb.dma_copy(&a, x.block(usize::MAX..usize::MAX, 0..1))),
             Err(KernelError::BadOperand { .. })
         ));
         let view = a.all();
         kb.free(a).unwrap();
         assert!(matches!(
-            kb.memset(&view, 0.0),
+            root(kb.memset(&view, 0.0)),
             Err(KernelError::UseAfterFree { .. })
         ));
     }

@@ -75,4 +75,46 @@ pub enum KernelError {
         /// Why.
         detail: String,
     },
+    /// One of the errors above, with the place in the author's code that called the builder
+    /// (`file:line:column`, from `#[track_caller]`). Verifier errors carry theirs already.
+    #[error("{source} (at {at})")]
+    At {
+        /// `file:line:column` of the builder call.
+        at: String,
+        /// The error.
+        source: Box<KernelError>,
+    },
+}
+
+impl KernelError {
+    /// The error itself, without the location [`KernelError::At`] adds.
+    pub fn root(&self) -> &KernelError {
+        match self {
+            KernelError::At { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// `file:line:column` of the author's code the error points at, when known.
+    pub fn location(&self) -> Option<String> {
+        match self {
+            KernelError::At { at, .. } => Some(at.clone()),
+            KernelError::Verify(v) => v
+                .loc
+                .as_ref()
+                .map(|l| format!("{}:{}:{}", l.file, l.line, l.column)),
+            _ => None,
+        }
+    }
+
+    /// This error located at `loc` (unless it already names a place).
+    pub(crate) fn at(self, loc: &std::panic::Location<'_>) -> KernelError {
+        match self {
+            KernelError::Verify(_) | KernelError::At { .. } => self,
+            e => KernelError::At {
+                at: format!("{}:{}:{}", loc.file(), loc.line(), loc.column()),
+                source: Box::new(e),
+            },
+        }
+    }
 }

@@ -288,20 +288,34 @@ fn matmul(
     if k > t.matmul_max_k {
         return fail(
             Rule::MatmulLimit,
-            format!("contraction size K {k} exceeds {}", t.matmul_max_k),
+            format!(
+                "contraction size K {k} exceeds {} ({}, {})",
+                t.matmul_max_k,
+                stationary.who(buffers)?,
+                moving.who(buffers)?
+            ),
         );
     }
     let (m, n) = (stationary.free(), moving.free());
     if m > u128::from(t.matmul_max_m) {
         return fail(
             Rule::MatmulLimit,
-            format!("stationary free size {m} exceeds {}", t.matmul_max_m),
+            format!(
+                "stationary free size {m} exceeds {} ({})",
+                t.matmul_max_m,
+                stationary.who(buffers)?
+            ),
         );
     }
     if n > u128::from(t.matmul_max_n) {
         return fail(
             Rule::MatmulLimit,
-            format!("moving free size {n} exceeds {}", t.matmul_max_n),
+            format!(
+                "moving free size {n} exceeds {} ({}; one PSUM bank holds {} f32 per partition)",
+                t.matmul_max_n,
+                moving.who(buffers)?,
+                t.matmul_max_n
+            ),
         );
     }
     if u128::from(dst.view.partitions) != m || dst.free() != n {
