@@ -107,18 +107,6 @@ fn fused_matmul(name: &str, a: &[usize], b: &[usize], spec: MatMulEpilogue) -> G
     g
 }
 
-fn plain() -> MatMulEpilogue {
-    MatMulEpilogue {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        bias: false,
-        act: None,
-        residual: false,
-        swap_roles: false,
-    }
-}
-
 #[test]
 fn matmul_epilogues() {
     let acts = [
@@ -133,7 +121,7 @@ fn matmul_epilogues() {
         let spec = MatMulEpilogue {
             bias: true,
             act: Some(act),
-            ..plain()
+            ..MatMulEpilogue::default()
         };
         check(&fused_matmul(
             &format!("bias_{}", act.name()),
@@ -148,7 +136,7 @@ fn matmul_epilogues() {
         bias: true,
         act: Some(Activation::Gelu),
         residual: true,
-        ..plain()
+        ..MatMulEpilogue::default()
     };
     check(&fused_matmul("all", &[200, 300], &[300, 600], all.clone()));
     // Scale alone, residual alone, scale with an activation (folded into it).
@@ -158,7 +146,7 @@ fn matmul_epilogues() {
         &[20, 17],
         MatMulEpilogue {
             alpha: -2.0,
-            ..plain()
+            ..MatMulEpilogue::default()
         },
     ));
     check(&fused_matmul(
@@ -167,7 +155,7 @@ fn matmul_epilogues() {
         &[20, 17],
         MatMulEpilogue {
             residual: true,
-            ..plain()
+            ..MatMulEpilogue::default()
         },
     ));
     check(&fused_matmul(
@@ -177,7 +165,7 @@ fn matmul_epilogues() {
         MatMulEpilogue {
             alpha: 3.0,
             act: Some(Activation::Tanh),
-            ..plain()
+            ..MatMulEpilogue::default()
         },
     ));
     // Operands read transposed.
@@ -190,7 +178,7 @@ fn matmul_epilogues() {
             trans_b: true,
             bias: true,
             residual: true,
-            ..plain()
+            ..MatMulEpilogue::default()
         },
     ));
     // Batched, with the weights broadcast over the batch.
@@ -210,7 +198,7 @@ fn matmul_with_roles_swapped() {
         bias: true,
         act: Some(Activation::Gelu),
         residual: true,
-        ..plain()
+        ..MatMulEpilogue::default()
     });
     // A batch-1 classifier head: M = 1, N across several 128-partition tiles.
     check(&fused_matmul("head", &[1, 300], &[300, 1000], all.clone()));
@@ -218,7 +206,7 @@ fn matmul_with_roles_swapped() {
         "plain",
         &[5, 70],
         &[70, 260],
-        swapped(plain()),
+        swapped(MatMulEpilogue::default()),
     ));
     // N over 1024 (two stripes of the swapped schedule), M over 512 (two column blocks).
     check(&fused_matmul(
@@ -234,7 +222,7 @@ fn matmul_with_roles_swapped() {
         swapped(MatMulEpilogue {
             bias: true,
             act: Some(Activation::Relu),
-            ..plain()
+            ..MatMulEpilogue::default()
         }),
     ));
     for (ta, tb) in [(true, false), (false, true), (true, true)] {

@@ -261,48 +261,25 @@ fn o0_lowers_the_graph_as_imported() {
     assert_eq!(print_graph(&o.graph), print_graph(&g));
 }
 
-/// A fused matmul of input `a` and constant `w` (and a constant bias) with the roles swapped.
-fn swapped_matmul(a: &[usize], w: &[usize], bias: bool) -> Graph {
-    let mut g = Graph::new("swapped");
+/// `a . w` of an input `a` and a constant `w`, as a plain `MatMul`.
+fn plain_matmul(a: &[usize], w: &[usize]) -> Graph {
+    let mut g = Graph::new("mm");
     let x = g.add_input("a", TensorType::new(DType::F32, a));
-    let mut ins = vec![x, g.add_constant("w", f32t(w, 1, 0.1))];
-    if bias {
-        ins.push(g.add_constant("b", f32t(&w[1..], 2, 0.1)));
-    }
-    let spec = MatMulEpilogue {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        bias,
-        act: None,
-        residual: false,
-        swap_roles: true,
-    };
-    let y = g
-        .add_node("mm", GraphOp::Fused(FusedOp::MatMul(spec)), &ins)
-        .unwrap()[0];
+    let w = g.add_constant("w", f32t(w, 1, 0.1));
+    let y = g.add_node("mm", GraphOp::MatMul, &[x, w]).unwrap()[0];
     g.outputs.push(y);
     g
 }
 
-/// `gelu(a . w + b)` on a batched `a`, the roles swapped or not (BERT's intermediate layer).
-fn ffn_matmul(a: &[usize], w: &[usize], swap_roles: bool) -> Graph {
-    let mut g = Graph::new("ffn");
+/// The fused matmul `spec` of an input `a`, a constant `w` and, when `spec.bias`, a constant
+/// bias.
+fn fused_matmul(a: &[usize], w: &[usize], spec: MatMulEpilogue) -> Graph {
+    let mut g = Graph::new("fmm");
     let x = g.add_input("a", TensorType::new(DType::F32, a));
-    let ins = vec![
-        x,
-        g.add_constant("w", f32t(w, 1, 0.1)),
-        g.add_constant("b", f32t(&w[1..], 2, 0.1)),
-    ];
-    let spec = MatMulEpilogue {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        bias: true,
-        act: Some(Activation::Gelu),
-        residual: false,
-        swap_roles,
-    };
+    let mut ins = vec![x, g.add_constant("w", f32t(w, 1, 0.1))];
+    if spec.bias {
+        ins.push(g.add_constant("b", f32t(&w[1..], 2, 0.1)));
+    }
     let y = g
         .add_node("mm", GraphOp::Fused(FusedOp::MatMul(spec)), &ins)
         .unwrap()[0];
@@ -316,54 +293,57 @@ fn ffn_matmul(a: &[usize], w: &[usize], swap_roles: bool) -> Graph {
 #[test]
 fn kernel_estimates_follow_the_timing_model() {
     let target = TargetSpec::trn2();
+    let swapped = MatMulEpilogue {
+        swap_roles: true,
+        ..MatMulEpilogue::default()
+    };
+    // `gelu(a . w + b)`, BERT's intermediate layer.
+    let ffn = |swap_roles| MatMulEpilogue {
+        bias: true,
+        act: Some(Activation::Gelu),
+        swap_roles,
+        ..MatMulEpilogue::default()
+    };
     let cases: Vec<(&str, Graph)> = vec![
-        ("matmul 256x512x1024", {
-            let mut g = Graph::new("mm");
-            let a = g.add_input("a", TensorType::new(DType::F32, &[256, 512]));
-            let w = g.add_constant("w", f32t(&[512, 1024], 1, 0.1));
-            let y = g.add_node("mm", GraphOp::MatMul, &[a, w]).unwrap()[0];
-            g.outputs.push(y);
-            g
-        }),
-        ("matmul 4x1024x2048", {
-            let mut g = Graph::new("mm");
-            let a = g.add_input("a", TensorType::new(DType::F32, &[4, 1024]));
-            let w = g.add_constant("w", f32t(&[1024, 2048], 1, 0.1));
-            let y = g.add_node("mm", GraphOp::MatMul, &[a, w]).unwrap()[0];
-            g.outputs.push(y);
-            g
-        }),
+        (
+            "matmul 256x512x1024",
+            plain_matmul(&[256, 512], &[512, 1024]),
+        ),
+        (
+            "matmul 4x1024x2048",
+            plain_matmul(&[4, 1024], &[1024, 2048]),
+        ),
         (
             "matmul 4x1024x2048, roles swapped",
-            swapped_matmul(&[4, 1024], &[1024, 2048], false),
+            fused_matmul(&[4, 1024], &[1024, 2048], swapped.clone()),
         ),
         (
             "classifier head 1x2048x1000 + bias, roles swapped",
-            swapped_matmul(&[1, 2048], &[2048, 1000], true),
+            fused_matmul(
+                &[1, 2048],
+                &[2048, 1000],
+                MatMulEpilogue {
+                    bias: true,
+                    ..swapped.clone()
+                },
+            ),
         ),
-        ("matmul 64x256x1024", {
-            let mut g = Graph::new("mm");
-            let a = g.add_input("a", TensorType::new(DType::F32, &[64, 256]));
-            let w = g.add_constant("w", f32t(&[256, 1024], 1, 0.1));
-            let y = g.add_node("mm", GraphOp::MatMul, &[a, w]).unwrap()[0];
-            g.outputs.push(y);
-            g
-        }),
+        ("matmul 64x256x1024", plain_matmul(&[64, 256], &[256, 1024])),
         (
             "matmul 64x256x1024, roles swapped",
-            swapped_matmul(&[64, 256], &[256, 1024], false),
+            fused_matmul(&[64, 256], &[256, 1024], swapped.clone()),
         ),
         (
             "ffn 2x64x256x1024",
-            ffn_matmul(&[2, 64, 256], &[256, 1024], false),
+            fused_matmul(&[2, 64, 256], &[256, 1024], ffn(false)),
         ),
         (
             "ffn 2x64x256x1024, roles swapped",
-            ffn_matmul(&[2, 64, 256], &[256, 1024], true),
+            fused_matmul(&[2, 64, 256], &[256, 1024], ffn(true)),
         ),
         (
             "matmul 256x512x1024, roles swapped",
-            swapped_matmul(&[256, 512], &[512, 1024], false),
+            fused_matmul(&[256, 512], &[512, 1024], swapped.clone()),
         ),
         ("add [512, 1024]", {
             let mut g = Graph::new("add");
@@ -397,26 +377,10 @@ fn kernel_estimates_follow_the_timing_model() {
             g.outputs.push(y);
             g
         }),
-        ("fused matmul+bias+gelu 256x768x1024", {
-            let mut g = Graph::new("fmm");
-            let a = g.add_input("a", TensorType::new(DType::F32, &[256, 768]));
-            let w = g.add_constant("w", f32t(&[768, 1024], 2, 0.1));
-            let b = g.add_constant("b", f32t(&[1024], 3, 0.1));
-            let spec = MatMulEpilogue {
-                trans_a: false,
-                trans_b: false,
-                alpha: 1.0,
-                bias: true,
-                act: Some(Activation::Gelu),
-                residual: false,
-                swap_roles: false,
-            };
-            let y = g
-                .add_node("fmm", GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w, b])
-                .unwrap()[0];
-            g.outputs.push(y);
-            g
-        }),
+        (
+            "fused matmul+bias+gelu 256x768x1024",
+            fused_matmul(&[256, 768], &[768, 1024], ffn(false)),
+        ),
         ("layer norm [512, 768]", {
             let mut g = Graph::new("ln");
             let a = g.add_input("a", TensorType::new(DType::F32, &[512, 768]));

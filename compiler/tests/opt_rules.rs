@@ -143,18 +143,6 @@ fn perm_of(rank: usize, seed: u64) -> Vec<usize> {
     p
 }
 
-fn plain() -> MatMulEpilogue {
-    MatMulEpilogue {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        bias: false,
-        act: None,
-        residual: false,
-        swap_roles: false,
-    }
-}
-
 fn conv_spec(pad: i64) -> ConvSpec {
     ConvSpec {
         transpose: false,
@@ -561,7 +549,7 @@ proptest! {
             let w = b.weight(&[k, n], 1.0);
             let y = if biased {
                 let bias = b.weight(&[n], 1.0);
-                let spec = MatMulEpilogue { bias: true, ..plain() };
+                let spec = MatMulEpilogue { bias: true, ..MatMulEpilogue::default() };
                 b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &[x, w, bias])
             } else {
                 b.node(GraphOp::MatMul, &[x, w])
@@ -586,7 +574,7 @@ proptest! {
             (b.input(&[2, m, k]), w)
         };
         let y = if act {
-            let spec = MatMulEpilogue { act: Some(Activation::Relu), ..plain() };
+            let spec = MatMulEpilogue { act: Some(Activation::Relu), ..MatMulEpilogue::default() };
             b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w])
         } else {
             b.node(GraphOp::MatMul, &[a, w])
@@ -619,7 +607,7 @@ proptest! {
         let w = b.weight(&[k, n], 1.0);
         let y = if fused {
             let bias = b.weight(&[n], 1.0);
-            let spec = MatMulEpilogue { bias: true, act: Some(Activation::Relu), ..plain() };
+            let spec = MatMulEpilogue { bias: true, act: Some(Activation::Relu), ..MatMulEpilogue::default() };
             b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &[a, w, bias])
         } else {
             b.node(GraphOp::MatMul, &[a, w])
@@ -639,7 +627,7 @@ proptest! {
         if bias {
             ins.push(b.weight(&[n], 1.0));
         }
-        let spec = MatMulEpilogue { trans_b: true, bias, ..plain() };
+        let spec = MatMulEpilogue { trans_b: true, bias, ..MatMulEpilogue::default() };
         let y = b.node(GraphOp::Fused(FusedOp::MatMul(spec)), &ins);
         verify("pretranspose-weight", &b.finish(y), seed)?;
     }

@@ -203,29 +203,17 @@ impl<'t> KernelBuilder<'t> {
         partitions: u32,
         free_shape: &[usize],
     ) -> Result<Tile, KernelError> {
-        self.alloc_at(loc, space, name, dtype, partitions, free_shape)
-            .map_err(|e| e.at(loc))
-    }
-
-    fn alloc_at(
-        &mut self,
-        loc: Loc,
-        space: Space,
-        name: &str,
-        dtype: DType,
-        partitions: u32,
-        free_shape: &[usize],
-    ) -> Result<Tile, KernelError> {
+        // Refusals point at the author's `sbuf`/`psum` call.
+        let refuse = |detail: String| bad_alloc(name, detail).at(loc);
         let capacity = match space {
             Space::Sbuf => self.target.sbuf_partition_bytes,
             Space::Psum => self.target.psum_partition_bytes,
         };
         if partitions == 0 || partitions > self.target.partitions {
             let max = self.target.partitions;
-            return Err(bad_alloc(
-                name,
-                format!("{partitions} partitions (1 to {max} allowed)"),
-            ));
+            return Err(refuse(format!(
+                "{partitions} partitions (1 to {max} allowed)"
+            )));
         }
         // A buffer bigger than its whole memory can never be placed; refusing it here also keeps
         // every stride computed from its shape small.
@@ -236,20 +224,14 @@ impl<'t> KernelBuilder<'t> {
             });
         match bytes {
             Some(0) => {
-                return Err(bad_alloc(
-                    name,
-                    format!("free shape {free_shape:?} is empty"),
-                ));
+                return Err(refuse(format!("free shape {free_shape:?} is empty")));
             }
             Some(b) if b <= capacity => {}
             _ => {
-                return Err(bad_alloc(
-                    name,
-                    format!(
-                        "{dtype} {free_shape:?} needs more than the {capacity} bytes per partition of {}",
-                        space.name()
-                    ),
-                ));
+                return Err(refuse(format!(
+                    "{dtype} {free_shape:?} needs more than the {capacity} bytes per partition of {}",
+                    space.name()
+                )));
             }
         }
         let name = self.unique_name(name);
@@ -294,10 +276,6 @@ impl<'t> KernelBuilder<'t> {
     }
 
     fn free_buf(&mut self, buf: BufId, loc: Loc) -> Result<(), KernelError> {
-        self.free_buf_at(buf, loc).map_err(|e| e.at(loc))
-    }
-
-    fn free_buf_at(&mut self, buf: BufId, loc: Loc) -> Result<(), KernelError> {
         let i = buf.0 as usize;
         if !self.live.get(i).copied().unwrap_or(false) {
             let name = self
@@ -310,7 +288,8 @@ impl<'t> KernelBuilder<'t> {
                 op: "free",
                 role: "buf",
                 name,
-            });
+            }
+            .at(loc));
         }
         self.record(Op::Free { buf }, loc)?;
         self.live[i] = false;

@@ -22,12 +22,20 @@ fn assert_names(message: &str, name: &str, line: u32, rule: &str) {
     }
 }
 
-fn build_err(r: Result<TileProgram, KernelError>) -> String {
+/// Records a kernel with `body` (which sets `line` to the line of its offending call) and
+/// finishes it: the error's message, and that line.
+fn refused(
+    body: impl FnOnce(&mut KernelBuilder<'_>, &mut u32) -> Result<(), KernelError>,
+) -> (String, u32) {
+    let t = TargetSpec::trn2();
+    let mut kb = KernelBuilder::new("broken", &t);
+    let mut line = 0;
+    let r = body(&mut kb, &mut line).and_then(|()| kb.finish().map(|_| ()));
     match r {
-        Ok(_) => panic!("the broken kernel was accepted"),
+        Ok(()) => panic!("the broken kernel was accepted"),
         Err(e) => {
             assert!(e.location().is_some(), "no location in {e}");
-            e.to_string()
+            (e.to_string(), line)
         }
     }
 }
@@ -69,40 +77,31 @@ fn poison_read_names_the_buffer_and_line() {
 
 #[test]
 fn too_many_partitions() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
-        line = line!() + 1;
+    let (msg, line) = refused(|kb, line| {
+        *line = line!() + 1;
         let _wide = kb.sbuf("wide", DType::F32, 200, &[8])?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "`wide`", line, "1 to 128 allowed");
 }
 
 #[test]
 fn sbuf_capacity() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
-        line = line!() + 1;
+    let (msg, line) = refused(|kb, line| {
+        *line = line!() + 1;
         let _huge = kb.sbuf("huge", DType::F32, 128, &[100_000])?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "`huge`", line, "bytes per partition of sbuf");
 }
 
 #[test]
 fn psum_capacity() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
-        line = line!() + 1;
+    let (msg, line) = refused(|kb, line| {
+        *line = line!() + 1;
         let _acc = kb.psum("acc_big", DType::F32, 128, &[8192])?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "`acc_big`", line, "bytes per partition of psum");
 }
 
@@ -112,10 +111,7 @@ fn matmul_case(
     moving: (u32, usize),
     dst: (&'static str, bool, DType, u32, usize),
 ) -> (String, u32) {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
+    refused(|kb, line| {
         let a = kb.sbuf("a_t", stationary.2, stationary.0, &[stationary.1])?;
         let b = kb.sbuf("b_wide", DType::F32, moving.0, &[moving.1])?;
         let (name, in_psum, dtype, parts, free) = dst;
@@ -126,11 +122,10 @@ fn matmul_case(
         };
         kb.memset(&a, 1.0)?;
         kb.memset(&b, 1.0)?;
-        line = line!() + 1;
+        *line = line!() + 1;
         kb.nc_matmul(&acc, &a, &b, true, true)?;
-        kb.finish()
-    })());
-    (msg, line)
+        Ok(())
+    })
 }
 
 #[test]
@@ -176,63 +171,51 @@ fn matmul_result_not_f32() {
 
 #[test]
 fn view_outside_its_buffer() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
+    let (msg, line) = refused(|kb, line| {
         let tile = kb.sbuf("rows", DType::F32, 4, &[8])?;
-        line = line!() + 1;
+        *line = line!() + 1;
         kb.memset(tile.cols(0..4, 4..12), 0.0)?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "%rows", line, "outside 0..8");
 }
 
 #[test]
 fn view_outside_its_tensor() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
+    let (msg, line) = refused(|kb, line| {
         let x = kb.input("x_in", DType::F32, &[4, 8])?;
         let tile = kb.sbuf("t", DType::F32, 4, &[8])?;
-        line = line!() + 1;
+        *line = line!() + 1;
         kb.dma_copy(&tile, x.block(0..4, 4..12))?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "@x_in", line, "outside 4 x 8");
 }
 
 #[test]
 fn use_after_free() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
+    let (msg, line) = refused(|kb, line| {
         let tile = kb.sbuf("scratchpad", DType::F32, 4, &[8])?;
         let view = tile.all();
         kb.free(tile)?;
-        line = line!() + 1;
+        *line = line!() + 1;
         kb.memset(&view, 0.0)?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(&msg, "`scratchpad`", line, "already freed");
 }
 
 #[test]
 fn per_partition_operand_of_the_wrong_shape() {
-    let t = TargetSpec::trn2();
-    let mut line = 0;
-    let msg = build_err((|| {
-        let mut kb = KernelBuilder::new("k", &t);
+    let (msg, line) = refused(|kb, line| {
         let x = kb.sbuf("x", DType::F32, 4, &[8])?;
         let col = kb.sbuf("not_a_column", DType::F32, 4, &[2])?;
         kb.memset(&x, 1.0)?;
         kb.memset(&col, 1.0)?;
-        line = line!() + 1;
+        *line = line!() + 1;
         kb.tensor_scalar(&x, &x, AluOp::Add, &col)?;
-        kb.finish()
-    })());
+        Ok(())
+    });
     assert_names(
         &msg,
         "%not_a_column",

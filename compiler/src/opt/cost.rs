@@ -109,19 +109,7 @@ pub fn op_ns(op: &GraphOp, ins: &[&TensorType], outs: &[TensorType], target: &Ta
         // stationary one once.
         let stripes = rows.div_ceil(8 * 128) as f64;
         w.hbm_bytes += moving_bytes * (stripes - 1.0).max(0.0);
-        let spec = library::MatmulSpec {
-            m,
-            k,
-            n,
-            trans_a: false,
-            trans_b: false,
-            in_dtype: out.dtype,
-            compute_dtype: out.dtype,
-            out_dtype: out.dtype,
-            epilogue: library::MatmulEpilogue::default(),
-            swap_roles: swap,
-        };
-        if !library::matmul_resident(target, &spec) {
+        if !library::matmul_resident(target, rows, k, out.dtype) {
             // K too long for a resident stripe: both operands stream, one small DMA each per
             // (row tile, 512-column block, K tile), and each is re-read for every block of
             // the other.

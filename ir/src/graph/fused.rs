@@ -100,6 +100,21 @@ pub struct MatMulEpilogue {
     pub swap_roles: bool,
 }
 
+impl Default for MatMulEpilogue {
+    /// The plain product: no transposes, alpha 1, nothing applied, the usual operand roles.
+    fn default() -> Self {
+        MatMulEpilogue {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            bias: false,
+            act: None,
+            residual: false,
+            swap_roles: false,
+        }
+    }
+}
+
 /// `act(conv(x, w) + b) + residual`: a convolution (not transposed) whose bias, activation and
 /// residual are applied while the result leaves PSUM. Inputs: `x`, `w`, then `b` `[C_out]` when
 /// `bias`, then `residual` of the result's shape when `residual`.

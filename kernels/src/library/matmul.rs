@@ -225,11 +225,11 @@ fn stripe_tiles(target: &TargetSpec, rows: usize, k: usize, dtype: DType) -> usi
     STRIPE_BYTES / (k_tiles * tile_width * dtype.size_bytes())
 }
 
-/// Whether the matmul kernel for `spec` keeps its stationary operand resident (the main
-/// schedule) rather than streaming both operands tile by tile (the fallback for a very long K).
-pub fn matmul_resident(target: &TargetSpec, spec: &MatmulSpec) -> bool {
-    let rows = if spec.swap_roles { spec.n } else { spec.m };
-    stripe_tiles(target, rows, spec.k, spec.compute_dtype) > 0
+/// Whether the matmul kernel keeps a stationary operand of `rows` x `k` (`dtype`) resident
+/// (the main schedule) rather than streaming both operands tile by tile (the fallback for a
+/// very long K). `rows` is M, or N with the roles swapped.
+pub fn matmul_resident(target: &TargetSpec, rows: usize, k: usize, dtype: DType) -> bool {
+    stripe_tiles(target, rows, k, dtype) > 0
 }
 
 /// Whether a stationary operand of `rows` x `k` (`dtype`) is loaded in full stripes: as many

@@ -220,18 +220,7 @@ fn matmuls(eg: &EG, id: Id) -> Vec<(MatMulEpilogue, Vec<Id>)> {
                     .iter()
                     .all(|&c| ty(eg, c).is_some_and(|t| t.shape.len() >= 2)) =>
             {
-                out.push((
-                    MatMulEpilogue {
-                        trans_a: false,
-                        trans_b: false,
-                        alpha: 1.0,
-                        bias: false,
-                        act: None,
-                        residual: false,
-                        swap_roles: false,
-                    },
-                    ch.to_vec(),
-                ));
+                out.push((MatMulEpilogue::default(), ch.to_vec()));
             }
             GraphOp::Gemm {
                 alpha,
@@ -243,10 +232,7 @@ fn matmuls(eg: &EG, id: Id) -> Vec<(MatMulEpilogue, Vec<Id>)> {
                     trans_a: *trans_a,
                     trans_b: *trans_b,
                     alpha: *alpha,
-                    bias: false,
-                    act: None,
-                    residual: false,
-                    swap_roles: false,
+                    ..MatMulEpilogue::default()
                 },
                 ch[..2].to_vec(),
             )),
@@ -318,9 +304,7 @@ fn matmul_bias(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                 trans_b: *trans_b,
                 alpha: *alpha,
                 bias: true,
-                act: None,
-                residual: false,
-                swap_roles: false,
+                ..MatMulEpilogue::default()
             };
             out.push((
                 id,

@@ -77,13 +77,8 @@ fn matmul_swap_roles(eg: &EG, id: Id, ctx: &Ctx) -> Vec<Proposal> {
         .filter_map(|(op, ch)| {
             let spec = match op {
                 GraphOp::MatMul => MatMulEpilogue {
-                    trans_a: false,
-                    trans_b: false,
-                    alpha: 1.0,
-                    bias: false,
-                    act: None,
-                    residual: false,
                     swap_roles: true,
+                    ..MatMulEpilogue::default()
                 },
                 GraphOp::Fused(FusedOp::MatMul(m)) if !m.swap_roles => MatMulEpilogue {
                     swap_roles: true,

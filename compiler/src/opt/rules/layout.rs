@@ -58,15 +58,7 @@ fn transpose_into_matmul(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
                     .iter()
                     .all(|&c| ty(eg, c).is_some_and(|t| t.shape.len() >= 2)) =>
             {
-                MatMulEpilogue {
-                    trans_a: false,
-                    trans_b: false,
-                    alpha: 1.0,
-                    bias: false,
-                    act: None,
-                    residual: false,
-                    swap_roles: false,
-                }
+                MatMulEpilogue::default()
             }
             GraphOp::Fused(FusedOp::MatMul(m)) => m.clone(),
             _ => continue,

@@ -42,7 +42,7 @@ fn projections(eg: &EG, x: Id) -> (Vec<Projection>, Vec<Projection>) {
                 if *m
                     == MatMulEpilogue {
                         bias: true,
-                        ..plain_spec()
+                        ..MatMulEpilogue::default()
                     }
                     && n.children
                         .get(2)
@@ -58,18 +58,6 @@ fn projections(eg: &EG, x: Id) -> (Vec<Projection>, Vec<Projection>) {
         v.dedup_by_key(|p| p.0);
     }
     (plain, biased)
-}
-
-fn plain_spec() -> MatMulEpilogue {
-    MatMulEpilogue {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        bias: false,
-        act: None,
-        residual: false,
-        swap_roles: false,
-    }
 }
 
 /// Columns of 2-D row-major constants side by side.
@@ -121,7 +109,7 @@ fn shared_input_matmuls(eg: &EG, x: Id, _: &Ctx) -> Vec<Proposal> {
                 Rhs::Op(
                     GraphOp::Fused(FusedOp::MatMul(MatMulEpilogue {
                         bias: true,
-                        ..plain_spec()
+                        ..MatMulEpilogue::default()
                     })),
                     vec![Rhs::Class(x), w, Rhs::Const(b)],
                 )
