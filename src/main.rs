@@ -273,7 +273,8 @@ enum BackendArg {
     Interp,
     /// Cranelift JIT: compiled instruction templates (no poison or race checks).
     Jit,
-    /// MLIR ExecutionEngine (not built yet).
+    /// MLIR: the jit's kernels as MLIR, compiled by MLIR's ExecutionEngine (builds with
+    /// `--features mlir`).
     Mlir,
 }
 
@@ -282,7 +283,7 @@ impl BackendArg {
         match self {
             BackendArg::Interp => Ok(tessera_runtime::Backend::Interp),
             BackendArg::Jit => Ok(tessera_runtime::Backend::Jit),
-            BackendArg::Mlir => Err("--backend mlir is not built into this binary yet".into()),
+            BackendArg::Mlir => Ok(tessera_runtime::Backend::Mlir),
         }
     }
 }

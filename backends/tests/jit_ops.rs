@@ -272,7 +272,8 @@ fn destination(b: &mut B, dtype: DType, parts: u32, shape: &[u32], l: &Layout) -
     }
 }
 
-/// Runs both backends; `exact` demands identical bytes. Returns the jit's statistics.
+/// Runs interp and the jit (and, with the `mlir` feature, the jit with MLIR kernels); `exact`
+/// demands identical bytes. Returns the jit's statistics.
 fn compare(
     program: &MachineProgram,
     inputs: &BTreeMap<String, HostTensor>,
@@ -292,6 +293,30 @@ fn compare(
         );
     } else {
         assert_close(&got, &want);
+    }
+    #[cfg(feature = "mlir")]
+    {
+        let mut mlir = Jit::with_mlir().expect("mlir jit");
+        let got = mlir
+            .run_machine(program, &target, inputs)
+            .expect("mlir runs");
+        if exact {
+            assert_eq!(
+                got,
+                want,
+                "mlir differs from interp; stats {:?}",
+                mlir.stats()
+            );
+        } else {
+            assert_close(&got, &want);
+        }
+        // MLIR kernels cover every signature Cranelift's do.
+        assert_eq!(
+            mlir.stats().fallbacks,
+            jit.stats().fallbacks,
+            "{:?}",
+            mlir.stats()
+        );
     }
     jit.stats().clone()
 }
@@ -357,6 +382,38 @@ proptest! {
         let (p, inputs) = b.finish(&[out]);
         let stats = compare(&p, &inputs, true);
         assert_compiled(&stats, &[&dl, &sl[0], &sl[1]]);
+    }
+
+    /// Long contiguous f32 rows: the vectorised innermost loops (Cranelift's f32x4, MLIR's
+    /// vector<8xf32>) with their scalar tails, and broadcast (stride-0) sources.
+    #[test]
+    fn contiguous_rows_match(
+        parts in 1u32..5,
+        n in 1u32..40,
+        op in prop::sample::select(ALU.to_vec()),
+        broadcast in prop::collection::vec(any::<bool>(), 2),
+        imm in -3.0f64..3.0,
+        value in -5.0f64..5.0,
+        seed in any::<u64>(),
+    ) {
+        let shape = [n];
+        let row = |bcast: bool| Layout { perm: vec![0], pad: 0, reverse: false, broadcast: bcast.then_some(0) };
+        let mut b = B::new();
+        let lhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[0]), seed);
+        let rhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[1]), seed ^ 0x55);
+        let dst = destination(&mut b, DType::F32, parts, &shape, &row(false));
+        let scaled = destination(&mut b, DType::F32, parts, &shape, &row(false));
+        let copied = destination(&mut b, DType::F32, parts, &shape, &row(false));
+        let set = destination(&mut b, DType::F32, parts, &shape, &row(false));
+        let outs = [dst.buf, scaled.buf, copied.buf, set.buf];
+        b.push(Engine::Dve, Op::TensorTensor { engine: Engine::Dve, op, dst, lhs: lhs.clone(), rhs });
+        let step = ScalarStep { op, operand: Scalar::Imm(imm), reverse: seed % 2 == 0 };
+        b.push(Engine::Pool, Op::TensorScalar { engine: Engine::Pool, dst: scaled, src: lhs.clone(), op0: step, op1: None });
+        b.push(Engine::Act, Op::TensorCopy { engine: Engine::Act, dst: copied, src: lhs });
+        b.push(Engine::Dve, Op::Memset { engine: Engine::Dve, dst: set, value });
+        let (p, inputs) = b.finish(&outs);
+        let stats = compare(&p, &inputs, true);
+        prop_assert_eq!(stats.fallbacks, 0);
     }
 
     #[test]
@@ -522,6 +579,36 @@ proptest! {
 
 /// f32 add, sub, mul and div equal interp's f64-then-round on awkward values (IEEE binary64 has
 /// more than twice binary32's precision, so double rounding never changes the result).
+/// f32 -> bf16 on the edges of the rounding rule: exact ties (to even, down and up), just above
+/// a tie, the largest f32 (rounds to infinity), infinities, NaN, -0 and a subnormal.
+#[test]
+fn bf16_rounding_edges_match() {
+    let tie = |m: u32| f32::from_bits(0x3f80_0000 | (m << 15));
+    let values = [
+        tie(1),
+        tie(3),
+        -tie(1),
+        -tie(3),
+        f32::from_bits(0x3f80_8001),
+        f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+        f32::from_bits(0x0000_8000),
+        1.0,
+        tie(5),
+        tie(7),
+        f32::from_bits(0x3f81_7fff),
+        -f32::MAX,
+    ];
+    let mut b = B::new();
+    let buf = b.loaded(DType::Bf16, 2, &values);
+    let (p, inputs) = b.finish(&[buf]);
+    let stats = compare(&p, &inputs, true);
+    assert_eq!(stats.fallbacks, 0, "{stats:?}");
+}
+
 #[test]
 fn f32_arithmetic_equals_f64_then_round() {
     let xs = values(4096, 7);

@@ -37,6 +37,9 @@ pub enum Backend {
     /// The Cranelift JIT: compiled instruction templates, bounds checked up front, no poison or
     /// race checks (use `Interp` for those).
     Jit,
+    /// The MLIR backend: the jit's kernels generated as MLIR and compiled by MLIR's
+    /// ExecutionEngine (cargo feature `mlir`; without it, running reports that it is not built).
+    Mlir,
 }
 
 /// How to run.
@@ -98,6 +101,14 @@ pub enum RuntimeError {
     /// The JIT backend failed.
     #[error(transparent)]
     Jit(Box<tessera_backends::jit::JitError>),
+    /// The backend asked for is not compiled into this build.
+    #[error(
+        "this build of tessera has no {what}: rebuild with `cargo build --release --features mlir` after installing LLVM 19's MLIR (scripts/install-mlir.sh)"
+    )]
+    NotBuilt {
+        /// What is missing.
+        what: &'static str,
+    },
 }
 
 /// A loaded artifact, ready to run.
@@ -199,6 +210,15 @@ impl Session {
             }
             Backend::Jit => tessera_backends::jit::run_machine(program, &self.target, &bound)
                 .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
+            #[cfg(feature = "mlir")]
+            Backend::Mlir => tessera_backends::jit::run_machine_mlir(program, &self.target, &bound)
+                .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
+            #[cfg(not(feature = "mlir"))]
+            Backend::Mlir => {
+                return Err(RuntimeError::NotBuilt {
+                    what: "mlir backend",
+                });
+            }
         };
         let mut result = BTreeMap::new();
         for e in &sig.outputs {

@@ -90,6 +90,7 @@ fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Interp => "interp",
         Backend::Jit => "jit",
+        Backend::Mlir => "mlir",
     }
 }
 

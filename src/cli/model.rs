@@ -25,7 +25,8 @@ pub enum Emit {
     Tile,
     /// The scheduled machine program: queues, waits, placements.
     Isa,
-    /// The MLIR module (needs the `mlir` backend; not available yet).
+    /// The MLIR module the `mlir` backend generates: one function per distinct kernel
+    /// signature (builds with `--features mlir`).
     Mlir,
 }
 
@@ -180,9 +181,10 @@ fn write_outputs(
 
 /// `inspect --emit`: print one stage of the compilation.
 pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result<(), String> {
+    #[cfg(not(feature = "mlir"))]
     if emit == Emit::Mlir {
         return Err(
-            "--emit mlir is not available yet: the mlir backend is not built (try --emit graph, egraph, kernels, tile or isa)"
+            "--emit mlir needs the mlir backend, which this build of tessera does not have: rebuild with `cargo build --release --features mlir` after installing LLVM 19's MLIR (scripts/install-mlir.sh)"
                 .into(),
         );
     }
@@ -213,6 +215,12 @@ pub fn inspect_cmd(model: &Path, emit: Emit, options: &CompileOptions) -> Result
             }
         },
         Emit::Tile => print!("{}", tessera_ir::text::print(&c.lowered.program)),
+        #[cfg(feature = "mlir")]
+        Emit::Mlir => print!(
+            "{}",
+            tessera_backends::jit::mlir_module(&c.machine, &options.target)
+                .map_err(|e| e.to_string())?
+        ),
         _ => print!("{}", tessera_ir::text::print_machine(&c.machine)),
     }
     Ok(())

@@ -32,6 +32,10 @@ use tessera_ir::{ActFunc, AluOp, DType, ReduceOp};
 /// A compiled kernel.
 pub(crate) type KernelFn = unsafe extern "C" fn(*const *mut u8, *const f64);
 
+/// The activation callback, for code generators that register it by address.
+#[cfg(feature = "mlir")]
+pub(crate) const ACTIVATION_CALLBACK: extern "C" fn(u32, f64) -> f64 = tessera_jit_activation;
+
 /// The activation callback the generated code imports: interp's definition of every function.
 extern "C" fn tessera_jit_activation(func: u32, x: f64) -> f64 {
     match ALL_ACT_FUNCS.get(func as usize) {

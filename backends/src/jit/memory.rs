@@ -176,6 +176,12 @@ impl<'p> JitMemory<'p> {
         }
     }
 
+    /// Length of `loc`'s bytes.
+    #[cfg(feature = "mlir")]
+    pub fn len(&self, loc: Loc) -> usize {
+        self.bytes(loc).map_or(0, <[u8]>::len)
+    }
+
     /// Start of `loc`'s bytes, taken without materialising a reference to them (so pointers
     /// taken for several operands of one kernel call may alias).
     pub fn base_ptr(&mut self, loc: Loc) -> *mut u8 {

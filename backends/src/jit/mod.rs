@@ -92,6 +92,8 @@
 mod codegen;
 mod matmul;
 mod memory;
+#[cfg(feature = "mlir")]
+mod mlir;
 mod plan;
 
 use crate::interp::InterpError;
@@ -143,8 +145,8 @@ pub enum JitError {
         /// One line per blocked queue.
         blocked: Vec<String>,
     },
-    /// Cranelift failed to set up or to compile a kernel (an internal error).
-    #[error("cranelift: {detail}")]
+    /// Cranelift or MLIR failed to set up or to compile a kernel (an internal error).
+    #[error("code generation: {detail}")]
     Codegen {
         /// Cranelift's message.
         detail: String,
@@ -157,7 +159,7 @@ pub enum JitError {
 /// What the jit did, accumulated over every run of one [`Jit`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JitStats {
-    /// Kernels compiled by Cranelift.
+    /// Kernels compiled (by Cranelift, or by MLIR for [`Jit::with_mlir`]).
     pub compiled: u64,
     /// Instructions whose kernel was already in the cache.
     pub cache_hits: u64,
@@ -169,10 +171,15 @@ pub struct JitStats {
     pub fallback_ops: BTreeMap<&'static str, u64>,
 }
 
-/// The JIT: Cranelift state and the kernel cache, kept across runs.
+/// The JIT: code generator state and the kernel cache, kept across runs.
 pub struct Jit {
     compiler: Compiler,
-    cache: HashMap<KernelKey, KernelFn>,
+    /// With [`Jit::with_mlir`]: kernels are generated as MLIR and compiled by its
+    /// ExecutionEngine instead of Cranelift.
+    #[cfg(feature = "mlir")]
+    mlir: Option<mlir::MlirCompiler>,
+    /// `None` for a key the code generator does not cover (its instructions fall back).
+    cache: HashMap<KernelKey, Option<Code>>,
     stats: JitStats,
     /// The memories of the last run, reused by the next.
     spare: memory::Spare,
@@ -187,13 +194,26 @@ impl std::fmt::Debug for Jit {
     }
 }
 
+/// A compiled kernel.
+#[derive(Clone, Copy)]
+enum Code {
+    /// Cranelift's: `f(pointers, immediates)`.
+    Native(KernelFn),
+    /// MLIR's packed entry point: one pointer per scalar of the lowered signature.
+    #[cfg(feature = "mlir")]
+    Packed(mlir::PackedFn),
+}
+
 /// How one instruction runs.
 enum Step {
     Kernel {
-        f: KernelFn,
+        code: Code,
         ptrs: Vec<(Loc, u64)>,
         imms: Vec<f64>,
     },
+    /// A kernel whose key is not compiled yet (resolved before the run starts).
+    #[cfg_attr(not(feature = "mlir"), allow(dead_code))]
+    Pending(Invocation, &'static str),
     Matmul(Box<MatmulPlan>),
     Fallback,
 }
@@ -223,6 +243,124 @@ pub fn run_machine(
     })
 }
 
+#[cfg(feature = "mlir")]
+thread_local! {
+    static MLIR: RefCell<Option<Jit>> = const { RefCell::new(None) };
+}
+
+/// Runs `program` with this thread's MLIR-backed [`Jit`] ([`Jit::with_mlir`], created on first
+/// use, its kernels kept for later runs).
+#[cfg(feature = "mlir")]
+pub fn run_machine_mlir(
+    program: &MachineProgram,
+    target: &TargetSpec,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, JitError> {
+    MLIR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(Jit::with_mlir()?);
+        }
+        match slot.as_mut() {
+            Some(jit) => jit.run_machine(program, target, inputs),
+            None => Err(JitError::Codegen {
+                detail: "no mlir jit".into(),
+            }),
+        }
+    })
+}
+
+/// The MLIR module the `mlir` backend generates for `program` (before lowering to LLVM): one
+/// function per distinct kernel signature, each preceded by a comment saying what it computes
+/// and how many instructions call it, and a header counting the instructions run by the
+/// matmul microkernel and by the fallback.
+#[cfg(feature = "mlir")]
+pub fn mlir_module(program: &MachineProgram, target: &TargetSpec) -> Result<String, JitError> {
+    tessera_ir::check_machine_program(program, target)
+        .map_err(|detail| JitError::BadMachineProgram { detail })?;
+    let mut keys: Vec<KernelKey> = Vec::new();
+    let mut uses: HashMap<KernelKey, (usize, BTreeMap<&'static str, usize>)> = HashMap::new();
+    let (mut matmuls, mut fallbacks) = (0usize, BTreeMap::<&'static str, usize>::new());
+    for (q, queue) in program.queues.iter().enumerate() {
+        for (i, inst) in queue.insts.iter().enumerate() {
+            let res = Resolver {
+                program,
+                sbuf_pb: target.sbuf_partition_bytes,
+                psum_pb: target.psum_partition_bytes,
+                at: inst_ref(q, i).describe(program),
+            };
+            let op = &inst.op;
+            if let Op::Matmul {
+                dst,
+                stationary,
+                moving,
+                start,
+                ..
+            } = op
+                && plan_matmul(&res, dst, stationary, moving, *start)?.is_some()
+            {
+                matmuls += 1;
+                continue;
+            }
+            match invocation(&res, op)? {
+                Some(inv) if mlir::generates(&inv.key) => {
+                    let entry = uses.entry(inv.key.clone()).or_insert_with(|| {
+                        keys.push(inv.key.clone());
+                        (0, BTreeMap::new())
+                    });
+                    entry.0 += 1;
+                    *entry.1.entry(op.opcode()).or_default() += 1;
+                }
+                _ if matches!(op, Op::Alloc { .. } | Op::Free { .. }) => {}
+                _ => *fallbacks.entry(op.opcode()).or_default() += 1,
+            }
+        }
+    }
+    let names: Vec<String> = (0..keys.len()).map(|k| format!("k{k}")).collect();
+    let mut out = format!(
+        "// tessera mlir backend: program `{}`\n// {} kernels for {} instructions; {} nc_matmul by the microkernel; fallback to interp: {}\n",
+        program.name,
+        keys.len(),
+        uses.values().map(|u| u.0).sum::<usize>(),
+        matmuls,
+        if fallbacks.is_empty() {
+            "none".to_string()
+        } else {
+            fallbacks
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let text = mlir::module_text(
+        &names
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| (n.as_str(), k))
+            .collect::<Vec<_>>(),
+    );
+    // A comment line above each function.
+    for line in text.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("func.func @k")
+            && let Some(k) = rest.split('(').next().and_then(|n| n.parse::<usize>().ok())
+            && let Some(key) = keys.get(k)
+        {
+            let (n, ops) = &uses[key];
+            let ops: Vec<String> = ops.iter().map(|(o, c)| format!("{o} x{c}")).collect();
+            out.push_str(&format!(
+                "  // {:?} over {:?}; called by {n} instructions ({})\n",
+                key.body,
+                key.shape,
+                ops.join(", ")
+            ));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// This thread's [`JitStats`] (as used by [`run_machine`]).
 pub fn thread_stats() -> JitStats {
     JIT.with(|cell| {
@@ -238,10 +376,23 @@ impl Jit {
     pub fn new() -> Result<Self, JitError> {
         Ok(Jit {
             compiler: Compiler::new().map_err(|detail| JitError::Codegen { detail })?,
+            #[cfg(feature = "mlir")]
+            mlir: None,
             cache: HashMap::new(),
             stats: JitStats::default(),
             spare: memory::Spare::default(),
         })
+    }
+
+    /// A JIT whose kernels are generated as MLIR (`func`, `scf`, `memref`, `arith`, `vector`),
+    /// lowered to LLVM and compiled by MLIR's ExecutionEngine; the kernels a program needs are
+    /// compiled together before it runs. Everything else (planning, checks, the matmul
+    /// microkernel, the fallback) is shared with the Cranelift JIT.
+    #[cfg(feature = "mlir")]
+    pub fn with_mlir() -> Result<Self, JitError> {
+        let mut jit = Jit::new()?;
+        jit.mlir = Some(mlir::MlirCompiler::new().map_err(|detail| JitError::Codegen { detail })?);
+        Ok(jit)
     }
 
     /// What the JIT has done so far.
@@ -281,10 +432,13 @@ impl Jit {
             }
             steps.push(qs);
         }
+        self.compile_pending(&mut steps)?;
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare)?;
         let mut scratch = matmul::Scratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
+        #[cfg(feature = "mlir")]
+        let mut packed = mlir_call::Args::default();
         for &(q, i) in &order {
             let (Some(step), Some(inst)) = (
                 steps.get(q).and_then(|s| s.get(i)),
@@ -293,7 +447,23 @@ impl Jit {
                 continue;
             };
             match step {
-                Step::Kernel { f, ptrs: at, imms } => {
+                #[cfg(feature = "mlir")]
+                Step::Kernel {
+                    code: Code::Packed(f),
+                    ptrs: at,
+                    imms,
+                } => {
+                    packed.fill(&mut mem, at, imms);
+                    // SAFETY: as for native kernels below: the memref descriptors point at
+                    // element 0 of checked operand views, and the kernel (generated from the
+                    // same key, with the same loop nest) forms only addresses inside them.
+                    unsafe { f(packed.argv()) };
+                }
+                Step::Kernel {
+                    code: Code::Native(f),
+                    ptrs: at,
+                    imms,
+                } => {
                     ptrs.clear();
                     for &(loc, offset) in at {
                         ptrs.push(mem.base_ptr(loc).wrapping_add(offset as usize));
@@ -315,7 +485,7 @@ impl Jit {
                         inst_ref(q, i).describe(program)
                     })?;
                 }
-                Step::Fallback => {
+                Step::Fallback | Step::Pending(..) => {
                     let ctx = Ctx {
                         index: i,
                         opcode: inst.op.opcode(),
@@ -361,26 +531,149 @@ impl Jit {
             *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
             return Ok(Step::Fallback);
         };
-        let f = match self.cache.get(&inv.key) {
-            Some(&f) => {
+        match self.cache.get(&inv.key) {
+            Some(&code) => {
                 self.stats.cache_hits += 1;
-                f
+                Ok(self.kernel_step(code, inv, op))
             }
+            None if self.batches() => Ok(Step::Pending(inv, op.opcode())),
             None => {
                 let f = self
                     .compiler
                     .compile(&inv.key)
                     .map_err(|detail| JitError::Codegen { detail })?;
                 self.stats.compiled += 1;
-                self.cache.insert(inv.key.clone(), f);
-                f
+                self.cache.insert(inv.key.clone(), Some(Code::Native(f)));
+                Ok(self.kernel_step(Some(Code::Native(f)), inv, op))
             }
+        }
+    }
+
+    /// Whether kernels are compiled in one batch after planning (MLIR) rather than one by one.
+    fn batches(&self) -> bool {
+        #[cfg(feature = "mlir")]
+        {
+            self.mlir.is_some()
+        }
+        #[cfg(not(feature = "mlir"))]
+        {
+            false
+        }
+    }
+
+    fn kernel_step(&mut self, code: Option<Code>, inv: Invocation, op: &Op) -> Step {
+        match code {
+            Some(code) => Step::Kernel {
+                code,
+                ptrs: inv.ptrs,
+                imms: inv.imms,
+            },
+            None => {
+                self.stats.fallbacks += 1;
+                *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
+                Step::Fallback
+            }
+        }
+    }
+
+    /// Compiles the kernels of every [`Step::Pending`] in one batch and resolves the steps.
+    #[cfg(feature = "mlir")]
+    fn compile_pending(&mut self, steps: &mut [Vec<Step>]) -> Result<(), JitError> {
+        let Some(compiler) = self.mlir.as_mut() else {
+            return Ok(());
         };
-        Ok(Step::Kernel {
-            f,
-            ptrs: inv.ptrs,
-            imms: inv.imms,
-        })
+        let mut keys: Vec<&KernelKey> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for step in steps.iter().flatten() {
+            if let Step::Pending(inv, _) = step
+                && seen.insert(&inv.key)
+            {
+                keys.push(&inv.key);
+            }
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let compiled = compiler
+            .compile(&keys)
+            .map_err(|detail| JitError::Codegen { detail })?;
+        self.stats.compiled += compiled.iter().flatten().count() as u64;
+        let new: Vec<(KernelKey, Option<Code>)> = keys
+            .iter()
+            .zip(compiled)
+            .map(|(k, f)| ((*k).clone(), f.map(Code::Packed)))
+            .collect();
+        self.cache.extend(new);
+        for step in steps.iter_mut().flatten() {
+            if let Step::Pending(inv, opcode) = step {
+                let opcode = *opcode;
+                let code = self.cache.get(&inv.key).copied().flatten();
+                let inv = std::mem::replace(
+                    inv,
+                    Invocation {
+                        key: inv.key.clone(),
+                        ptrs: Vec::new(),
+                        imms: Vec::new(),
+                    },
+                );
+                *step = match code {
+                    Some(code) => Step::Kernel {
+                        code,
+                        ptrs: inv.ptrs,
+                        imms: inv.imms,
+                    },
+                    None => {
+                        self.stats.fallbacks += 1;
+                        *self.stats.fallback_ops.entry(opcode).or_default() += 1;
+                        Step::Fallback
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "mlir"))]
+    fn compile_pending(&mut self, _steps: &mut [Vec<Step>]) -> Result<(), JitError> {
+        Ok(())
+    }
+}
+
+/// Calling MLIR's packed entry points: memref descriptors built from the planned operands.
+#[cfg(feature = "mlir")]
+mod mlir_call {
+    use super::memory::{JitMemory, Loc};
+
+    /// Reused storage for one call's scalars and the pointers to them.
+    #[derive(Default)]
+    pub(super) struct Args {
+        slots: Vec<usize>,
+        argv: Vec<*mut ()>,
+    }
+
+    impl Args {
+        /// One `memref<?xT>` descriptor (allocated and aligned pointer, offset 0, size, stride 1)
+        /// per operand, then one for the immediates. The size given is the bytes left in the
+        /// memory, an upper bound on the elements; the kernels never read it.
+        pub fn fill(&mut self, mem: &mut JitMemory, at: &[(Loc, u64)], imms: &[f64]) {
+            self.slots.clear();
+            for &(loc, offset) in at {
+                let p = mem.base_ptr(loc).wrapping_add(offset as usize) as usize;
+                let left = mem.len(loc).saturating_sub(offset as usize);
+                self.slots.extend([p, p, 0, left, 1]);
+            }
+            let p = imms.as_ptr() as usize;
+            self.slots.extend([p, p, 0, imms.len(), 1]);
+            self.argv.clear();
+            let base = self.slots.as_mut_ptr();
+            for k in 0..self.slots.len() {
+                self.argv.push(base.wrapping_add(k).cast());
+            }
+        }
+
+        pub fn argv(&mut self) -> *mut *mut () {
+            self.argv.as_mut_ptr()
+        }
     }
 }
 
