@@ -7,6 +7,15 @@ use tessera_backends::interp::{self, MachineRunOptions};
 use tessera_backends::jit::{Jit, JitError};
 use tessera_ir::*;
 
+/// The Cranelift jit, and with the `mlir` feature the jit with MLIR kernels: the bookkeeping
+/// tests run on both.
+fn jits() -> Vec<Jit> {
+    let mut out = vec![Jit::new().unwrap()];
+    #[cfg(feature = "mlir")]
+    out.push(Jit::with_mlir().unwrap());
+    out
+}
+
 fn tile(offset: u64, len: u32) -> TileAccess {
     TileAccess {
         buf: BufId(0),
@@ -142,8 +151,13 @@ fn out_of_bounds_view_is_an_error_before_running() {
 
 #[test]
 fn second_run_compiles_nothing() {
+    for jit in jits() {
+        second_run_compiles_nothing_on(jit);
+    }
+}
+
+fn second_run_compiles_nothing_on(mut jit: Jit) {
     let p = program(vec![add(tile(4, 4), tile(0, 4), tile(0, 4))]);
-    let mut jit = Jit::new().unwrap();
     let first = jit.run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
     let compiled = jit.stats().compiled;
     assert!(compiled > 0);
@@ -172,6 +186,12 @@ fn deadlock_is_an_error() {
 
 #[test]
 fn uncompiled_instructions_fall_back_to_interp() {
+    for jit in jits() {
+        uncompiled_instructions_fall_back_to_interp_on(jit);
+    }
+}
+
+fn uncompiled_instructions_fall_back_to_interp_on(mut jit: Jit) {
     // `pow` and `iota` are not compiled; they run through interp's exec.
     let pow = Op::TensorTensor {
         engine: Engine::Dve,
@@ -190,7 +210,6 @@ fn uncompiled_instructions_fall_back_to_interp() {
         },
     };
     let p = program(vec![iota, pow, add(tile(0, 4), tile(0, 4), tile(4, 4))]);
-    let mut jit = Jit::new().unwrap();
     let got = jit.run_machine(&p, &TargetSpec::trn2(), &inputs()).unwrap();
     let want = interp::run_machine(
         &p,
@@ -299,6 +318,12 @@ fn u64_beyond_2_53_moves_exactly_and_refuses_inexact_arithmetic() {
 /// memory gives zeros, as on the first run, not the earlier run's data.
 #[test]
 fn reused_memory_starts_zeroed() {
+    for jit in jits() {
+        reused_memory_starts_zeroed_on(jit);
+    }
+}
+
+fn reused_memory_starts_zeroed_on(mut jit: Jit) {
     let with_dmas = |load: TileAccess, store: TileAccess| {
         let mut p = program(vec![]);
         p.queues[0].insts[0].op = Op::DmaCopy {
@@ -316,7 +341,6 @@ fn reused_memory_starts_zeroed() {
     // Writes columns 0..4, reads columns 4..8, which it never wrote.
     let reader = with_dmas(tile(0, 4), tile(4, 4));
     let target = TargetSpec::trn2();
-    let mut jit = Jit::new().unwrap();
     let fresh = jit.run_machine(&reader, &target, &inputs()).unwrap();
     assert!(fresh["y"].to_f64_vec().iter().all(|&v| v == 0.0));
     let written = jit.run_machine(&writer, &target, &inputs()).unwrap();
