@@ -10,10 +10,11 @@ use tessera_ir::*;
 /// The Cranelift jit, and with the `mlir` feature the jit with MLIR kernels: the bookkeeping
 /// tests run on both.
 fn jits() -> Vec<Jit> {
-    let mut out = vec![Jit::new().unwrap()];
+    let cranelift = Jit::new().unwrap();
     #[cfg(feature = "mlir")]
-    out.push(Jit::with_mlir().unwrap());
-    out
+    return vec![cranelift, Jit::with_mlir().unwrap()];
+    #[cfg(not(feature = "mlir"))]
+    vec![cranelift]
 }
 
 fn tile(offset: u64, len: u32) -> TileAccess {
