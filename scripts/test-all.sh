@@ -77,6 +77,16 @@ echo "inspect --emit mlir: $(sed -n 2p target/mlp.mlir | cut -c 4-), parsed by m
 echo "== real models (9 ImageNet CNNs, a BERT layer and a GPT decoder vs onnxruntime; the pass count may only rise: tests/realmodels-floor.txt)"
 TESSERA=./target/debug/tessera BACKENDS="interp jit mlir" ./scripts/test-real-models.sh
 
+echo "== examples (each runs and checks its own numbers)"
+for example in quickstart custom_op; do
+    cargo run --locked --quiet --example "$example" > "target/example-$example.log" 2>&1 || {
+        cat "target/example-$example.log"
+        echo "example $example failed"
+        exit 1
+    }
+    echo "$example: $(tail -n 1 "target/example-$example.log")"
+done
+
 echo "== mlir backend tests (the jit's tests, with MLIR kernels too)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

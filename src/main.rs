@@ -42,6 +42,25 @@ struct CompileArgs {
     /// Cast matmul (and convolution) inputs, or everything, to bf16 with fp32 accumulation.
     #[arg(long, value_enum, default_value_t = AutoCast::None)]
     auto_cast: AutoCast,
+    /// Use the kernel in FILE.tile for nodes of a custom operator (repeatable), e.g.
+    /// `--custom-op com.example:FastRmsNorm=rmsnorm.tile`: the kernel's input tensors, in
+    /// order, take the node's inputs (their types must match) and its output tensors are the
+    /// node's outputs.
+    #[arg(long = "custom-op", value_name = "DOMAIN:OP=FILE.tile", value_parser = parse_custom_op)]
+    custom_ops: Vec<(String, String, PathBuf)>,
+}
+
+fn parse_custom_op(s: &str) -> Result<(String, String, PathBuf), String> {
+    let (op, file) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected DOMAIN:OP=FILE.tile, got `{s}`"))?;
+    let (domain, op_type) = op.rsplit_once(':').ok_or_else(|| {
+        format!("expected DOMAIN:OP before `=` (e.g. com.example:MyOp), got `{op}`")
+    })?;
+    if op_type.is_empty() || file.is_empty() {
+        return Err(format!("expected DOMAIN:OP=FILE.tile, got `{s}`"));
+    }
+    Ok((domain.to_string(), op_type.to_string(), PathBuf::from(file)))
 }
 
 impl CompileArgs {
@@ -51,11 +70,18 @@ impl CompileArgs {
             AutoCast::Matmul => tessera_compiler::driver::AutoCast::Matmul,
             AutoCast::All => tessera_compiler::driver::AutoCast::All,
         };
+        let mut custom_ops = tessera_compiler::custom::CustomOps::new();
+        for (domain, op_type, file) in &self.custom_ops {
+            let kernel = tessera_compiler::custom::TileFileKernel::load(file)
+                .map_err(|e| format!("--custom-op {domain}:{op_type}: {e}"))?;
+            custom_ops.register(domain, op_type, kernel);
+        }
         Ok(CompileOptions {
             target: self.target.spec(),
             opt_level: self.opt_level,
             auto_cast,
             frozen_inputs: Default::default(),
+            custom_ops,
         })
     }
 }
@@ -440,7 +466,11 @@ fn onnx_test(
     let mut results = Vec::with_capacity(cases.len());
     for case in &cases {
         // A bug in one case must not stop the run: report it as a failure and go on.
-        let r = std::panic::catch_unwind(|| run_case(case, options, run)).unwrap_or_else(|p| {
+        // The options hold no state a panic could leave half-updated.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_case(case, options, run)
+        }))
+        .unwrap_or_else(|p| {
             let msg = p
                 .downcast_ref::<String>()
                 .cloned()

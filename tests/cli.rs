@@ -361,3 +361,95 @@ fn bench_errors_are_clean() {
     ]);
     assert_clean_failure(&out, "x.npy");
 }
+
+fn custom_op_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/custom_op")
+}
+
+/// The custom-operator example from the command line: the `.tile` kernel serves the
+/// `com.example:FastRmsNorm` node, and the output matches numpy's (examples/custom_op).
+#[test]
+fn custom_op_from_a_tile_file_runs_the_example_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = custom_op_dir();
+    let kernel = format!(
+        "com.example:FastRmsNorm={}",
+        d.join("rms_norm.tile").display()
+    );
+    for backend in ["interp", "jit"] {
+        let out_dir = dir.path().join(backend);
+        let out = tessera(&[
+            "run",
+            d.join("model.onnx").to_str().unwrap(),
+            "--inputs-dir",
+            d.join("inputs").to_str().unwrap(),
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+            "--custom-op",
+            &kernel,
+            "--backend",
+            backend,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got =
+            ArrayD::<f32>::read_npy(std::fs::File::open(out_dir.join("y.npy")).unwrap()).unwrap();
+        let want = ArrayD::<f32>::read_npy(std::fs::File::open(d.join("expected/y.npy")).unwrap())
+            .unwrap();
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .fold(0.0f32, |m, (g, w)| m.max((g - w).abs()));
+        // fp32 over 64-element rows against numpy's f64: a few ulps of the output's scale.
+        assert!(worst <= 1e-5 * scale, "{backend}: {worst} of {scale}");
+    }
+}
+
+#[test]
+fn custom_op_errors_are_clean() {
+    let d = custom_op_dir();
+    let model = d.join("model.onnx");
+    let model = model.to_str().unwrap();
+    let inputs = d.join("inputs");
+    let inputs = inputs.to_str().unwrap();
+    // Without a kernel: the error says how to provide one.
+    let out = tessera(&["run", model, "--inputs-dir", inputs]);
+    assert_clean_failure(&out, "--custom-op com.example:FastRmsNorm=KERNEL.tile");
+    // A malformed flag.
+    let out = tessera(&["run", model, "--custom-op", "FastRmsNorm"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected DOMAIN:OP=FILE.tile"));
+    // A kernel file that does not exist.
+    let out = tessera(&[
+        "run",
+        model,
+        "--inputs-dir",
+        inputs,
+        "--custom-op",
+        "com.example:FastRmsNorm=/nonexistent/k.tile",
+    ]);
+    assert_clean_failure(
+        &out,
+        "--custom-op com.example:FastRmsNorm: cannot read /nonexistent/k.tile",
+    );
+    // A kernel of other shapes: the node's and the kernel's types are both named.
+    let out = tessera(&[
+        "run",
+        model,
+        "--inputs-dir",
+        inputs,
+        "--custom-op",
+        &format!(
+            "com.example:FastRmsNorm={}",
+            example("softmax_row.tile").display()
+        ),
+    ]);
+    assert_clean_failure(
+        &out,
+        "takes (f32[4, 10]), but the node's operands are (f32[8, 64], f32[64])",
+    );
+}

@@ -45,6 +45,8 @@ pub struct CompileOptions {
     pub auto_cast: AutoCast,
     /// Graph inputs fixed at compile time (they become constants and leave the signature).
     pub frozen_inputs: std::collections::BTreeMap<String, tessera_ir::HostTensor>,
+    /// The application's own operators and their kernels (see [`crate::custom`]).
+    pub custom_ops: crate::custom::CustomOps,
 }
 
 impl Default for CompileOptions {
@@ -54,6 +56,7 @@ impl Default for CompileOptions {
             opt_level: 2,
             auto_cast: AutoCast::None,
             frozen_inputs: Default::default(),
+            custom_ops: Default::default(),
         }
     }
 }
@@ -108,11 +111,14 @@ pub enum CompileError {
     /// An option outside its range.
     #[error("{0}")]
     Options(String),
+    /// A custom operator's kernel was refused.
+    #[error(transparent)]
+    Custom(#[from] crate::custom::CustomKernelError),
 }
 
 /// Compiles the model at `path`.
 pub fn compile_file(path: &Path, options: &CompileOptions) -> Result<Compiled, CompileError> {
-    let graph = onnx::import_file_frozen(path, &options.frozen_inputs)?;
+    let graph = onnx::import_file_custom(path, &options.frozen_inputs, &options.custom_ops)?;
     compile_graph(graph, options)
 }
 
@@ -124,6 +130,8 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
             options.opt_level
         )));
     }
+    let mut graph = graph;
+    crate::custom::prepare(&mut graph, &options.custom_ops, &options.target)?;
     let graph = if options.auto_cast == AutoCast::All {
         crate::passes::auto_cast::cast_all_to_bf16(&graph)
             .map_err(|e| CompileError::Options(format!("--auto-cast all: {e}")))?
@@ -133,8 +141,18 @@ pub fn compile_graph(graph: Graph, options: &CompileOptions) -> Result<Compiled,
     let lower_options = lower::LowerOptions {
         bf16_matmul: options.auto_cast != AutoCast::None,
     };
-    let opt = crate::opt::optimize(&graph, &options.target, options.opt_level)?;
-    let lowered = lower::lower_with(&opt.graph, &options.target, lower_options)?;
+    let opt = crate::opt::optimize_with(
+        &graph,
+        &options.target,
+        options.opt_level,
+        &options.custom_ops,
+    )?;
+    let lowered = lower::lower_custom(
+        &opt.graph,
+        &options.target,
+        lower_options,
+        &options.custom_ops,
+    )?;
     let machine = schedule::schedule(&lowered, &options.target)?;
     let entry = |(name, t): &(String, tessera_ir::TensorId)| {
         let tensor = lowered.program.tensor(*t);

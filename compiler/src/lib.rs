@@ -5,6 +5,7 @@
 //! ([`driver`]).
 #![deny(missing_docs)]
 
+pub mod custom;
 pub mod driver;
 pub mod lower;
 pub mod onnx;

@@ -87,6 +87,7 @@ pub struct LowerOptions {
 
 struct Lowering<'g> {
     options: LowerOptions,
+    custom: &'g crate::custom::CustomOps,
     graph: &'g Graph,
     target: &'g TargetSpec,
     linker: Linker,
@@ -106,8 +107,19 @@ pub fn lower_with(
     target: &TargetSpec,
     options: LowerOptions,
 ) -> Result<Lowered, LowerError> {
+    lower_custom(graph, target, options, &crate::custom::CustomOps::new())
+}
+
+/// [`lower_with`] for a graph that may hold custom nodes, whose kernels come from `custom`.
+pub fn lower_custom(
+    graph: &Graph,
+    target: &TargetSpec,
+    options: LowerOptions,
+    custom: &crate::custom::CustomOps,
+) -> Result<Lowered, LowerError> {
     let mut l = Lowering {
         options,
+        custom,
         graph,
         target,
         linker: Linker::new(&graph.name),
@@ -441,6 +453,30 @@ impl Lowering<'_> {
             GraphOp::Movement(op) => {
                 let out = self.result_tensor(out_id);
                 self.movement(node, op, &ins, out)?;
+            }
+            GraphOp::Custom(op) => {
+                let kernel = crate::custom::build_checked(self.custom, &node.name, op, self.target)
+                    .map_err(|e| LowerError::Link {
+                        node: node.name.clone(),
+                        detail: e.detail,
+                    })?;
+                let outs: Vec<TensorId> = node
+                    .outputs
+                    .iter()
+                    .map(|&o| self.result_tensor(o))
+                    .collect();
+                let (inputs, outputs): (Vec<_>, Vec<_>) = kernel
+                    .tensors
+                    .iter()
+                    .filter(|t| t.kind != TensorKind::Scratch)
+                    .partition(|t| t.kind == TensorKind::Input);
+                let bindings: Vec<Binding<'_>> = inputs
+                    .iter()
+                    .zip(&ins)
+                    .chain(outputs.iter().zip(&outs))
+                    .map(|(t, &id)| Binding::whole(&t.name, id))
+                    .collect();
+                self.link(&node.name, &kernel, &bindings)?;
             }
             GraphOp::Scan(spec) => {
                 let out = self.result_tensor(out_id);

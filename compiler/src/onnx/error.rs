@@ -39,6 +39,18 @@ impl fmt::Display for UnsupportedOps {
             }
             write!(f, "{op}")?;
         }
+        // Operators of another domain are the application's own: say how to provide them.
+        if let Some(op) = self
+            .0
+            .iter()
+            .find(|o| !o.domain.is_empty() && o.domain != "ai.onnx")
+        {
+            write!(
+                f,
+                "; operators outside ai.onnx need a registered kernel: `--custom-op {}:{}=KERNEL.tile` on the command line, or `CustomOps` in the library (docs/custom-ops.md)",
+                op.domain, op.op_type
+            )?;
+        }
         Ok(())
     }
 }

@@ -12,9 +12,10 @@ use super::proto::tensor_shape_proto::dimension::Value as Dim;
 use super::proto::{GraphProto, NodeProto, ValueInfoProto, data_type, type_proto};
 use super::tensor::{checked_elems, dtype_of, tensor_to_host};
 use super::{ImportError, decode_model, ops};
+use crate::custom::CustomOps;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use tessera_ir::graph::{Graph, GraphOp, TensorType, ValueId, verify_graph};
+use tessera_ir::graph::{CustomAttr, CustomOp, Graph, GraphOp, TensorType, ValueId, verify_graph};
 use tessera_ir::host::HostTensor;
 
 /// The newest ai.onnx opset tessera imports: that of the `onnx` 1.23 package the tests are
@@ -41,6 +42,18 @@ pub fn import_model_frozen(
     model_dir: Option<&Path>,
     frozen: &BTreeMap<String, HostTensor>,
 ) -> Result<Graph, ImportError> {
+    import_model_custom(bytes, model_dir, frozen, &CustomOps::new())
+}
+
+/// [`import_model_frozen`] accepting the custom operators registered in `custom`: each node of
+/// a registered `(domain, op_type)` becomes a [`GraphOp::Custom`] node whose result types the
+/// registered shape rule gives.
+pub fn import_model_custom(
+    bytes: &[u8],
+    model_dir: Option<&Path>,
+    frozen: &BTreeMap<String, HostTensor>,
+    custom: &CustomOps,
+) -> Result<Graph, ImportError> {
     let model = decode_model(bytes)?;
     let Some(gp) = model.graph.as_ref() else {
         return Err(ImportError::Decode(super::OnnxError::NoGraph));
@@ -63,8 +76,9 @@ pub fn import_model_frozen(
         });
     }
     let names = node_names(gp);
-    check_operators(gp, &names, opset)?;
+    check_operators(gp, &names, opset, custom)?;
     let mut imp = Importer::new(gp, opset, model_dir);
+    imp.custom = custom.clone();
     imp.bind_initializers(gp)?;
     imp.bind_inputs(gp, frozen)?;
     for (node, name) in gp.node.iter().zip(&names) {
@@ -86,6 +100,15 @@ pub fn import_file_frozen(
     path: &Path,
     frozen: &BTreeMap<String, HostTensor>,
 ) -> Result<Graph, ImportError> {
+    import_file_custom(path, frozen, &CustomOps::new())
+}
+
+/// [`import_file_frozen`] with custom operators (see [`import_model_custom`]).
+pub fn import_file_custom(
+    path: &Path,
+    frozen: &BTreeMap<String, HostTensor>,
+    custom: &CustomOps,
+) -> Result<Graph, ImportError> {
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         path: path.to_path_buf(),
         source,
@@ -94,7 +117,7 @@ pub fn import_file_frozen(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    import_model_frozen(&bytes, Some(dir), frozen)
+    import_model_custom(&bytes, Some(dir), frozen, custom)
 }
 
 /// Each node's name for messages: its own, or `<op_type>_<index>` when empty.
@@ -114,11 +137,17 @@ fn node_names(gp: &GraphProto) -> Vec<String> {
 
 /// Rejects, in one error, every node whose operator is not imported; then every node whose
 /// operator did not exist yet at the model's opset.
-fn check_operators(gp: &GraphProto, names: &[String], opset: i64) -> Result<(), ImportError> {
+fn check_operators(
+    gp: &GraphProto,
+    names: &[String],
+    opset: i64,
+    custom: &CustomOps,
+) -> Result<(), ImportError> {
     let unsupported: Vec<UnsupportedOp> = gp
         .node
         .iter()
         .zip(names)
+        .filter(|(n, _)| custom.get(&n.domain, &n.op_type).is_none())
         .filter(|(n, _)| {
             !(n.domain.is_empty() || n.domain == "ai.onnx")
                 || ops::since_opset(&n.op_type).is_none()
@@ -133,6 +162,9 @@ fn check_operators(gp: &GraphProto, names: &[String], opset: i64) -> Result<(), 
         return Err(ImportError::Unsupported(UnsupportedOps(unsupported)));
     }
     for (n, name) in gp.node.iter().zip(names) {
+        if custom.get(&n.domain, &n.op_type).is_some() {
+            continue;
+        }
         if let Some(since) = ops::since_opset(&n.op_type)
             && opset < since
         {
@@ -202,6 +234,8 @@ pub struct Importer<'m> {
     env: HashMap<String, ValueId>,
     /// Every name in use or reserved (all ONNX tensor names), so generated names never collide.
     taken: HashSet<String>,
+    /// The custom operators nodes may use.
+    pub custom: CustomOps,
     /// Results beyond the first that the node being converted produced (e.g. LayerNormalization's
     /// Mean and InvStdDev), in output order; a converter sets it, `convert_node` binds them.
     pub extra_outputs: Vec<ValueId>,
@@ -220,8 +254,61 @@ impl<'m> Importer<'m> {
             model_dir,
             env: HashMap::new(),
             taken,
+            custom: CustomOps::new(),
             extra_outputs: Vec::new(),
         }
+    }
+
+    /// A node of a registered custom operator: the shape rule gives its result types; results
+    /// beyond the first become extra outputs.
+    fn convert_custom(
+        &mut self,
+        cx: &NodeCx,
+        kernel: &dyn crate::custom::CustomKernel,
+    ) -> Result<ValueId, ImportError> {
+        let mut inputs = Vec::new();
+        for (k, v) in cx.inputs.iter().enumerate() {
+            match v {
+                Some(v) => inputs.push(*v),
+                None => {
+                    return Err(cx.attr_err(format!(
+                        "input {k} is omitted; custom operators take every input they list"
+                    )));
+                }
+            }
+        }
+        let types: Vec<TensorType> = inputs.iter().map(|&v| self.graph.ty(v).clone()).collect();
+        let attrs = custom_attrs(cx.proto);
+        let outputs = kernel
+            .infer(&types, &attrs)
+            .map_err(|e| cx.shape_err(format!("the registered shape rule refused it: {e}")))?;
+        if outputs.is_empty() {
+            return Err(cx.shape_err("the registered shape rule gave no results"));
+        }
+        let op = GraphOp::Custom(Box::new(CustomOp {
+            domain: cx.proto.domain.clone(),
+            op_type: cx.proto.op_type.clone(),
+            attrs,
+            inputs: types,
+            outputs: outputs.clone(),
+            est_ns: 0.0,
+        }));
+        // Never folded, even on constant operands: the evaluator has no definition of it.
+        let outs = self
+            .graph
+            .add_node(cx.name, op, &inputs)
+            .map_err(|e| cx.shape_err(e.to_string()))?;
+        for &v in &outs {
+            let name = self.fresh(cx.name);
+            if let Some(value) = self.graph.values.get_mut(v.0 as usize) {
+                value.name = name;
+            }
+        }
+        let (&first, rest) = outs
+            .split_first()
+            .ok_or_else(|| cx.shape_err("the operator gives no result"))?;
+        self.extra_outputs = rest.to_vec();
+        Ok(first)
     }
 
     /// A value name starting with `base` that no ONNX tensor or earlier value has.
@@ -389,7 +476,10 @@ impl<'m> Importer<'m> {
         };
         let first_new = self.graph.values.len();
         self.extra_outputs.clear();
-        let result = ops::convert(self, &cx)?;
+        let result = match self.custom.get(&node.domain, &node.op_type).cloned() {
+            Some(kernel) => self.convert_custom(&cx, kernel.as_ref())?,
+            None => ops::convert(self, &cx)?,
+        };
         let extra = std::mem::take(&mut self.extra_outputs);
         // Output 0 is the converter's result; outputs 1.. (when the model asks for them) are the
         // extra results it reported. An empty name means the output is not wanted.
@@ -570,4 +660,24 @@ fn compact(g: Graph) -> Graph {
         })
         .collect();
     out
+}
+
+/// A node's attributes as a custom operator sees them (graph, tensor and sparse attributes are
+/// left out).
+fn custom_attrs(node: &NodeProto) -> Vec<(String, CustomAttr)> {
+    // AttributeProto.AttributeType: FLOAT 1, INT 2, STRING 3, FLOATS 6, INTS 7 (onnx.proto).
+    node.attribute
+        .iter()
+        .filter_map(|a| {
+            let v = match a.r#type {
+                1 => CustomAttr::Float(f64::from(a.f)),
+                2 => CustomAttr::Int(a.i),
+                3 => CustomAttr::Str(String::from_utf8_lossy(&a.s).into_owned()),
+                6 => CustomAttr::Floats(a.floats.iter().map(|&f| f64::from(f)).collect()),
+                7 => CustomAttr::Ints(a.ints.clone()),
+                _ => return None,
+            };
+            Some((a.name.clone(), v))
+        })
+        .collect()
 }

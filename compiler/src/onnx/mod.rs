@@ -37,7 +37,8 @@ mod tensor;
 
 pub use error::{ImportError, UnsupportedOp, UnsupportedOps};
 pub use import::{
-    MAX_OPSET, MIN_FULL_OPSET, import_file, import_file_frozen, import_model, import_model_frozen,
+    MAX_OPSET, MIN_FULL_OPSET, import_file, import_file_custom, import_file_frozen, import_model,
+    import_model_custom, import_model_frozen,
 };
 pub use ops::SUPPORTED_OPS;
 pub use tensor::tensor_to_host;

@@ -283,8 +283,50 @@ fn lowerable(eg: &EG, n: &TNode) -> bool {
     }
 }
 
+/// Adds, to every class, the custom node a registered kernel offers for one of its e-nodes.
+fn add_custom_alternatives(eg: &mut EG, custom: &crate::custom::CustomOps, target: &TargetSpec) {
+    let mut found = Vec::new();
+    for class in eg.classes() {
+        for n in &class.nodes {
+            let Op::Node(k) = n.op else { continue };
+            let op = &eg.analysis.tables.ops[k as usize];
+            let ins: Vec<TensorType> = n
+                .children
+                .iter()
+                .map(|&c| eg[c].data.ty().clone())
+                .collect();
+            if let Some(alt) =
+                crate::custom::alternative(custom, op, &ins, &class.data.types, target)
+            {
+                found.push((class.id, n.children.clone(), alt));
+            }
+        }
+    }
+    for (id, children, alt) in found {
+        let k = eg.analysis.tables.op(&GraphOp::Custom(Box::new(alt)));
+        let added = eg.add(TNode {
+            op: Op::Node(k),
+            children,
+        });
+        eg.union(id, added);
+    }
+    eg.rebuild();
+}
+
 /// Optimises `graph` at `level` (0 to 3).
 pub fn optimize(graph: &Graph, target: &TargetSpec, level: u8) -> Result<Optimized, OptError> {
+    optimize_with(graph, target, level, &crate::custom::CustomOps::new())
+}
+
+/// [`optimize`] with custom operators: after saturation, every e-node a registered kernel
+/// offers to compute ([`crate::custom::CustomKernel::alternative_for`]) gets the custom node as
+/// an alternative in its class, and extraction weighs the estimates.
+pub fn optimize_with(
+    graph: &Graph,
+    target: &TargetSpec,
+    level: u8,
+    custom: &crate::custom::CustomOps,
+) -> Result<Optimized, OptError> {
     if level == 0 {
         return Ok(Optimized {
             graph: graph.clone(),
@@ -306,6 +348,9 @@ pub fn optimize(graph: &Graph, target: &TargetSpec, level: u8) -> Result<Optimiz
         .sum();
     let rules = rules::rules(&themes(level));
     let stats = run(&mut eg, &rules, &Ctx { target }, limits(level));
+    if !custom.is_empty() {
+        add_custom_alternatives(&mut eg, custom, target);
+    }
     let names = canonical(&eg, names);
     let mut cost_fn = |eg: &EG, n: &TNode| {
         if lowerable(eg, n) {
@@ -337,6 +382,7 @@ pub fn optimize(graph: &Graph, target: &TargetSpec, level: u8) -> Result<Optimiz
                 node: n.name.clone(),
                 op: match &n.op {
                     GraphOp::Fused(f) => f.to_string(),
+                    GraphOp::Custom(c) => c.qualified(),
                     op => op.name().to_string(),
                 },
                 ty: outs

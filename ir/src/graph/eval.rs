@@ -211,6 +211,10 @@ fn eval_node(
         GraphOp::Index(op) => op.eval(args),
         GraphOp::Scan(s) => one(s.eval(args[0])),
         GraphOp::Fused(f) => one(f.eval(args, types)?),
+        GraphOp::Custom(c) => Err(format!(
+            "custom operator {} has no reference definition in the evaluator",
+            c.qualified()
+        )),
         GraphOp::Concat { axis } => {
             let views: Vec<_> = args.iter().map(|a| a.view()).collect();
             one(ndarray::concatenate(Axis(*axis), &views).map_err(|e| e.to_string())?)

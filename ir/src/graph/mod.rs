@@ -7,6 +7,7 @@
 //! oracle that rewrites and lowering are tested against.
 
 pub mod conv;
+pub mod custom;
 pub mod elementwise;
 pub mod eval;
 pub mod fused;
@@ -19,6 +20,7 @@ pub mod scan;
 pub mod verify;
 
 pub use conv::{ConvSpec, PoolKind, PoolSpec};
+pub use custom::{CustomAttr, CustomOp};
 pub use elementwise::ElementwiseOp;
 pub use eval::{EvalError, evaluate};
 pub use fused::{

@@ -155,6 +155,8 @@ pub enum GraphOp {
     Scan(super::scan::ScanSpec),
     /// A fused operator chosen by the optimiser (see [`super::fused`]).
     Fused(super::fused::FusedOp),
+    /// An operator whose kernel the application registered (see [`super::custom`]).
+    Custom(Box<super::custom::CustomOp>),
 }
 
 /// Why an operator cannot be applied to its operand types.
@@ -252,6 +254,7 @@ impl GraphOp {
             GraphOp::Index(op) => op.name(),
             GraphOp::Scan(s) => s.kind.name(),
             GraphOp::Fused(_) => "Fused",
+            GraphOp::Custom(_) => "Custom",
         }
     }
 
@@ -316,6 +319,29 @@ impl GraphOp {
                 one(s.infer(inputs[0])?)
             }
             GraphOp::Fused(f) => one(f.infer(inputs)?),
+            GraphOp::Custom(c) => {
+                if inputs.len() != c.inputs.len() {
+                    return Err(ShapeError::Mismatch(format!(
+                        "{} was imported with {} operands, not {}",
+                        c.qualified(),
+                        c.inputs.len(),
+                        inputs.len()
+                    )));
+                }
+                for (k, (got, want)) in inputs.iter().zip(&c.inputs).enumerate() {
+                    if *got != want {
+                        return Err(ShapeError::Mismatch(format!(
+                            "{}: operand {k} is {}{:?}, but the node was imported with {}{:?}",
+                            c.qualified(),
+                            got.dtype,
+                            got.shape,
+                            want.dtype,
+                            want.shape
+                        )));
+                    }
+                }
+                Ok(c.outputs.clone())
+            }
             GraphOp::Unary(_) | GraphOp::Identity => {
                 arity(inputs, 1, 1, "1")?;
                 one(inputs[0].clone())

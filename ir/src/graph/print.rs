@@ -84,6 +84,7 @@ fn attributes(op: &GraphOp) -> String {
         GraphOp::Index(op) => op.attributes(),
         GraphOp::Scan(s) => s.attributes(),
         GraphOp::Fused(f) => f.to_string(),
+        GraphOp::Custom(c) => c.attributes(),
         GraphOp::MatMul | GraphOp::Binary(_) | GraphOp::Unary(_) | GraphOp::Identity => {
             String::new()
         }
