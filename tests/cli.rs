@@ -453,3 +453,19 @@ fn custom_op_errors_are_clean() {
         "takes (f32[4, 10]), but the node's operands are (f32[8, 64], f32[64])",
     );
 }
+
+/// The default build has no MLIR backend: asking for it says how to get it, without a panic.
+#[test]
+fn mlir_backend_in_a_default_build_says_how_to_get_it() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/mlp");
+    let out = tessera(&[
+        "run",
+        model.join("model.onnx").to_str().unwrap(),
+        "--inputs-dir",
+        model.join("inputs").to_str().unwrap(),
+        "--backend",
+        "mlir",
+    ]);
+    assert_clean_failure(&out, "this build of tessera has no mlir backend");
+    assert_clean_failure(&out, "--features mlir");
+}
