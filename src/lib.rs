@@ -47,6 +47,12 @@ pub enum Error {
     /// A kernel could not be built.
     #[error(transparent)]
     Kernel(#[from] tessera_kernels::KernelError),
+    /// The kernel could not be scheduled onto the engines.
+    #[error(transparent)]
+    Schedule(#[from] tessera_compiler::schedule::ScheduleError),
+    /// The timing model failed (a deadlock in the schedule: an internal bug).
+    #[error(transparent)]
+    Timing(#[from] tessera_backends::timing::TimingError),
     /// An input name that the kernel does not declare.
     #[error("kernel `{kernel}` has no input named `{name}` (its inputs: {expected})")]
     UnknownInput {
@@ -57,6 +63,54 @@ pub enum Error {
         /// The declared inputs.
         expected: String,
     },
+}
+
+/// Schedules `kernel` (a tile program, e.g. from [`kernels::KernelBuilder`] or a `.tile` file)
+/// onto the engines of `target` as the compiler schedules a model: buffers placed, instructions
+/// assigned to engine and DMA queues, semaphore waits inserted.
+pub fn schedule_kernel(
+    kernel: &TileProgram,
+    target: &TargetSpec,
+) -> Result<tessera_ir::MachineProgram, Error> {
+    tessera_ir::verify(kernel, target).map_err(tessera_kernels::KernelError::from)?;
+    let ids = |kind| {
+        kernel
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.kind == kind)
+            .map(|(i, t)| (t.name.clone(), tessera_ir::TensorId(i as u32)))
+            .collect::<Vec<_>>()
+    };
+    let lowered = tessera_compiler::lower::Lowered {
+        inputs: ids(TensorKind::Input),
+        outputs: ids(TensorKind::Output),
+        origins: vec![kernel.name.clone(); kernel.insts.len()],
+        weights: Vec::new(),
+        program: kernel.clone(),
+    };
+    Ok(tessera_compiler::schedule::schedule(&lowered, target)?)
+}
+
+/// Profiles `kernel` on the timing model of `target`: schedules it ([`schedule_kernel`]) and
+/// simulates the engines, giving the report `tessera kernel profile` prints (latency, busy time
+/// per queue, MFU, HBM traffic, and the per-instruction timeline for
+/// [`runtime::profile::chrome_trace`] and [`runtime::profile::svg_timeline`]).
+///
+/// ```
+/// let target = tessera::ir::TargetSpec::trn2();
+/// let kernel = tessera::kernels::library::softmax(&target, &[256, 512], tessera::ir::DType::F32)?;
+/// let report = tessera::profile_kernel(&kernel, &target)?;
+/// assert!(report.latency_ns > 0.0);
+/// println!("{}", tessera::runtime::profile::summary(&report));
+/// # Ok::<(), tessera::Error>(())
+/// ```
+pub fn profile_kernel(
+    kernel: &TileProgram,
+    target: &TargetSpec,
+) -> Result<tessera_backends::timing::TimingReport, Error> {
+    let machine = schedule_kernel(kernel, target)?;
+    Ok(tessera_backends::timing::simulate(&machine, target)?)
 }
 
 /// Runs `kernel` on the reference emulator for the default target (`trn2`).

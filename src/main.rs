@@ -261,6 +261,30 @@ enum KernelCommand {
         #[arg(long, value_enum, default_value_t = Target::Trn2)]
         target: Target,
     },
+    /// Profile a `.tile` kernel on the timing model: schedule it onto the engines as the
+    /// compiler schedules a model, then print latency, FLOPs, MFU, HBM traffic and the busy
+    /// time of every queue (as `tessera profile` does for a model).
+    #[command(after_help = "\
+Examples:
+  tessera kernel profile examples/tiles/softmax_row.tile
+  tessera kernel profile k.tile --svg k.svg --trace k.json   # timeline; open k.json in Perfetto
+  tessera kernel profile k.tile --json | jq .latency_us")]
+    Profile {
+        /// The kernel, in the `.tile` text format.
+        file: PathBuf,
+        /// Print the profile as one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Write a Chrome/Perfetto trace (Trace Event Format JSON) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        trace: Option<PathBuf>,
+        /// Write an SVG timeline (one lane per queue).
+        #[arg(long, value_name = "FILE.svg")]
+        svg: Option<PathBuf>,
+        /// Target preset.
+        #[arg(long, value_enum, default_value_t = Target::Trn2)]
+        target: Target,
+    },
 }
 
 /// The target presets a user can name.
@@ -434,6 +458,21 @@ fn dispatch(command: Command) -> Result<(), String> {
             &inputs,
             inputs_dir.as_deref(),
             output_dir.as_deref(),
+        ),
+        Command::Kernel(KernelCommand::Profile {
+            file,
+            json,
+            trace,
+            svg,
+            target,
+        }) => cli::profile::kernel_profile_cmd(
+            &file,
+            &target.spec(),
+            &cli::profile::ProfileOutputs {
+                json,
+                trace: trace.as_deref(),
+                svg: svg.as_deref(),
+            },
         ),
         Command::ListOps => {
             for op in tessera_compiler::onnx::SUPPORTED_OPS {

@@ -469,3 +469,73 @@ fn mlir_backend_in_a_default_build_says_how_to_get_it() {
     assert_clean_failure(&out, "this build of tessera has no mlir backend");
     assert_clean_failure(&out, "--features mlir");
 }
+
+#[test]
+fn kernel_profile_prints_the_timeline_and_writes_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("k.svg");
+    let trace = dir.path().join("k.json");
+    let kernel = example("softmax_row.tile");
+    let out = tessera(&["kernel", "profile", kernel.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in ["softmax_row (", "latency", "busy per queue", "dve", "dma0"] {
+        assert!(text.contains(part), "`{part}` not in: {text}");
+    }
+    let out = tessera(&[
+        "kernel",
+        "profile",
+        kernel.to_str().unwrap(),
+        "--json",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(json["kernel"], "softmax_row");
+    let latency = json["latency_us"].as_f64().unwrap();
+    assert!(latency > 0.0, "{json}");
+    // One X event per instruction in the trace; the SVG parses as XML.
+    let trace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "X")
+        .count() as u64;
+    assert_eq!(events, json["instructions"].as_u64().unwrap());
+    roxmltree::Document::parse(&std::fs::read_to_string(&svg).unwrap()).expect("valid SVG");
+}
+
+#[test]
+fn kernel_profile_of_a_broken_kernel_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(example("softmax_row.tile")).unwrap();
+    let broken = dir.path().join("broken.tile");
+    std::fs::write(
+        &broken,
+        text.replace("alloc %t: sbuf f32[4, 10]", "alloc %t: sbuf f32[400, 10]"),
+    )
+    .unwrap();
+    let svg = dir.path().join("k.svg");
+    let out = tessera(&[
+        "kernel",
+        "profile",
+        broken.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "%t");
+    assert!(!svg.exists(), "no file on failure");
+}

@@ -30,7 +30,29 @@ pub fn profile_cmd(
     let program = &session.artifact().program;
     let report = timing::simulate(program, session.target())
         .map_err(|e| format!("{}: timing model: {e}", model.display()))?;
+    show(&report, &program.name, model, "model", outputs)
+}
 
+/// `kernel profile`: parse and check a `.tile` kernel, schedule it, simulate, then print and
+/// write what was asked for.
+pub fn kernel_profile_cmd(
+    file: &Path,
+    target: &tessera_ir::TargetSpec,
+    outputs: &ProfileOutputs,
+) -> Result<(), String> {
+    let kernel = super::kernel::load(file)?;
+    let report =
+        tessera::profile_kernel(&kernel, target).map_err(|e| format!("{}: {e}", file.display()))?;
+    show(&report, &kernel.name, file, "kernel", outputs)
+}
+
+fn show(
+    report: &timing::TimingReport,
+    name: &str,
+    source: &Path,
+    key: &str,
+    outputs: &ProfileOutputs,
+) -> Result<(), String> {
     let mut written = Vec::new();
     if let Some(path) = outputs.trace {
         write_atomic(path, &profile::chrome_trace(&report))?;
@@ -40,7 +62,7 @@ pub fn profile_cmd(
         let svg = profile::svg_timeline_with(
             &report,
             &profile::SvgOptions {
-                title: Some(program.name.clone()),
+                title: Some(name.to_string()),
                 ..profile::SvgOptions::default()
             },
         );
@@ -49,9 +71,10 @@ pub fn profile_cmd(
     }
 
     if outputs.json {
-        // The model's name first, then the profile's fields in their documented order.
+        // The model's (or kernel's) name first, then the profile's fields in their documented
+        // order.
         let mut object = serde_json::Map::new();
-        object.insert("model".into(), program.name.clone().into());
+        object.insert(key.into(), name.into());
         if let serde_json::Value::Object(fields) = profile::json(&report) {
             object.extend(fields);
         }
@@ -63,7 +86,7 @@ pub fn profile_cmd(
             eprintln!("{line}");
         }
     } else {
-        println!("{} ({})", program.name, model.display());
+        println!("{name} ({})", source.display());
         print!("{}", profile::summary(&report));
         if !written.is_empty() {
             println!();
