@@ -55,12 +55,12 @@ fn show(
 ) -> Result<(), String> {
     let mut written = Vec::new();
     if let Some(path) = outputs.trace {
-        write_atomic(path, &profile::chrome_trace(&report))?;
+        write_atomic(path, &profile::chrome_trace(report))?;
         written.push(format!("wrote Chrome trace to {}", path.display()));
     }
     if let Some(path) = outputs.svg {
         let svg = profile::svg_timeline_with(
-            &report,
+            report,
             &profile::SvgOptions {
                 title: Some(name.to_string()),
                 ..profile::SvgOptions::default()
@@ -75,7 +75,7 @@ fn show(
         // order.
         let mut object = serde_json::Map::new();
         object.insert(key.into(), name.into());
-        if let serde_json::Value::Object(fields) = profile::json(&report) {
+        if let serde_json::Value::Object(fields) = profile::json(report) {
             object.extend(fields);
         }
         let text = serde_json::to_string_pretty(&serde_json::Value::Object(object))
@@ -87,7 +87,7 @@ fn show(
         }
     } else {
         println!("{name} ({})", source.display());
-        print!("{}", profile::summary(&report));
+        print!("{}", profile::summary(report));
         if !written.is_empty() {
             println!();
         }
