@@ -53,6 +53,17 @@ pub enum Error {
     /// The timing model failed (a deadlock in the schedule: an internal bug).
     #[error(transparent)]
     Timing(#[from] tessera_backends::timing::TimingError),
+    /// Two instructions of a scheduled kernel race: the emulator's message, with the lines of
+    /// the author's code that recorded both.
+    #[error("{message}; recorded at {first_at} and {second_at}")]
+    KernelRace {
+        /// The race detector's message (both instructions, what each does, the memory).
+        message: String,
+        /// Where the first instruction was recorded (`?` when unknown).
+        first_at: String,
+        /// Where the second was.
+        second_at: String,
+    },
     /// An input name that the kernel does not declare.
     #[error("kernel `{kernel}` has no input named `{name}` (its inputs: {expected})")]
     UnknownInput {
@@ -111,6 +122,43 @@ pub fn profile_kernel(
 ) -> Result<tessera_backends::timing::TimingReport, Error> {
     let machine = schedule_kernel(kernel, target)?;
     Ok(tessera_backends::timing::simulate(&machine, target)?)
+}
+
+/// Runs `machine`, a schedule of `kernel` ([`schedule_kernel`], possibly edited by hand), on
+/// the checked emulator with the race detector on: a race between two engines is reported with
+/// the lines of the author's code (or `.tile` file) that recorded both instructions. `inputs`
+/// by tensor name, in each tensor's dtype.
+pub fn run_scheduled_kernel(
+    machine: &tessera_ir::MachineProgram,
+    kernel: &TileProgram,
+    target: &TargetSpec,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, Error> {
+    let options = tessera_backends::interp::MachineRunOptions {
+        seed: 0,
+        check_races: true,
+    };
+    tessera_backends::interp::run_machine(machine, target, inputs, &options).map_err(|e| match e {
+        tessera_backends::interp::InterpError::Race {
+            first_tile,
+            second_tile,
+            ..
+        } => {
+            let at = |i: u32| {
+                kernel
+                    .insts
+                    .get(i as usize)
+                    .and_then(|inst| inst.loc.as_ref())
+                    .map_or_else(|| "?".to_string(), ToString::to_string)
+            };
+            Error::KernelRace {
+                message: e.to_string(),
+                first_at: at(first_tile),
+                second_at: at(second_tile),
+            }
+        }
+        other => Error::Interp(other),
+    })
 }
 
 /// Runs `kernel` on the reference emulator for the default target (`trn2`).

@@ -227,8 +227,13 @@ pub enum InterpError {
         second: String,
         /// What it does there.
         second_access: String,
-        /// The memory both touch: ``both touch sbuf partitions 0..4, bytes 64..128``.
-        memory: String,
+        /// The memory both touch: ``both touch sbuf partitions 0..4, bytes 64..128 (%t)``.
+        memory: Box<str>,
+        /// Index of the first instruction in the tile program it was scheduled from (its
+        /// `origin.tile_index`), so a tool can point at the line that recorded it.
+        first_tile: u32,
+        /// The same for the second instruction.
+        second_tile: u32,
     },
 
     /// Unfinished queues remain but none can proceed: each waits on a count never reached.

@@ -359,12 +359,44 @@ fn footprints(
 fn describe_memory(program: &MachineProgram, loc: Loc, c: &Conflict) -> String {
     let (b0, b1) = c.bytes;
     match loc {
-        Loc::Sbuf | Loc::Psum => format!(
-            "both touch {} partitions {}..{}, bytes {b0}..{b1}",
-            if loc == Loc::Sbuf { "sbuf" } else { "psum" },
-            c.parts.0,
-            c.parts.1
-        ),
+        Loc::Sbuf | Loc::Psum => {
+            let space = if loc == Loc::Sbuf {
+                tessera_ir::Space::Sbuf
+            } else {
+                tessera_ir::Space::Psum
+            };
+            // The buffers placed there, by their authors' names.
+            let names: Vec<String> = program
+                .buffers
+                .iter()
+                .filter(|b| b.space == space)
+                .filter(|b| {
+                    b.placement.is_some_and(|p| {
+                        let parts = (
+                            u64::from(p.partition),
+                            u64::from(p.partition + b.partitions),
+                        );
+                        let bytes = (
+                            p.byte_offset,
+                            p.byte_offset + b.free_elems() * b.dtype.size_bytes() as u64,
+                        );
+                        parts.0 < c.parts.1 && c.parts.0 < parts.1 && bytes.0 < b1 && b0 < bytes.1
+                    })
+                })
+                .map(|b| format!("%{}", b.name))
+                .collect();
+            let named = if names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", names.join(" or "))
+            };
+            format!(
+                "both touch {} partitions {}..{}, bytes {b0}..{b1}{named}",
+                if loc == Loc::Sbuf { "sbuf" } else { "psum" },
+                c.parts.0,
+                c.parts.1
+            )
+        }
         Loc::Arena => format!("both touch the HBM scratch arena, bytes {b0}..{b1}"),
         Loc::Tensor(t) => format!(
             "both touch @{}, bytes {b0}..{b1}",
@@ -461,12 +493,21 @@ pub(crate) fn check(program: &MachineProgram, mem: &MachineMemory<'_>) -> Result
                     queue: QueueId(first.queue as u32),
                     index: first.index,
                 };
+                let tile = |r: InstRef| {
+                    program
+                        .queues
+                        .get(r.queue.0 as usize)
+                        .and_then(|q| q.insts.get(r.index as usize))
+                        .map_or(0, |inst| inst.origin.tile_index)
+                };
                 return Err(InterpError::Race {
                     first: earlier.describe(program),
                     first_access: first.access(),
                     second: at.describe(program),
                     second_access,
-                    memory: describe_memory(program, loc, &c),
+                    memory: describe_memory(program, loc, &c).into_boxed_str(),
+                    first_tile: tile(earlier),
+                    second_tile: tile(at),
                 });
             }
         }
