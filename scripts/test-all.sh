@@ -78,7 +78,7 @@ echo "== real models (9 ImageNet CNNs, a BERT layer and a GPT decoder vs onnxrun
 TESSERA=./target/debug/tessera BACKENDS="interp jit mlir" ./scripts/test-real-models.sh
 
 echo "== examples (each runs and checks its own numbers)"
-for example in quickstart custom_op; do
+for example in quickstart custom_op flash_attention; do
     cargo run --locked --quiet --example "$example" > "target/example-$example.log" 2>&1 || {
         cat "target/example-$example.log"
         echo "example $example failed"
