@@ -25,6 +25,7 @@ pub mod dtype;
 pub mod graph;
 pub mod host;
 pub mod isa;
+pub mod isa_doc;
 pub mod machine;
 pub mod program;
 pub mod target;
