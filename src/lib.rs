@@ -36,6 +36,11 @@ pub use tessera_runtime as runtime;
 
 pub mod perf;
 
+/// The kernel author guide (`docs/kernel-guide.md`): its Rust examples run as this module's
+/// doc-tests.
+#[doc = include_str!("../docs/kernel-guide.md")]
+pub mod guide {}
+
 use tessera_ir::{HostTensor, TargetSpec, TensorKind, TileProgram};
 
 /// Everything that can go wrong in the facade's helpers.

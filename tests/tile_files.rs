@@ -109,3 +109,29 @@ fn the_isa_tour_runs() {
         assert!(x == y || (x - y).abs() <= 1e-5 * scale, "{x} vs {y}");
     }
 }
+
+/// The `tile` code blocks of the kernel author guide parse, keep every rule and run.
+#[test]
+fn the_guides_tile_blocks_run() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/kernel-guide.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut blocks = 0;
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("```tile\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("the block is closed");
+        let program = tessera::ir::text::parse(&body[..end], "docs/kernel-guide.md")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let inputs: BTreeMap<String, HostTensor> = program
+            .tensors
+            .iter()
+            .filter(|t| t.kind == TensorKind::Input)
+            .map(|t| (t.name.clone(), HostTensor::zeros(t.dtype, &t.shape)))
+            .collect();
+        tessera::backends::interp::run(&program, &TargetSpec::trn2(), &inputs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        blocks += 1;
+        rest = &body[end..];
+    }
+    assert!(blocks > 0, "no tile blocks in the guide");
+}
