@@ -89,6 +89,13 @@ pub fn schedule_kernel(
     target: &TargetSpec,
 ) -> Result<tessera_ir::MachineProgram, Error> {
     tessera_ir::verify(kernel, target).map_err(tessera_kernels::KernelError::from)?;
+    let lowered = as_lowered(kernel.clone());
+    Ok(tessera_compiler::schedule::schedule(&lowered, target)?)
+}
+
+/// A kernel as a lowered graph of one node (its inputs and outputs the graph's), so the
+/// compiler's scheduler can place it.
+pub(crate) fn as_lowered(kernel: TileProgram) -> tessera_compiler::lower::Lowered {
     let ids = |kind| {
         kernel
             .tensors
@@ -98,14 +105,13 @@ pub fn schedule_kernel(
             .map(|(i, t)| (t.name.clone(), tessera_ir::TensorId(i as u32)))
             .collect::<Vec<_>>()
     };
-    let lowered = tessera_compiler::lower::Lowered {
+    tessera_compiler::lower::Lowered {
         inputs: ids(TensorKind::Input),
         outputs: ids(TensorKind::Output),
         origins: vec![kernel.name.clone(); kernel.insts.len()],
         weights: Vec::new(),
-        program: kernel.clone(),
-    };
-    Ok(tessera_compiler::schedule::schedule(&lowered, target)?)
+        program: kernel,
+    }
 }
 
 /// Profiles `kernel` on the timing model of `target`: schedules it ([`schedule_kernel`]) and

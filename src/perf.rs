@@ -10,7 +10,6 @@
 
 use tessera_backends::timing::{TimingError, TimingReport, simulate};
 use tessera_compiler::driver::{AutoCast, CompileError, CompileOptions, compile_graph};
-use tessera_compiler::lower::Lowered;
 use tessera_compiler::schedule::{ScheduleError, schedule};
 use tessera_ir::cost::inst_cost;
 use tessera_ir::graph::{BinaryOp, Graph, GraphOp, TensorType, UnaryOp};
@@ -197,23 +196,7 @@ pub fn softmax_graph(rows: usize, cols: usize) -> Result<Graph, PerfError> {
 /// Schedules a single library kernel as if it were a whole graph, and times it. Layer norm has
 /// no graph operator, so this is how it is measured.
 pub fn measure_kernel(kernel: TileProgram, target: &TargetSpec) -> Result<Measurement, PerfError> {
-    let ids = |kind| {
-        kernel
-            .tensors
-            .iter()
-            .enumerate()
-            .filter(move |(_, t)| t.kind == kind)
-            .map(|(i, t)| (t.name.clone(), tessera_ir::TensorId(i as u32)))
-            .collect::<Vec<_>>()
-    };
-    let lowered = Lowered {
-        inputs: ids(TensorKind::Input),
-        outputs: ids(TensorKind::Output),
-        origins: vec![kernel.name.clone(); kernel.insts.len()],
-        weights: Vec::new(),
-        program: kernel,
-    };
-    let machine = schedule(&lowered, target)?;
+    let machine = schedule(&crate::as_lowered(kernel), target)?;
     Measurement::of(&machine, target)
 }
 

@@ -30,6 +30,34 @@ fn options(ops: CustomOps, opt_level: u8) -> CompileOptions {
     }
 }
 
+/// The error of compiling the example with `ops`.
+fn compile_err(ops: CustomOps) -> String {
+    compile_file(&example().join("model.onnx"), &options(ops, 2))
+        .unwrap_err()
+        .to_string()
+}
+
+/// Runs a compiled model's artifact on the checked emulator with `x` as its only input: the
+/// values of its only output.
+fn run_artifact(c: &tessera_compiler::driver::Compiled, x: HostTensor) -> Vec<f64> {
+    let program = &c.artifact.program;
+    let mut inputs = BTreeMap::new();
+    let x_id = c.artifact.signature.inputs[0].tensor;
+    inputs.insert(program.tensor(x_id).unwrap().name.clone(), x);
+    for (id, data) in &c.artifact.weights {
+        inputs.insert(program.tensor(*id).unwrap().name.clone(), data.clone());
+    }
+    let out = run_machine(
+        program,
+        &TargetSpec::trn2(),
+        &inputs,
+        &MachineRunOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let y_id = c.artifact.signature.outputs[0].tensor;
+    out[&program.tensor(y_id).unwrap().name].to_f64_vec()
+}
+
 fn tile_kernel() -> CustomOps {
     let mut ops = CustomOps::new();
     let kernel = TileFileKernel::load(&example().join("rms_norm.tile")).unwrap();
@@ -51,29 +79,12 @@ fn run_example(ops: CustomOps, opt_level: u8) -> (f64, f64) {
     );
     let x = npy(&example().join("inputs/x.npy"));
     let want = npy(&example().join("expected/y.npy"));
-    let mut inputs = BTreeMap::new();
-    let program = &c.artifact.program;
-    let x_tensor = c.artifact.signature.inputs[0].tensor;
-    inputs.insert(
-        program.tensor(x_tensor).map(|t| t.name.clone()).unwrap(),
-        HostTensor::from_f64(
-            DType::F32,
-            x.shape(),
-            &x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
-        ),
+    let x = HostTensor::from_f64(
+        DType::F32,
+        x.shape(),
+        &x.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
     );
-    for (id, data) in &c.artifact.weights {
-        inputs.insert(program.tensor(*id).unwrap().name.clone(), data.clone());
-    }
-    let out = run_machine(
-        program,
-        &TargetSpec::trn2(),
-        &inputs,
-        &MachineRunOptions::default(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let y_tensor = c.artifact.signature.outputs[0].tensor;
-    let got = out[&program.tensor(y_tensor).unwrap().name].to_f64_vec();
+    let got = run_artifact(&c, x);
     let scale = want.iter().fold(0.0f64, |m, &v| m.max(f64::from(v).abs()));
     let worst = got
         .iter()
@@ -112,9 +123,7 @@ fn a_shape_rule_refusal_names_the_node() {
         |_, _| Err("only for bf16".into()),
         |_| Err("unreachable".into()),
     );
-    let e = compile_file(&example().join("model.onnx"), &options(ops, 2))
-        .unwrap_err()
-        .to_string();
+    let e = compile_err(ops);
     assert!(
         e.contains("node \"norm\" (FastRmsNorm)") && e.contains("only for bf16"),
         "{e}"
@@ -138,9 +147,7 @@ fn the_shape_rule_sees_the_attributes() {
         },
         |_| Err("no kernel in this test".into()),
     );
-    let e = compile_file(&example().join("model.onnx"), &options(ops, 2))
-        .unwrap_err()
-        .to_string();
+    let e = compile_err(ops);
     // The shape rule accepted the node; the builder's own error is reported with the node.
     assert!(
         e.contains("node `norm` (com.example::FastRmsNorm)")
@@ -167,9 +174,7 @@ fn a_kernel_of_the_wrong_types_is_refused() {
             )?)
         },
     );
-    let e = compile_file(&example().join("model.onnx"), &options(ops, 2))
-        .unwrap_err()
-        .to_string();
+    let e = compile_err(ops);
     assert!(
         e.contains("node `norm`")
             && e.contains("the kernel's input tensors are (f32[4, 64], f32[64])"),
@@ -225,9 +230,7 @@ fn a_tile_kernel_for_other_shapes_says_what_it_takes() {
         "FastRmsNorm",
         TileFileKernel::load(&file).unwrap(),
     );
-    let e = compile_file(&example().join("model.onnx"), &options(ops, 2))
-        .unwrap_err()
-        .to_string();
+    let e = compile_err(ops);
     assert!(
         e.contains(
             "takes (f32[8, 64], f32[32]), but the node's operands are (f32[8, 64], f32[64])"
@@ -388,22 +391,7 @@ fn the_optimiser_weighs_a_registered_alternative_by_its_estimate() {
         &BTreeMap::from([("x".to_string(), xt.clone())]),
     )
     .unwrap();
-    let program = &c.artifact.program;
-    let mut inputs = BTreeMap::new();
-    let x_id = c.artifact.signature.inputs[0].tensor;
-    inputs.insert(program.tensor(x_id).unwrap().name.clone(), xt);
-    for (id, data) in &c.artifact.weights {
-        inputs.insert(program.tensor(*id).unwrap().name.clone(), data.clone());
-    }
-    let out = run_machine(
-        program,
-        &TargetSpec::trn2(),
-        &inputs,
-        &MachineRunOptions::default(),
-    )
-    .unwrap();
-    let y_id = c.artifact.signature.outputs[0].tensor;
-    let got = out[&program.tensor(y_id).unwrap().name].to_f64_vec();
+    let got = run_artifact(&c, xt);
     let want = want.values().next().unwrap().to_f64_vec();
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for (g, w) in got.iter().zip(&want) {

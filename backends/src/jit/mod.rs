@@ -229,18 +229,27 @@ pub fn run_machine(
     target: &TargetSpec,
     inputs: &BTreeMap<String, HostTensor>,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
-    JIT.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Jit::new()?);
-        }
-        match slot.as_mut() {
-            Some(jit) => jit.run_machine(program, target, inputs),
-            None => Err(JitError::Codegen {
-                detail: "no jit".into(),
-            }),
-        }
-    })
+    JIT.with(|cell| run_with(cell, Jit::new, program, target, inputs))
+}
+
+/// Runs `program` with the [`Jit`] in `cell`, made by `make` on first use.
+fn run_with(
+    cell: &RefCell<Option<Jit>>,
+    make: fn() -> Result<Jit, JitError>,
+    program: &MachineProgram,
+    target: &TargetSpec,
+    inputs: &BTreeMap<String, HostTensor>,
+) -> Result<BTreeMap<String, HostTensor>, JitError> {
+    let mut slot = cell.borrow_mut();
+    if slot.is_none() {
+        *slot = Some(make()?);
+    }
+    match slot.as_mut() {
+        Some(jit) => jit.run_machine(program, target, inputs),
+        None => Err(JitError::Codegen {
+            detail: "no jit".into(),
+        }),
+    }
 }
 
 #[cfg(feature = "mlir")]
@@ -256,18 +265,7 @@ pub fn run_machine_mlir(
     target: &TargetSpec,
     inputs: &BTreeMap<String, HostTensor>,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
-    MLIR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Jit::with_mlir()?);
-        }
-        match slot.as_mut() {
-            Some(jit) => jit.run_machine(program, target, inputs),
-            None => Err(JitError::Codegen {
-                detail: "no mlir jit".into(),
-            }),
-        }
-    })
+    MLIR.with(|cell| run_with(cell, Jit::with_mlir, program, target, inputs))
 }
 
 /// The MLIR module the `mlir` backend generates for `program` (before lowering to LLVM): one
