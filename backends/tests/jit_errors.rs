@@ -350,3 +350,23 @@ fn reused_memory_starts_zeroed_on(mut jit: Jit) {
     let again = jit.run_machine(&reader, &target, &inputs()).unwrap();
     assert_eq!(again["y"], fresh["y"]);
 }
+
+/// The jit reads inputs in place (no copy per run), so a program writing an input tensor is
+/// refused before anything runs, and the caller's tensor is untouched.
+#[test]
+fn writing_an_input_is_refused() {
+    let write_x = Op::DmaCopy {
+        dst: hbm(0),
+        src: DmaOperand::Tile(tile(0, 4)),
+    };
+    let p = program(vec![write_x]);
+    let given = inputs();
+    for mut jit in jits() {
+        let err = jit
+            .run_machine(&p, &TargetSpec::trn2(), &given)
+            .unwrap_err();
+        assert!(matches!(err, JitError::BadInstruction { .. }), "{err}");
+        assert!(err.to_string().contains("inputs are read-only"), "{err}");
+    }
+    assert_eq!(given, inputs());
+}

@@ -37,8 +37,12 @@ pub(crate) struct JitMemory<'p> {
     sbuf: Vec<u8>,
     psum: Vec<u8>,
     arena: Vec<u8>,
-    /// Input and Output tensors; empty for scratch tensors, which live in the arena.
+    /// Output tensors; empty for inputs (borrowed, below) and for scratch tensors, which live
+    /// in the arena.
     tensors: Vec<Vec<u8>>,
+    /// Input tensors, borrowed from the caller rather than copied every run: programs never
+    /// write them (planning refuses an instruction that would, `JitError::BadInstruction`).
+    inputs: Vec<Option<&'p [u8]>>,
 }
 
 /// SBUF, PSUM and the arena of a finished run, kept for the next one. Allocating them afresh
@@ -117,7 +121,7 @@ impl<'p> JitMemory<'p> {
     pub fn new(
         program: &'p MachineProgram,
         target: &TargetSpec,
-        inputs: &BTreeMap<String, HostTensor>,
+        inputs: &'p BTreeMap<String, HostTensor>,
         spare: Spare,
     ) -> Result<Self, InterpError> {
         check_inputs(&program.tensors, inputs)?;
@@ -134,13 +138,14 @@ impl<'p> JitMemory<'p> {
             std::iter::once(0..usize::MAX),
         )?;
         let mut tensors = Vec::with_capacity(program.tensors.len());
+        let mut borrowed = Vec::with_capacity(program.tensors.len());
         for t in &program.tensors {
+            borrowed.push(match t.kind {
+                TensorKind::Input => Some(inputs.get(&t.name).map_or(&[][..], |h| &h.data[..])),
+                _ => None,
+            });
             tensors.push(match t.kind {
-                TensorKind::Scratch => Vec::new(),
-                TensorKind::Input => inputs
-                    .get(&t.name)
-                    .map(|h| h.data.clone())
-                    .unwrap_or_default(),
+                TensorKind::Scratch | TensorKind::Input => Vec::new(),
                 TensorKind::Output => zeroed(
                     &format!("@{}", t.name),
                     checked_product(&t.shape).saturating_mul(t.dtype.size_bytes() as u64),
@@ -155,6 +160,7 @@ impl<'p> JitMemory<'p> {
             psum,
             arena,
             tensors,
+            inputs: borrowed,
         })
     }
 
@@ -163,7 +169,10 @@ impl<'p> JitMemory<'p> {
             Loc::Sbuf => Some(&self.sbuf),
             Loc::Psum => Some(&self.psum),
             Loc::Arena => Some(&self.arena),
-            Loc::Tensor(i) => self.tensors.get(i).map(Vec::as_slice),
+            Loc::Tensor(i) => match self.inputs.get(i) {
+                Some(Some(input)) => Some(input),
+                _ => self.tensors.get(i).map(Vec::as_slice),
+            },
         }
     }
 
@@ -172,6 +181,8 @@ impl<'p> JitMemory<'p> {
             Loc::Sbuf => Some(&mut self.sbuf),
             Loc::Psum => Some(&mut self.psum),
             Loc::Arena => Some(&mut self.arena),
+            // Inputs are never written.
+            Loc::Tensor(i) if matches!(self.inputs.get(i), Some(Some(_))) => None,
             Loc::Tensor(i) => self.tensors.get_mut(i).map(Vec::as_mut_slice),
         }
     }
@@ -189,10 +200,15 @@ impl<'p> JitMemory<'p> {
             Loc::Sbuf => self.sbuf.as_mut_ptr(),
             Loc::Psum => self.psum.as_mut_ptr(),
             Loc::Arena => self.arena.as_mut_ptr(),
-            Loc::Tensor(i) => self
-                .tensors
-                .get_mut(i)
-                .map_or(std::ptr::null_mut(), Vec::as_mut_ptr),
+            // An input's pointer is only read through: planning refuses any instruction that
+            // writes an input tensor.
+            Loc::Tensor(i) => match self.inputs.get(i) {
+                Some(Some(input)) => input.as_ptr().cast_mut(),
+                _ => self
+                    .tensors
+                    .get_mut(i)
+                    .map_or(std::ptr::null_mut(), Vec::as_mut_ptr),
+            },
         }
     }
 

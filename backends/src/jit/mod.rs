@@ -507,6 +507,18 @@ impl Jit {
         if let Op::DmaCopy { dst, src } = op {
             res.dma("dst", dst)?;
             res.dma("src", src)?;
+            // Inputs are borrowed from the caller and only read (`memory::JitMemory`).
+            if let tessera_ir::DmaOperand::Hbm(h) = dst
+                && res
+                    .program
+                    .tensor(h.tensor)
+                    .is_some_and(|t| t.kind == tessera_ir::TensorKind::Input)
+            {
+                return Err(JitError::BadInstruction {
+                    inst: res.at.clone(),
+                    detail: "`dst` is an input tensor, and inputs are read-only".into(),
+                });
+            }
         }
         let planned = match op {
             Op::Matmul {
