@@ -50,6 +50,30 @@ struct CompileArgs {
     custom_ops: Vec<(String, String, PathBuf)>,
 }
 
+/// What `profile` and `kernel profile` print and write.
+#[derive(Args, Clone)]
+struct ProfileArgs {
+    /// Print the profile as one JSON object instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Write a Chrome/Perfetto trace (Trace Event Format JSON) to this file.
+    #[arg(long, value_name = "FILE.json")]
+    trace: Option<PathBuf>,
+    /// Write an SVG timeline (one lane per queue, instructions coloured by node).
+    #[arg(long, value_name = "FILE.svg")]
+    svg: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    fn outputs(&self) -> cli::profile::ProfileOutputs<'_> {
+        cli::profile::ProfileOutputs {
+            json: self.json,
+            trace: self.trace.as_deref(),
+            svg: self.svg.as_deref(),
+        }
+    }
+}
+
 fn parse_custom_op(s: &str) -> Result<(String, String, PathBuf), String> {
     let (op, file) = s
         .split_once('=')
@@ -135,15 +159,8 @@ enum Command {
     Profile {
         /// An ONNX model (compiled in memory) or an artifact from `tessera compile`.
         model: PathBuf,
-        /// Print the profile as one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-        /// Write a Chrome/Perfetto trace (Trace Event Format JSON) to this file.
-        #[arg(long, value_name = "FILE.json")]
-        trace: Option<PathBuf>,
-        /// Write an SVG timeline (one lane per queue, instructions coloured by node).
-        #[arg(long, value_name = "FILE.svg")]
-        svg: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: ProfileArgs,
         #[command(flatten)]
         compile: CompileArgs,
     },
@@ -272,15 +289,8 @@ Examples:
     Profile {
         /// The kernel, in the `.tile` text format.
         file: PathBuf,
-        /// Print the profile as one JSON object instead of the summary.
-        #[arg(long)]
-        json: bool,
-        /// Write a Chrome/Perfetto trace (Trace Event Format JSON) to this file.
-        #[arg(long, value_name = "FILE.json")]
-        trace: Option<PathBuf>,
-        /// Write an SVG timeline (one lane per queue).
-        #[arg(long, value_name = "FILE.svg")]
-        svg: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: ProfileArgs,
         /// Target preset.
         #[arg(long, value_enum, default_value_t = Target::Trn2)]
         target: Target,
@@ -425,19 +435,9 @@ fn dispatch(command: Command) -> Result<(), String> {
         }
         Command::Profile {
             model,
-            json,
-            trace,
-            svg,
+            outputs,
             compile,
-        } => cli::profile::profile_cmd(
-            &model,
-            &compile.options()?,
-            &cli::profile::ProfileOutputs {
-                json,
-                trace: trace.as_deref(),
-                svg: svg.as_deref(),
-            },
-        ),
+        } => cli::profile::profile_cmd(&model, &compile.options()?, &outputs.outputs()),
         Command::Inspect {
             model,
             emit,
@@ -461,19 +461,9 @@ fn dispatch(command: Command) -> Result<(), String> {
         ),
         Command::Kernel(KernelCommand::Profile {
             file,
-            json,
-            trace,
-            svg,
+            outputs,
             target,
-        }) => cli::profile::kernel_profile_cmd(
-            &file,
-            &target.spec(),
-            &cli::profile::ProfileOutputs {
-                json,
-                trace: trace.as_deref(),
-                svg: svg.as_deref(),
-            },
-        ),
+        }) => cli::profile::kernel_profile_cmd(&file, &target.spec(), &outputs.outputs()),
         Command::ListOps => {
             for op in tessera_compiler::onnx::SUPPORTED_OPS {
                 println!("{op}");

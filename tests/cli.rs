@@ -20,6 +20,18 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_f32(path: &Path) -> ArrayD<f32> {
+    ArrayD::<f32>::read_npy(std::fs::File::open(path).unwrap()).unwrap()
+}
+
 fn assert_clean_failure(out: &Output, expect_in_message: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -45,11 +57,7 @@ fn check_accepts_the_example_kernel() {
         example("softmax_row.tile").to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(
         stdout.contains("kernel `softmax_row` is valid for trn2"),
         "{stdout}"
@@ -77,12 +85,8 @@ fn run_writes_softmax_outputs_matching_a_reference() {
         "--output-dir",
         out_dir.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let y = ArrayD::<f32>::read_npy(std::fs::File::open(out_dir.join("y.npy")).unwrap()).unwrap();
+    assert_ok(&out);
+    let y = read_f32(&out_dir.join("y.npy"));
     assert_eq!(y.shape(), &[4, 10]);
     for r in 0..4 {
         // Reference softmax of the row in f64.
@@ -271,11 +275,7 @@ fn mlp_model() -> PathBuf {
 
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = tessera(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     serde_json::from_slice(&out.stdout).expect("bench --json prints one JSON object")
 }
 
@@ -335,11 +335,7 @@ fn bench_loads_an_artifact_with_given_inputs() {
 fn bench_text_names_the_one_time_and_per_run_costs() {
     let out = tessera(&["bench", mlp_model().to_str().unwrap(), "--iters", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     for word in ["compile", "load", "median", "min", "max", "2 runs"] {
         assert!(stdout.contains(word), "`{word}` not in: {stdout}");
     }
@@ -390,15 +386,9 @@ fn custom_op_from_a_tile_file_runs_the_example_model() {
             "--backend",
             backend,
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got =
-            ArrayD::<f32>::read_npy(std::fs::File::open(out_dir.join("y.npy")).unwrap()).unwrap();
-        let want = ArrayD::<f32>::read_npy(std::fs::File::open(d.join("expected/y.npy")).unwrap())
-            .unwrap();
+        assert_ok(&out);
+        let got = read_f32(&out_dir.join("y.npy"));
+        let want = read_f32(&d.join("expected/y.npy"));
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let worst = got
             .iter()
@@ -477,11 +467,7 @@ fn kernel_profile_prints_the_timeline_and_writes_files() {
     let trace = dir.path().join("k.json");
     let kernel = example("softmax_row.tile");
     let out = tessera(&["kernel", "profile", kernel.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     for part in ["softmax_row (", "latency", "busy per queue", "dve", "dma0"] {
         assert!(text.contains(part), "`{part}` not in: {text}");
@@ -496,11 +482,7 @@ fn kernel_profile_prints_the_timeline_and_writes_files() {
         "--trace",
         trace.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(json["kernel"], "softmax_row");
     let latency = json["latency_us"].as_f64().unwrap();

@@ -295,15 +295,8 @@ pub fn build_checked(
     let kernel = ops
         .get(&op.domain, &op.op_type)
         .ok_or_else(|| err("no kernel is registered for this operator".into()))?;
-    let request = KernelRequest {
-        target,
-        node,
-        inputs: &op.inputs,
-        outputs: &op.outputs,
-        attrs: &op.attrs,
-    };
     let program = kernel
-        .build(&request)
+        .build(&request(op, node, target))
         .map_err(|e| err(format!("the registered kernel builder failed: {e}")))?;
     for (kind, want, what) in [
         (TensorKind::Input, &op.inputs, "operands"),
@@ -336,6 +329,30 @@ pub fn build_checked(
     Ok(program)
 }
 
+/// What a kernel builder is asked for to compute `op` as the node `node`.
+fn request<'a>(op: &'a CustomOp, node: &'a str, target: &'a TargetSpec) -> KernelRequest<'a> {
+    KernelRequest {
+        target,
+        node,
+        inputs: &op.inputs,
+        outputs: &op.outputs,
+        attrs: &op.attrs,
+    }
+}
+
+/// Builds and checks `op`'s kernel ([`build_checked`]) and returns its estimated time, ns.
+fn estimate(
+    ops: &CustomOps,
+    node: &str,
+    op: &CustomOp,
+    target: &TargetSpec,
+) -> Result<f64, CustomKernelError> {
+    let program = build_checked(ops, node, op, target)?;
+    Ok(ops
+        .get(&op.domain, &op.op_type)
+        .map_or(0.0, |k| k.estimate_ns(&program, &request(op, node, target))))
+}
+
 /// Builds, checks and estimates the kernel of every custom node of `graph` for `target`,
 /// recording each estimate in the node (what the optimiser's extraction compares).
 pub fn prepare(
@@ -347,18 +364,7 @@ pub fn prepare(
         let GraphOp::Custom(op) = &mut node.op else {
             continue;
         };
-        let program = build_checked(ops, &node.name, op, target)?;
-        let Some(kernel) = ops.get(&op.domain, &op.op_type) else {
-            continue;
-        };
-        let request = KernelRequest {
-            target,
-            node: &node.name,
-            inputs: &op.inputs,
-            outputs: &op.outputs,
-            attrs: &op.attrs,
-        };
-        op.est_ns = kernel.estimate_ns(&program, &request);
+        op.est_ns = estimate(ops, &node.name, op, target)?;
     }
     Ok(())
 }
@@ -390,17 +396,10 @@ pub fn alternative(
             outputs: outputs.to_vec(),
             est_ns: 0.0,
         };
-        let Ok(program) = build_checked(ops, "<alternative>", &node, target) else {
+        let Ok(est_ns) = estimate(ops, "<alternative>", &node, target) else {
             continue;
         };
-        let request = KernelRequest {
-            target,
-            node: "<alternative>",
-            inputs,
-            outputs,
-            attrs: &node.attrs,
-        };
-        node.est_ns = kernel.estimate_ns(&program, &request);
+        node.est_ns = est_ns;
         if best.as_ref().is_none_or(|b| node.est_ns < b.est_ns) {
             best = Some(node);
         }

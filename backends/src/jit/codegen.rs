@@ -581,7 +581,7 @@ fn bf16_bits(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
 /// Whether the innermost loop may run four f32 lanes at a time: every memory operand is a
 /// 4-byte type, the destination is contiguous and each source contiguous or broadcast (stride
 /// 0), and the body has an `f32x4` form.
-fn simd_ok(key: &KernelKey) -> bool {
+pub(crate) fn simd_ok(key: &KernelKey) -> bool {
     let body_ok = match &key.body {
         Body::Copy { width } => *width == 4,
         Body::Binary(op) => alu_supported(*op),

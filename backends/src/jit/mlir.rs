@@ -188,6 +188,13 @@ impl Elem {
     }
 }
 
+/// A loop position: a constant (a loop of one iteration, not emitted) or an induction variable.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Const(u64),
+    Var(&'a str),
+}
+
 struct Gen<'k> {
     key: &'k KernelKey,
     /// For each argument: its memory operand index (`Arg::Mem`).
@@ -244,7 +251,9 @@ impl<'k> Gen<'k> {
                 Some((*n, es))
             })
             .collect::<Option<Vec<_>>>()?;
-        let vector = vector_ok(key, &elems, &strides);
+        // The Cranelift generator's condition for its f32x4 loop: 4-byte operands (f32, or the
+        // bits of a copy), the destination contiguous and each source contiguous or broadcast.
+        let vector = super::codegen::simd_ok(key);
         Some(Gen {
             key,
             mem_index,
@@ -376,7 +385,7 @@ impl<'k> Gen<'k> {
     ) {
         if to - from == step {
             // One iteration: no loop.
-            let q = self.offsets(idx, strides, &format!("{from}"), true);
+            let q = self.offsets(idx, strides, At::Const(from));
             body(self, &q);
             return;
         }
@@ -388,29 +397,30 @@ impl<'k> Gen<'k> {
         let i = self.fresh();
         self.line(&format!("scf.for {i} = {lo} to {hi} step {st} {{"));
         self.indent += 1;
-        let q = self.offsets(idx, strides, &i, false);
+        let q = self.offsets(idx, strides, At::Var(&i));
         body(self, &q);
         self.indent -= 1;
         self.line("}");
     }
 
     /// `idx[m] + i * strides[m]` for every operand (`i` a constant when `constant`).
-    fn offsets(&mut self, idx: &[String], strides: &[i64], i: &str, constant: bool) -> Vec<String> {
+    fn offsets(&mut self, idx: &[String], strides: &[i64], at: At<'_>) -> Vec<String> {
         let mut out = Vec::with_capacity(idx.len());
         for (m, base) in idx.iter().enumerate() {
             let s = strides[m];
-            if s == 0 || (constant && i == "0") {
+            let step = match at {
+                _ if s == 0 => None,
+                At::Const(0) => None,
+                At::Const(k) => Some(self.index((k as i64).saturating_mul(s))),
+                At::Var(i) if s == 1 => Some(i.to_string()),
+                At::Var(i) => {
+                    let c = self.index(s);
+                    Some(self.def(&format!("arith.muli {i}, {c} : index")))
+                }
+            };
+            let Some(step) = step else {
                 out.push(base.clone());
                 continue;
-            }
-            let step = if constant {
-                let k: i64 = i.parse().unwrap_or(0);
-                self.index(k.saturating_mul(s))
-            } else if s == 1 {
-                i.to_string()
-            } else {
-                let c = self.index(s);
-                self.def(&format!("arith.muli {i}, {c} : index"))
             };
             out.push(self.def(&format!("arith.addi {base}, {step} : index")));
         }
@@ -602,7 +612,7 @@ impl<'k> Gen<'k> {
                     "{r} = scf.for {i} = {lo} to {hi} step {one} iter_args({a} = {acc}) -> (f64) {{"
                 ));
                 self.indent += 1;
-                let q = self.offsets(idx, &strides, &i, false);
+                let q = self.offsets(idx, &strides, At::Var(&i));
                 let next = self.accumulate(&rest, &q, a, step);
                 self.line(&format!("scf.yield {next} : f64"));
                 self.indent -= 1;
@@ -677,26 +687,4 @@ impl<'k> Gen<'k> {
         let r = self.def(&format!("arith.select {is_nan}, {quiet}, {rounded} : i32"));
         self.def(&format!("arith.trunci {r} : i32 to i16"))
     }
-}
-
-/// Whether the innermost loop may run `LANES` lanes at a time: every memory operand is f32 (or
-/// 4-byte bits for a copy), the destination contiguous and each source contiguous or broadcast,
-/// and the body has a vector form.
-fn vector_ok(key: &KernelKey, elems: &[Elem], strides: &[Vec<i64>]) -> bool {
-    let body_ok = match &key.body {
-        Body::Copy { width } => *width == 4,
-        Body::Binary(op) => super::codegen::alu_supported(*op),
-        Body::Scalar(steps) => steps
-            .iter()
-            .all(|(op, _)| super::codegen::alu_supported(*op)),
-        Body::Memset => true,
-        Body::Convert | Body::Act(_) | Body::Reduce(_) | Body::ActAccum(_) => false,
-    };
-    if !body_ok || key.shape.is_empty() {
-        return false;
-    }
-    elems.iter().zip(strides).enumerate().all(|(m, (e, s))| {
-        let inner = s.last().copied().unwrap_or(0);
-        matches!(e, Elem::F32 | Elem::Int(32)) && (inner == 1 || (m > 0 && inner == 0))
-    })
 }

@@ -544,7 +544,7 @@ impl Jit {
         match self.cache.get(&inv.key) {
             Some(&code) => {
                 self.stats.cache_hits += 1;
-                Ok(self.kernel_step(code, inv, op))
+                Ok(self.kernel_step(code, inv, op.opcode()))
             }
             None if self.batches() => Ok(Step::Pending(inv, op.opcode())),
             None => {
@@ -554,7 +554,7 @@ impl Jit {
                     .map_err(|detail| JitError::Codegen { detail })?;
                 self.stats.compiled += 1;
                 self.cache.insert(inv.key.clone(), Some(Code::Native(f)));
-                Ok(self.kernel_step(Some(Code::Native(f)), inv, op))
+                Ok(self.kernel_step(Some(Code::Native(f)), inv, op.opcode()))
             }
         }
     }
@@ -571,7 +571,8 @@ impl Jit {
         }
     }
 
-    fn kernel_step(&mut self, code: Option<Code>, inv: Invocation, op: &Op) -> Step {
+    /// The step running `inv` with `code`, or the fallback (counted) when there is no code.
+    fn kernel_step(&mut self, code: Option<Code>, inv: Invocation, opcode: &'static str) -> Step {
         match code {
             Some(code) => Step::Kernel {
                 code,
@@ -580,7 +581,7 @@ impl Jit {
             },
             None => {
                 self.stats.fallbacks += 1;
-                *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
+                *self.stats.fallback_ops.entry(opcode).or_default() += 1;
                 Step::Fallback
             }
         }
@@ -615,29 +616,12 @@ impl Jit {
             .collect();
         self.cache.extend(new);
         for step in steps.iter_mut().flatten() {
-            if let Step::Pending(inv, opcode) = step {
-                let opcode = *opcode;
+            if !matches!(step, Step::Pending(..)) {
+                continue;
+            }
+            if let Step::Pending(inv, opcode) = std::mem::replace(step, Step::Fallback) {
                 let code = self.cache.get(&inv.key).copied().flatten();
-                let inv = std::mem::replace(
-                    inv,
-                    Invocation {
-                        key: inv.key.clone(),
-                        ptrs: Vec::new(),
-                        imms: Vec::new(),
-                    },
-                );
-                *step = match code {
-                    Some(code) => Step::Kernel {
-                        code,
-                        ptrs: inv.ptrs,
-                        imms: inv.imms,
-                    },
-                    None => {
-                        self.stats.fallbacks += 1;
-                        *self.stats.fallback_ops.entry(opcode).or_default() += 1;
-                        Step::Fallback
-                    }
-                };
+                *step = self.kernel_step(code, inv, opcode);
             }
         }
         Ok(())
