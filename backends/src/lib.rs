@@ -7,4 +7,7 @@
 
 pub mod interp;
 pub mod jit;
+mod tensors;
 pub mod timing;
+
+pub use tensors::TensorSet;

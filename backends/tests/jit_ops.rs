@@ -542,22 +542,40 @@ proptest! {
         m in 1u32..20,
         n in 1u32..40,
         dt in pe_dtype(),
-        transposed in any::<bool>(),
+        layout in 0u8..3,
+        dst_reversed in any::<bool>(),
         accumulate in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut b = B::new();
         let st = b.loaded(dt, k, &values((k * m) as usize, seed));
-        let mv = b.loaded(dt, k, &values((k * n) as usize, seed ^ 9));
         let stationary = B::whole(st, k, m as usize);
-        // The moving operand either plain or read column-reversed.
-        let moving = if transposed {
-            TileAccess { offset: n as u64 - 1, dims: vec![Dim::new(-1, n)], ..B::whole(mv, k, n as usize) }
-        } else {
-            B::whole(mv, k, n as usize)
+        // The moving operand plain (read in place when f32), read column-reversed, or a
+        // window of pairs of adjacent columns with gaps (both gathered).
+        let half = n.div_ceil(2);
+        let (moving, n) = match layout {
+            0 => {
+                let mv = b.loaded(dt, k, &values((k * n) as usize, seed ^ 9));
+                (B::whole(mv, k, n as usize), n)
+            }
+            1 => {
+                let mv = b.loaded(dt, k, &values((k * n) as usize, seed ^ 9));
+                let reversed = vec![Dim::new(-1, n)];
+                (TileAccess { offset: n as u64 - 1, dims: reversed, ..B::whole(mv, k, n as usize) }, n)
+            }
+            _ => {
+                let mv = b.loaded(dt, k, &values((k * 4 * half) as usize, seed ^ 9));
+                let window = vec![Dim::new(4, half), Dim::new(1, 2)];
+                (TileAccess { dims: window, ..B::whole(mv, k, 4 * half as usize) }, 2 * half)
+            }
         };
         let d = b.buffer(DType::F32, m, n as usize, Space::Psum);
-        let dst = B::whole(d, m, n as usize);
+        // The destination written in place, or column-reversed (gathered and scattered).
+        let dst = if dst_reversed {
+            TileAccess { offset: n as u64 - 1, dims: vec![Dim::new(-1, n)], ..B::whole(d, m, n as usize) }
+        } else {
+            B::whole(d, m, n as usize)
+        };
         b.push(Engine::Pe, Op::Matmul {
             dst: dst.clone(), stationary: stationary.clone(), moving: moving.clone(), start: true, stop: !accumulate,
         });

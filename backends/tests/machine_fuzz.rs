@@ -217,7 +217,12 @@ proptest! {
 fn wrong_inputs_are_errors() {
     let p = program(Vec::new(), Vec::new(), (64, Some(0)), false);
     let options = MachineRunOptions::default();
-    let err = interp::run_machine(&p, &TargetSpec::trn2(), &BTreeMap::new(), &options)
-        .expect_err("missing input");
+    let err = interp::run_machine(
+        &p,
+        &TargetSpec::trn2(),
+        &BTreeMap::<String, HostTensor>::new(),
+        &options,
+    )
+    .expect_err("missing input");
     assert!(err.to_string().contains("input `x`"), "{err}");
 }

@@ -113,7 +113,7 @@ fn two_queues_waiting_on_each_other_deadlock() {
         let err = tessera_backends::interp::run_machine(
             &m.p,
             &TargetSpec::trn2(),
-            &Default::default(),
+            &std::collections::BTreeMap::<String, tessera_ir::HostTensor>::new(),
             &options,
         )
         .expect_err("deadlock");

@@ -606,9 +606,9 @@ fn describe(dtype: DType, shape: &[usize]) -> String {
 }
 
 /// Every input given, with the declared dtype, shape and byte count; nothing else given.
-pub(crate) fn check_inputs(
+pub(crate) fn check_inputs<I: crate::TensorSet + ?Sized>(
     tensors: &[HbmTensor],
-    inputs: &BTreeMap<String, HostTensor>,
+    inputs: &I,
 ) -> Result<(), InterpError> {
     let inputs_declared = || tensors.iter().filter(|t| t.kind == TensorKind::Input);
     let mut seen = std::collections::BTreeSet::new();
@@ -619,19 +619,19 @@ pub(crate) fn check_inputs(
             });
         }
     }
-    for name in inputs.keys() {
-        let is_input = inputs_declared().any(|t| &t.name == name);
+    for name in inputs.names() {
+        let is_input = inputs_declared().any(|t| t.name == name);
         if !is_input {
             let expected: Vec<&str> = inputs_declared().map(|t| t.name.as_str()).collect();
             return Err(InterpError::UnknownInput {
-                name: name.clone(),
+                name: name.to_string(),
                 expected: expected.join(", "),
             });
         }
     }
     for t in inputs_declared() {
         let expected = describe(t.dtype, &t.shape);
-        let Some(host) = inputs.get(&t.name) else {
+        let Some(host) = inputs.tensor(&t.name) else {
             return Err(InterpError::MissingInput {
                 name: t.name.clone(),
                 expected,

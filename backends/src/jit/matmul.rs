@@ -1,7 +1,12 @@
-//! `nc_matmul` on the host: gather the operands into packed f32 panels (contiguous rows are
-//! decoded a row at a time), multiply with `ndarray`'s `general_mat_mul` (the `matrixmultiply`
-//! sgemm: cache-blocked, SIMD with FMA where the CPU has it, detected at run time), scatter the
-//! result to PSUM.
+//! `nc_matmul` on the host with the `matrixmultiply` sgemm (cache-blocked, SIMD with FMA where
+//! the CPU has it, detected at run time).
+//!
+//! An operand whose rows are contiguous f32 at 4-byte-aligned addresses (the common case:
+//! weights and activations laid out by the compiler, PSUM accumulators) is handed to the sgemm
+//! where it lies, with the partition pitch as its row stride, and an accumulating matmul
+//! (`start = false`) adds into PSUM in place. Others (bf16/f16 operands, strided windows such
+//! as a convolution's shifted input) are first gathered into packed f32 panels, a contiguous
+//! run of elements at a time; a gathered destination is scattered back afterwards.
 //!
 //! Accumulation is fp32, as on the tensor engine, in the sgemm's blocked order (with fused
 //! multiply-adds where available). interp instead sums each dot product in f64 and rounds
@@ -16,11 +21,10 @@
 use super::JitError;
 use super::memory::{JitMemory, Loc};
 use super::plan::Raw;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
 use tessera_ir::{DType, TileAccess};
 
-/// One operand: row `r`, element `e` is at byte `row0 + r * pb + offsets[e]` of `loc`.
+/// One operand: row `r`'s elements are the runs `row0 + r * pb + runs[i].0 ..` (`runs[i].1`
+/// elements each, in order) of `loc`.
 #[derive(Clone, Debug)]
 pub(crate) struct Panel {
     loc: Loc,
@@ -28,9 +32,11 @@ pub(crate) struct Panel {
     row0: u64,
     pb: u64,
     rows: usize,
-    offsets: Vec<usize>,
-    /// The free elements of a row are adjacent (`offsets[e] = offsets[0] + e * size`).
-    contiguous: bool,
+    free: usize,
+    /// Maximal runs of adjacent elements: (byte offset within the row, element count).
+    runs: Vec<(usize, usize)>,
+    /// One past the highest byte the panel touches.
+    end: usize,
 }
 
 impl Panel {
@@ -45,21 +51,30 @@ impl Panel {
             }
             offsets = next;
         }
-        // Non-negative: the view was checked to lie inside each partition.
-        let offsets: Vec<usize> = offsets.into_iter().map(|o| o.max(0) as usize).collect();
         let size = raw.dtype.size_bytes();
-        let contiguous = offsets
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        // Non-negative: the view was checked to lie inside each partition.
+        for o in offsets.iter().map(|&o| o.max(0) as usize) {
+            match runs.last_mut() {
+                Some((start, len)) if *start + *len * size == o => *len += 1,
+                _ => runs.push((o, 1)),
+            }
+        }
+        let high = runs
             .iter()
-            .enumerate()
-            .all(|(e, &o)| o == offsets[0] + e * size);
+            .map(|&(o, len)| o + len * size)
+            .max()
+            .unwrap_or(0);
+        let rows = raw.rows as usize;
         Panel {
             loc: raw.loc,
             dtype: raw.dtype,
             row0: raw.row0,
             pb: raw.pb,
-            rows: raw.rows as usize,
-            offsets,
-            contiguous,
+            rows,
+            free: offsets.len(),
+            runs,
+            end: raw.row0 as usize + rows.saturating_sub(1) * raw.pb as usize + high,
         }
     }
 
@@ -68,44 +83,51 @@ impl Panel {
     }
 
     pub fn free(&self) -> usize {
-        self.offsets.len()
+        self.free
     }
 
-    fn at(&self, r: usize, e: usize) -> usize {
-        self.row0 as usize + r * self.pb as usize + self.offsets[e]
+    /// Byte address of row `r`'s run `i`.
+    fn at(&self, r: usize, i: usize) -> usize {
+        self.row0 as usize + r * self.pb as usize + self.runs[i].0
+    }
+
+    /// `(byte address of element 0, row stride in elements)` when the sgemm can read or write
+    /// the panel where it lies in `bytes`: f32, each row one run, 4-byte-aligned addresses,
+    /// inside `bytes`.
+    fn in_place(&self, bytes: &[u8]) -> Option<(usize, isize)> {
+        let ok = self.dtype == DType::F32
+            && self.runs.len() == 1
+            && self.pb.is_multiple_of(4)
+            && self.end <= bytes.len()
+            && (bytes.as_ptr() as usize + self.at(0, 0)).is_multiple_of(4);
+        ok.then(|| (self.at(0, 0), (self.pb / 4) as isize))
     }
 
     /// Every element as f32, row-major.
     fn gather(&self, mem: &JitMemory<'_>, out: &mut Vec<f32>) -> Option<()> {
         let bytes = mem.bytes(self.loc)?;
         out.clear();
-        out.reserve(self.rows * self.free());
-        if self.contiguous && self.dtype == DType::F32 {
-            for r in 0..self.rows {
-                let at = self.at(r, 0);
-                let row = bytes.get(at..at + 4 * self.free())?;
-                out.extend(
-                    row.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                );
-            }
-            return Some(());
-        }
+        out.reserve(self.rows * self.free);
         for r in 0..self.rows {
-            for e in 0..self.offsets.len() {
-                let at = self.at(r, e);
-                let v = match self.dtype {
-                    DType::F32 => f32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?),
+            for (i, &(_, len)) in self.runs.iter().enumerate() {
+                let at = self.at(r, i);
+                let run = bytes.get(at..at + len * self.dtype.size_bytes())?;
+                match self.dtype {
+                    DType::F32 => out.extend(
+                        run.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    ),
                     DType::Bf16 => {
-                        let h = u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
-                        f32::from_bits((h as u32) << 16)
+                        out.extend(run.chunks_exact(2).map(|c| {
+                            f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
+                        }))
                     }
-                    DType::F16 => {
-                        half::f16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?).to_f32()
-                    }
+                    DType::F16 => out.extend(
+                        run.chunks_exact(2)
+                            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
+                    ),
                     _ => return None,
-                };
-                out.push(v);
+                }
             }
         }
         Some(())
@@ -113,25 +135,15 @@ impl Panel {
 
     /// Stores f32 values (row-major); the panel is f32.
     fn scatter(&self, mem: &mut JitMemory<'_>, values: &[f32]) -> Option<()> {
-        let (rows, free) = (self.rows, self.free());
         let bytes = mem.bytes_mut(self.loc)?;
-        if self.contiguous {
-            for r in 0..rows {
-                let at = self.at(r, 0);
-                let row = bytes.get_mut(at..at + 4 * free)?;
-                let src = values.get(r * free..(r + 1) * free)?;
-                for (dst, v) in row.chunks_exact_mut(4).zip(src) {
-                    dst.copy_from_slice(&v.to_le_bytes());
+        let mut values = values.iter();
+        for r in 0..self.rows {
+            for (i, &(_, len)) in self.runs.iter().enumerate() {
+                let at = self.at(r, i);
+                let run = bytes.get_mut(at..at + 4 * len)?;
+                for dst in run.chunks_exact_mut(4) {
+                    dst.copy_from_slice(&values.next()?.to_le_bytes());
                 }
-            }
-            return Some(());
-        }
-        for r in 0..rows {
-            for e in 0..free {
-                let at = self.at(r, e);
-                bytes
-                    .get_mut(at..at + 4)?
-                    .copy_from_slice(&values.get(r * free + e)?.to_le_bytes());
             }
         }
         Some(())
@@ -155,6 +167,14 @@ pub(crate) struct Scratch {
     c: Vec<f32>,
 }
 
+/// Where the sgemm finds an operand: in place (byte address in its memory, row stride in
+/// elements) or packed in a scratch buffer (row-major).
+#[derive(Clone, Copy)]
+enum Place {
+    InPlace(usize, isize),
+    Packed,
+}
+
 pub(crate) fn run(
     mem: &mut JitMemory<'_>,
     p: &MatmulPlan,
@@ -166,57 +186,77 @@ pub(crate) fn run(
         detail: "internal: a matmul operand left its memory".into(),
     };
     let (k, m, n) = (p.stationary.rows(), p.stationary.free(), p.moving.free());
-    p.stationary.gather(mem, &mut s.a).ok_or_else(internal)?;
-    p.moving.gather(mem, &mut s.b).ok_or_else(internal)?;
-    let beta = if p.start {
-        s.c.clear();
-        s.c.resize(m * n, 0.0);
-        0.0
-    } else {
-        p.dst.gather(mem, &mut s.c).ok_or_else(internal)?;
-        1.0
+    let dst_bytes = mem.bytes(p.dst.loc).ok_or_else(internal)?;
+    let c_place = match p.dst.in_place(dst_bytes) {
+        Some((a, rs)) => Place::InPlace(a, rs),
+        None => Place::Packed,
     };
-    gemm(&s.a, &s.b, k, m, n, beta, &mut s.c).ok_or_else(internal)?;
-    p.dst.scatter(mem, &s.c).ok_or_else(internal)
-}
-
-/// `c[m][n] = sum_k a[k][m] * b[k][n] + beta c[m][n]` in f32 (`a`, `b`, `c` row-major).
-fn gemm(
-    a: &[f32],
-    b: &[f32],
-    k: usize,
-    m: usize,
-    n: usize,
-    beta: f32,
-    c: &mut [f32],
-) -> Option<()> {
-    let a = ArrayView2::from_shape((k, m), a).ok()?;
-    let b = ArrayView2::from_shape((k, n), b).ok()?;
-    let mut c = ArrayViewMut2::from_shape((m, n), c).ok()?;
-    general_mat_mul(1.0, &a.t(), &b, beta, &mut c);
-    Some(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gemm_matches_naive() {
-        // Small integers and halves: every product and partial sum is exact in f32, so any
-        // summation order gives the same result.
-        let (k, m, n) = (3, 6, 5);
-        let a: Vec<f32> = (0..k * m).map(|i| i as f32 * 0.5 - 2.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.25).collect();
-        for beta in [0.0, 1.0] {
-            let mut c: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
-            gemm(&a, &b, k, m, n, beta, &mut c).unwrap();
-            for i in 0..m {
-                for j in 0..n {
-                    let prod: f32 = (0..k).map(|kk| a[kk * m + i] * b[kk * n + j]).sum();
-                    assert_eq!(c[i * n + j], prod + beta * (i * n + j) as f32);
-                }
+    // An operand in the destination's memory is gathered, so the sgemm never reads memory it
+    // is writing through another pointer.
+    let place = |panel: &Panel, s: &mut Vec<f32>| -> Option<Place> {
+        let bytes = mem.bytes(panel.loc)?;
+        match panel.in_place(bytes) {
+            Some((a, rs)) if panel.loc != p.dst.loc => Some(Place::InPlace(a, rs)),
+            _ => {
+                panel.gather(mem, s)?;
+                Some(Place::Packed)
             }
         }
+    };
+    let a_place = place(&p.stationary, &mut s.a).ok_or_else(internal)?;
+    let b_place = place(&p.moving, &mut s.b).ok_or_else(internal)?;
+    let beta = if p.start { 0.0 } else { 1.0 };
+    if let Place::Packed = c_place {
+        if p.start {
+            s.c.clear();
+            s.c.resize(m * n, 0.0);
+        } else {
+            p.dst.gather(mem, &mut s.c).ok_or_else(internal)?;
+        }
     }
+    if s.c.len() < m * n && matches!(c_place, Place::Packed)
+        || s.a.len() < k * m && matches!(a_place, Place::Packed)
+        || s.b.len() < k * n && matches!(b_place, Place::Packed)
+    {
+        return Err(internal());
+    }
+    // Pointers and strides (in f32 elements). The sgemm computes
+    // `c[i][j] = beta c[i][j] + sum_l lhs[i][l] rhs[l][j]`, and the stationary operand is
+    // stored `k x m`, so the left operand is its transpose (row stride 1).
+    let (a_ptr, rsa, csa) = match a_place {
+        Place::InPlace(at, rs) => (
+            mem.base_ptr(p.stationary.loc).wrapping_add(at) as *const f32,
+            1,
+            rs,
+        ),
+        Place::Packed => (s.a.as_ptr(), 1, m as isize),
+    };
+    let (b_ptr, rsb, csb) = match b_place {
+        Place::InPlace(at, rs) => (
+            mem.base_ptr(p.moving.loc).wrapping_add(at) as *const f32,
+            rs,
+            1,
+        ),
+        Place::Packed => (s.b.as_ptr(), n as isize, 1),
+    };
+    let (c_ptr, rsc, csc) = match c_place {
+        Place::InPlace(at, rs) => (mem.base_ptr(p.dst.loc).wrapping_add(at) as *mut f32, rs, 1),
+        Place::Packed => (s.c.as_mut_ptr(), n as isize, 1),
+    };
+    // SAFETY: every pointer addresses f32 elements at 4-byte-aligned addresses. In place, the
+    // panel's rows are single runs whose highest byte (`Panel::end`) was checked against the
+    // length of its memory (`Panel::in_place`), and the sgemm touches element `(r, e)` at
+    // `r * row stride + e` for `r < rows`, `e < free` only, all inside; packed buffers hold at
+    // least `rows * free` elements (checked above). The memories are not resized during the
+    // call and no Rust reference to them is live; the destination does not overlap the
+    // operands (operands in the destination's memory are packed copies).
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0, a_ptr, rsa, csa, b_ptr, rsb, csb, beta, c_ptr, rsc, csc,
+        );
+    }
+    if let Place::Packed = c_place {
+        p.dst.scatter(mem, &s.c).ok_or_else(internal)?;
+    }
+    Ok(())
 }

@@ -113,15 +113,15 @@ fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
 }
 
 impl<'p> JitMemory<'p> {
-    /// Zeroed on-chip memories, arena and outputs; inputs copied in (checked against the
+    /// Zeroed on-chip memories, arena and outputs; inputs borrowed (checked against the
     /// declarations, so every tensor's storage holds exactly its declared bytes).
     ///
     /// `spare` holds the memories of an earlier run (of any program, or empty); what that run
     /// could have written is cleared.
-    pub fn new(
+    pub fn new<I: crate::TensorSet + ?Sized>(
         program: &'p MachineProgram,
         target: &TargetSpec,
-        inputs: &'p BTreeMap<String, HostTensor>,
+        inputs: &'p I,
         spare: Spare,
     ) -> Result<Self, InterpError> {
         check_inputs(&program.tensors, inputs)?;
@@ -141,7 +141,7 @@ impl<'p> JitMemory<'p> {
         let mut borrowed = Vec::with_capacity(program.tensors.len());
         for t in &program.tensors {
             borrowed.push(match t.kind {
-                TensorKind::Input => Some(inputs.get(&t.name).map_or(&[][..], |h| &h.data[..])),
+                TensorKind::Input => Some(inputs.tensor(&t.name).map_or(&[][..], |h| &h.data[..])),
                 _ => None,
             });
             tensors.push(match t.kind {

@@ -96,6 +96,7 @@ mod memory;
 mod mlir;
 mod plan;
 
+use crate::TensorSet;
 use crate::interp::InterpError;
 use crate::interp::error::Ctx;
 use crate::interp::exec;
@@ -224,21 +225,21 @@ thread_local! {
 
 /// Runs `program` with this thread's [`Jit`] (created on first use, its cache kept for later
 /// runs); see [`Jit::run_machine`].
-pub fn run_machine(
+pub fn run_machine<I: TensorSet + ?Sized>(
     program: &MachineProgram,
     target: &TargetSpec,
-    inputs: &BTreeMap<String, HostTensor>,
+    inputs: &I,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
     JIT.with(|cell| run_with(cell, Jit::new, program, target, inputs))
 }
 
 /// Runs `program` with the [`Jit`] in `cell`, made by `make` on first use.
-fn run_with(
+fn run_with<I: TensorSet + ?Sized>(
     cell: &RefCell<Option<Jit>>,
     make: fn() -> Result<Jit, JitError>,
     program: &MachineProgram,
     target: &TargetSpec,
-    inputs: &BTreeMap<String, HostTensor>,
+    inputs: &I,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
     let mut slot = cell.borrow_mut();
     if slot.is_none() {
@@ -260,10 +261,10 @@ thread_local! {
 /// Runs `program` with this thread's MLIR-backed [`Jit`] ([`Jit::with_mlir`], created on first
 /// use, its kernels kept for later runs).
 #[cfg(feature = "mlir")]
-pub fn run_machine_mlir(
+pub fn run_machine_mlir<I: TensorSet + ?Sized>(
     program: &MachineProgram,
     target: &TargetSpec,
-    inputs: &BTreeMap<String, HostTensor>,
+    inputs: &I,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
     MLIR.with(|cell| run_with(cell, Jit::with_mlir, program, target, inputs))
 }
@@ -407,11 +408,11 @@ impl Jit {
     /// tensor by name. Checks, in order: structure, inputs, every operand's bounds (all before
     /// running), then executes in a fixed valid order; [`JitError::Deadlock`] when waits can
     /// never be met. Instructions run by the fallback report interp's shape errors.
-    pub fn run_machine(
+    pub fn run_machine<I: TensorSet + ?Sized>(
         &mut self,
         program: &MachineProgram,
         target: &TargetSpec,
-        inputs: &BTreeMap<String, HostTensor>,
+        inputs: &I,
     ) -> Result<BTreeMap<String, HostTensor>, JitError> {
         tessera_ir::check_machine_program(program, target)
             .map_err(|detail| JitError::BadMachineProgram { detail })?;

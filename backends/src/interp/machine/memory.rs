@@ -145,10 +145,10 @@ pub(crate) struct MachineMemory<'p> {
 
 impl<'p> MachineMemory<'p> {
     /// Poisoned on-chip memories and arena; inputs copied in (checked against declarations).
-    pub fn new(
+    pub fn new<I: crate::TensorSet + ?Sized>(
         program: &'p MachineProgram,
         target: &TargetSpec,
-        inputs: &BTreeMap<String, HostTensor>,
+        inputs: &I,
     ) -> Result<Self, InterpError> {
         check_inputs(&program.tensors, inputs)?;
         let parts = target.partitions as u64;
@@ -162,7 +162,7 @@ impl<'p> MachineMemory<'p> {
                 // check_inputs guaranteed the byte count.
                 TensorKind::Input => Some(Bank::initialised(
                     inputs
-                        .get(&t.name)
+                        .tensor(&t.name)
                         .map(|h| h.data.clone())
                         .unwrap_or_default(),
                 )),

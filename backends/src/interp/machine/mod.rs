@@ -65,10 +65,10 @@ impl Default for MachineRunOptions {
 /// Memory is physical: SBUF and PSUM are `target.partitions` rows of the target's bytes per
 /// partition, a buffer is a window at its placement (buffers placed at the same addresses
 /// alias), Input and Output tensors have their own bytes and Scratch tensors live in one arena.
-pub fn run_machine(
+pub fn run_machine<I: crate::TensorSet + ?Sized>(
     program: &MachineProgram,
     target: &TargetSpec,
-    inputs: &BTreeMap<String, HostTensor>,
+    inputs: &I,
     options: &MachineRunOptions,
 ) -> Result<BTreeMap<String, HostTensor>, InterpError> {
     check_sizes(program)?;
