@@ -1,5 +1,6 @@
 //! The jit's checks and bookkeeping: out-of-bounds views are errors found before running,
-//! deadlocks are errors, the kernel cache is reused across runs, and instructions the jit does
+//! deadlocks are errors, the kernel cache and program plans are reused across runs (and a
+//! changed program is planned again), and instructions the jit does
 //! not compile run through interp's fallback with the same results.
 
 use std::collections::BTreeMap;
@@ -168,6 +169,32 @@ fn second_run_compiles_nothing_on(mut jit: Jit) {
     assert_eq!(jit.stats().compiled, compiled);
     assert_eq!(jit.stats().cache_hits, hits + p.inst_count() as u64);
     assert_eq!(jit.kernels() as u64, compiled);
+}
+
+/// A jit keeps the plans of the programs it ran; a program differing from one of them in a
+/// single field (here the operation) is planned again, and alternating between them gives each
+/// its own result.
+#[test]
+fn changed_program_is_planned_again() {
+    for jit in jits() {
+        changed_program_is_planned_again_on(jit);
+    }
+}
+
+fn changed_program_is_planned_again_on(mut jit: Jit) {
+    let double = program(vec![add(tile(0, 4), tile(0, 4), tile(0, 4))]);
+    let mut square = double.clone();
+    if let Op::TensorTensor { op, .. } = &mut square.queues[1].insts[0].op {
+        *op = AluOp::Mul;
+    }
+    let target = TargetSpec::trn2();
+    let x = inputs()["x"].to_f64_vec();
+    for _ in 0..2 {
+        let y = jit.run_machine(&double, &target, &inputs()).unwrap()["y"].to_f64_vec();
+        assert_eq!(y, x.iter().map(|v| v + v).collect::<Vec<_>>());
+        let y = jit.run_machine(&square, &target, &inputs()).unwrap()["y"].to_f64_vec();
+        assert_eq!(y, x.iter().map(|v| v * v).collect::<Vec<_>>());
+    }
 }
 
 #[test]

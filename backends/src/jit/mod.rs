@@ -184,6 +184,36 @@ pub struct Jit {
     stats: JitStats,
     /// The memories of the last run, reused by the next.
     spare: memory::Spare,
+    /// The plans of the programs run most recently (most recent last), so running a program
+    /// again skips checking and planning it.
+    prepared: Vec<Prepared>,
+}
+
+/// How many planned programs a [`Jit`] keeps.
+const PREPARED_PROGRAMS: usize = 4;
+
+/// A checked and planned program: its run order and one step per instruction, valid for this
+/// program on this target (inputs are checked every run).
+struct Prepared {
+    program: MachineProgram,
+    target: TargetSpec,
+    order: Vec<(usize, usize)>,
+    steps: Vec<Vec<Step>>,
+    /// What one run adds to the statistics when the plan is reused (as re-planning would
+    /// count it: every kernel a cache hit).
+    counts: JitStats,
+}
+
+impl JitStats {
+    fn add(&mut self, other: &JitStats) {
+        self.compiled += other.compiled;
+        self.cache_hits += other.cache_hits;
+        self.microkernel += other.microkernel;
+        self.fallbacks += other.fallbacks;
+        for (op, n) in &other.fallback_ops {
+            *self.fallback_ops.entry(op).or_default() += n;
+        }
+    }
 }
 
 impl std::fmt::Debug for Jit {
@@ -380,6 +410,7 @@ impl Jit {
             cache: HashMap::new(),
             stats: JitStats::default(),
             spare: memory::Spare::default(),
+            prepared: Vec::new(),
         })
     }
 
@@ -414,6 +445,32 @@ impl Jit {
         target: &TargetSpec,
         inputs: &I,
     ) -> Result<BTreeMap<String, HostTensor>, JitError> {
+        let reused = self
+            .prepared
+            .iter()
+            .position(|p| p.program == *program && p.target == *target);
+        let prepared = match reused {
+            Some(i) => {
+                let p = self.prepared.remove(i);
+                self.stats.add(&p.counts);
+                p
+            }
+            None => self.prepare(program, target)?,
+        };
+        let result = self.execute(&prepared, inputs);
+        if self.prepared.len() >= PREPARED_PROGRAMS {
+            self.prepared.remove(0);
+        }
+        self.prepared.push(prepared);
+        result
+    }
+
+    /// Checks and plans `program` (compiling the kernels it needs).
+    fn prepare(
+        &mut self,
+        program: &MachineProgram,
+        target: &TargetSpec,
+    ) -> Result<Prepared, JitError> {
         tessera_ir::check_machine_program(program, target)
             .map_err(|detail| JitError::BadMachineProgram { detail })?;
         let order = order(program)?;
@@ -432,13 +489,50 @@ impl Jit {
             steps.push(qs);
         }
         self.compile_pending(&mut steps)?;
+        let mut counts = JitStats::default();
+        for (q, queue) in steps.iter().enumerate() {
+            for (i, step) in queue.iter().enumerate() {
+                match step {
+                    Step::Kernel { .. } => counts.cache_hits += 1,
+                    Step::Matmul(_) => counts.microkernel += 1,
+                    Step::Fallback | Step::Pending(..) => {
+                        counts.fallbacks += 1;
+                        if let Some(inst) = program.queues.get(q).and_then(|s| s.insts.get(i)) {
+                            *counts.fallback_ops.entry(inst.op.opcode()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Prepared {
+            program: program.clone(),
+            target: target.clone(),
+            order,
+            steps,
+            counts,
+        })
+    }
+
+    /// Runs a prepared program on `inputs`.
+    fn execute<I: TensorSet + ?Sized>(
+        &mut self,
+        prepared: &Prepared,
+        inputs: &I,
+    ) -> Result<BTreeMap<String, HostTensor>, JitError> {
+        let Prepared {
+            program,
+            target,
+            order,
+            steps,
+            ..
+        } = prepared;
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare)?;
         let mut scratch = matmul::Scratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         #[cfg(feature = "mlir")]
         let mut packed = mlir_call::Args::default();
-        for &(q, i) in &order {
+        for &(q, i) in order {
             let (Some(step), Some(inst)) = (
                 steps.get(q).and_then(|s| s.get(i)),
                 program.queues.get(q).and_then(|s| s.insts.get(i)),
