@@ -342,8 +342,9 @@ fn u64_beyond_2_53_moves_exactly_and_refuses_inexact_arithmetic() {
 }
 
 /// The jit reuses its memories from run to run, but a run still starts from zeroed on-chip
-/// memory: what an earlier run left in SBUF is cleared, so a (buggy) read of never-written
-/// memory gives zeros, as on the first run, not the earlier run's data.
+/// memory: what an earlier run left in SBUF where this run reads before writing is cleared, so
+/// a (buggy) read of never-written memory gives zeros, as on the first run, not the earlier
+/// run's data; gaps a strided write leaves count as never written.
 #[test]
 fn reused_memory_starts_zeroed() {
     for jit in jits() {
@@ -376,6 +377,22 @@ fn reused_memory_starts_zeroed_on(mut jit: Jit) {
     assert!(inputs()["x"].to_f64_vec().iter().any(|&v| v != 0.0));
     let again = jit.run_machine(&reader, &target, &inputs()).unwrap();
     assert_eq!(again["y"], fresh["y"]);
+    // Writes x into the odd columns 1, 3, 5, 7 and reads columns 4..8: the even ones were
+    // never written this run (the strided write leaves them out), so they read zero although
+    // the writer left x there.
+    let odd = TileAccess {
+        offset: 1,
+        dims: vec![Dim::new(2, 4)],
+        ..tile(0, 4)
+    };
+    let strided = with_dmas(odd, tile(4, 4));
+    jit.run_machine(&writer, &target, &inputs()).unwrap();
+    let y = jit.run_machine(&strided, &target, &inputs()).unwrap()["y"].to_f64_vec();
+    let x = inputs()["x"].to_f64_vec();
+    let want: Vec<f64> = (0..2)
+        .flat_map(|p| [0.0, x[4 * p + 2], 0.0, x[4 * p + 3]])
+        .collect();
+    assert_eq!(y, want);
 }
 
 /// The jit reads inputs in place (no copy per run), so a program writing an input tensor is

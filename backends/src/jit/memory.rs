@@ -48,54 +48,22 @@ pub(crate) struct JitMemory<'p> {
 /// SBUF, PSUM and the arena of a finished run, kept for the next one. Allocating them afresh
 /// every run is not free: once the allocator has recycled a freed memory of this size from
 /// its heap, a zeroed allocation is a full memset (24 MiB of SBUF on trn2), however little of it
-/// the program uses.
+/// the program uses. What a run must see zeroed is cleared at its start ([`super::clear`]).
 #[derive(Debug, Default)]
 pub(crate) struct Spare {
     sbuf: Vec<u8>,
     psum: Vec<u8>,
     arena: Vec<u8>,
-    /// What the run could have written of SBUF and PSUM (see [`extent`]).
-    sbuf_used: (u64, u64),
-    psum_used: (u64, u64),
 }
 
-/// `spare` made into a zeroed memory of `bytes` bytes: reused when the size matches, with just
-/// `dirty` (the byte ranges the previous run may have written) cleared.
-fn recycled(
-    what: &str,
-    spare: Vec<u8>,
-    bytes: u64,
-    dirty: impl Iterator<Item = std::ops::Range<usize>>,
-) -> Result<Vec<u8>, InterpError> {
-    if spare.len() as u64 != bytes {
-        return zeroed(what, bytes);
+/// `spare` when it has `bytes` bytes (as the previous run left it), else a zeroed memory of
+/// `bytes` bytes.
+fn reused(what: &str, spare: Vec<u8>, bytes: u64) -> Result<Vec<u8>, InterpError> {
+    if spare.len() as u64 == bytes {
+        Ok(spare)
+    } else {
+        zeroed(what, bytes)
     }
-    let mut v = spare;
-    for r in dirty {
-        let end = r.end.min(v.len());
-        v[r.start.min(end)..end].fill(0);
-    }
-    Ok(v)
-}
-
-/// What `program` can touch in `space`: the partitions its buffers occupy (from 0) and the
-/// highest byte within a partition any of them reaches.
-fn extent(program: &MachineProgram, space: Space) -> (u64, u64) {
-    let (mut parts, mut high) = (0u64, 0u64);
-    for b in program.buffers.iter().filter(|b| b.space == space) {
-        let (p0, off) = b
-            .placement
-            .map_or((0, 0), |p| (p.partition as u64, p.byte_offset));
-        parts = parts.max(p0.saturating_add(b.partitions as u64));
-        high = high.max(off.saturating_add(b.bytes_per_partition()));
-    }
-    (parts, high)
-}
-
-/// The byte ranges of an extent (partitions, high byte) in a memory of `pb` bytes a partition.
-fn ranges((parts, high): (u64, u64), pb: u64) -> impl Iterator<Item = std::ops::Range<usize>> {
-    let (pb, high) = (pb as usize, high.min(pb) as usize);
-    (0..parts as usize).map(move |p| p * pb..p * pb + high)
 }
 
 fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
@@ -113,30 +81,40 @@ fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
 }
 
 impl<'p> JitMemory<'p> {
-    /// Zeroed on-chip memories, arena and outputs; inputs borrowed (checked against the
+    /// On-chip memories and arena (see `clears`), zeroed outputs; inputs borrowed (checked against the
     /// declarations, so every tensor's storage holds exactly its declared bytes).
     ///
-    /// `spare` holds the memories of an earlier run (of any program, or empty); what that run
-    /// could have written is cleared.
+    /// `spare` holds the memories of an earlier run (of any program, or empty); `clears` are
+    /// the boxes this program may read before writing ([`super::clear::uncovered_reads`]),
+    /// zeroed here, so the run sees zeros wherever it reads what it has not written.
     pub fn new<I: crate::TensorSet + ?Sized>(
         program: &'p MachineProgram,
         target: &TargetSpec,
         inputs: &'p I,
         spare: Spare,
+        clears: &[super::clear::Clear],
     ) -> Result<Self, InterpError> {
         check_inputs(&program.tensors, inputs)?;
         let parts = target.partitions as u64;
         let (spb, ppb) = (target.sbuf_partition_bytes, target.psum_partition_bytes);
         let sbuf_bytes = parts.saturating_mul(spb);
         let psum_bytes = parts.saturating_mul(ppb);
-        let sbuf = recycled("SBUF", spare.sbuf, sbuf_bytes, ranges(spare.sbuf_used, spb))?;
-        let psum = recycled("PSUM", spare.psum, psum_bytes, ranges(spare.psum_used, ppb))?;
-        let arena = recycled(
-            "the HBM scratch arena",
-            spare.arena,
-            program.scratch_bytes,
-            std::iter::once(0..usize::MAX),
-        )?;
+        let mut sbuf = reused("SBUF", spare.sbuf, sbuf_bytes)?;
+        let mut psum = reused("PSUM", spare.psum, psum_bytes)?;
+        let mut arena = reused("the HBM scratch arena", spare.arena, program.scratch_bytes)?;
+        for c in clears {
+            let (bytes, pb) = match c.loc {
+                Loc::Sbuf => (&mut sbuf, spb),
+                Loc::Psum => (&mut psum, ppb),
+                Loc::Arena => (&mut arena, 0),
+                Loc::Tensor(_) => continue,
+            };
+            for p in c.parts.0..c.parts.1 {
+                let at = |b: u64| (p.saturating_mul(pb).saturating_add(b)).min(bytes.len() as u64);
+                let (lo, hi) = (at(c.bytes.0) as usize, at(c.bytes.1) as usize);
+                bytes[lo..hi.max(lo)].fill(0);
+            }
+        }
         let mut tensors = Vec::with_capacity(program.tensors.len());
         let mut borrowed = Vec::with_capacity(program.tensors.len());
         for t in &program.tensors {
@@ -265,8 +243,6 @@ impl<'p> JitMemory<'p> {
             sbuf: self.sbuf,
             psum: self.psum,
             arena: self.arena,
-            sbuf_used: extent(self.program, Space::Sbuf),
-            psum_used: extent(self.program, Space::Psum),
         };
         let mut out = BTreeMap::new();
         for (t, data) in self.program.tensors.iter().zip(self.tensors) {

@@ -89,6 +89,7 @@
 //! # Ok::<(), tessera_backends::jit::JitError>(())
 //! ```
 
+mod clear;
 mod codegen;
 mod matmul;
 mod memory;
@@ -199,6 +200,8 @@ struct Prepared {
     target: TargetSpec,
     order: Vec<(usize, usize)>,
     steps: Vec<Vec<Step>>,
+    /// What each run zeroes first.
+    clears: Vec<clear::Clear>,
     /// What one run adds to the statistics when the plan is reused (as re-planning would
     /// count it: every kernel a cache hit).
     counts: JitStats,
@@ -504,11 +507,22 @@ impl Jit {
                 }
             }
         }
+        let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
+            let inst = program.queues.get(q)?.insts.get(i)?;
+            let res = Resolver {
+                program,
+                sbuf_pb: target.sbuf_partition_bytes,
+                psum_pb: target.psum_partition_bytes,
+                at: inst_ref(q, i).describe(program),
+            };
+            Some((res, &inst.op))
+        }))?;
         Ok(Prepared {
             program: program.clone(),
             target: target.clone(),
             order,
             steps,
+            clears,
             counts,
         })
     }
@@ -524,10 +538,11 @@ impl Jit {
             target,
             order,
             steps,
+            clears,
             ..
         } = prepared;
         let spare = std::mem::take(&mut self.spare);
-        let mut mem = JitMemory::new(program, target, inputs, spare)?;
+        let mut mem = JitMemory::new(program, target, inputs, spare, clears)?;
         let mut scratch = matmul::Scratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         #[cfg(feature = "mlir")]
