@@ -627,6 +627,66 @@ fn bf16_rounding_edges_match() {
     assert_eq!(stats.fallbacks, 0, "{stats:?}");
 }
 
+/// Identity and Relu run four (Cranelift) or eight (MLIR) lanes at a time; every lane equals
+/// interp's scalar f64 computation bit for bit on the awkward values: NaN (Relu keeps it),
+/// signed zeros (Relu gives +0), subnormals, overflow to infinity after scaling, and a tail
+/// shorter than a vector.
+#[test]
+fn vector_activations_match_on_edge_values() {
+    let mut row = vec![
+        f32::NAN,
+        -0.0,
+        0.0,
+        -1e-45,
+        1e-45,
+        1e-40,
+        f32::MAX,
+        -f32::MAX,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0 + f32::EPSILON,
+        -3.0,
+        0.3,
+    ];
+    row.extend(values(18, 5));
+    let (parts, free) = (2u32, row.len());
+    let both: Vec<f32> = row.iter().chain(row.iter().rev()).copied().collect();
+    let scalars = [(1.0, 0.0), (0.7, -0.3), (3.0, 1e-8), (-1.5, 0.0)];
+    for func in [ActFunc::Identity, ActFunc::Relu] {
+        for (scale, bias) in scalars {
+            for per_partition in [false, true] {
+                let mut b = B::new();
+                let src = b.loaded(DType::F32, parts, &both);
+                let (scale, bias) = if per_partition {
+                    let s = b.loaded(DType::F32, parts, &[scale as f32, -(scale as f32)]);
+                    let c = b.loaded(DType::F32, parts, &[bias as f32, 0.5]);
+                    (
+                        Scalar::PerPartition(B::whole(s, parts, 1)),
+                        Scalar::PerPartition(B::whole(c, parts, 1)),
+                    )
+                } else {
+                    (Scalar::Imm(scale), Scalar::Imm(bias))
+                };
+                let dst = b.dst(DType::F32, parts, free, Space::Sbuf);
+                b.push(
+                    Engine::Act,
+                    Op::Activation {
+                        dst: B::whole(dst, parts, free),
+                        src: B::whole(src, parts, free),
+                        func,
+                        scale,
+                        bias,
+                        accum: None,
+                    },
+                );
+                let (p, inputs) = b.finish(&[dst]);
+                let stats = compare(&p, &inputs, true);
+                assert_eq!(stats.fallbacks, 0, "{stats:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn f32_arithmetic_equals_f64_then_round() {
     let xs = values(4096, 7);

@@ -20,7 +20,8 @@
 use super::plan::{Arg, Body, KernelKey};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, InstBuilder, MemFlagsData, Type, UserFuncName, Value, types,
+    AbiParam, ConstantData, Endianness, FuncRef, InstBuilder, MemFlagsData, Type, UserFuncName,
+    Value, types,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -460,6 +461,10 @@ impl<'k> Gen<'k> {
                 }
                 self.store(b, p, x);
             }
+            Body::Act(func) if vector => {
+                let r = self.act_value_x4(b, *func, p);
+                self.store(b, p, r);
+            }
             Body::Act(func) => {
                 let r = self.act_value(b, *func, p);
                 self.store(b, p, r);
@@ -495,6 +500,49 @@ impl<'k> Gen<'k> {
             }
         };
         b.ins().fdemote(types::F32, z)
+    }
+
+    /// [`Self::act_value`] on four lanes, for the functions [`simd_act`] admits: the f32x4
+    /// source is widened to two f64x2 halves, each computed with the same f64 operations as
+    /// the scalar form (so every lane is bit-identical to it), narrowed and joined again.
+    fn act_value_x4(&self, b: &mut FunctionBuilder<'_>, func: ActFunc, p: &[Value]) -> Value {
+        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+        let x = self.load_f32(b, 1, p, true);
+        let scale = self.load_f64(b, 2, p);
+        let scale = b.ins().splat(types::F64X2, scale);
+        let bias = self.load_f64(b, 3, p);
+        let bias = b.ins().splat(types::F64X2, bias);
+        // Byte shuffles (`shuffle` picks bytes of `a ++ b` by index).
+        let shuffle = |b: &mut FunctionBuilder<'_>, u: Value, v: Value, idx: [u8; 16]| {
+            let u = b.ins().bitcast(types::I8X16, little, u);
+            let v = b.ins().bitcast(types::I8X16, little, v);
+            let mask = b.func.dfg.immediates.push(ConstantData::from(idx.to_vec()));
+            let r = b.ins().shuffle(u, v, mask);
+            b.ins().bitcast(types::F32X4, little, r)
+        };
+        const HIGH_PAIR: [u8; 16] = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
+        const JOIN_LOW_PAIRS: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23];
+        let high = shuffle(b, x, x, HIGH_PAIR);
+        let half = |b: &mut FunctionBuilder<'_>, v: Value| {
+            let v = b.ins().fvpromote_low(v);
+            let xs = b.ins().fmul(v, scale);
+            let y = b.ins().fadd(xs, bias);
+            let y = match func {
+                ActFunc::Relu => {
+                    let zero = b.ins().f64const(0.0);
+                    let zero = b.ins().splat(types::F64X2, zero);
+                    let keep = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, y, zero);
+                    let keep = b.ins().bitcast(types::F64X2, little, keep);
+                    b.ins().bitselect(keep, y, zero)
+                }
+                // `simd_act` admits Identity and Relu only.
+                _ => y,
+            };
+            b.ins().fvdemote(y)
+        };
+        let lo = half(b, x);
+        let hi = half(b, high);
+        shuffle(b, lo, hi, JOIN_LOW_PAIRS)
     }
 
     /// One partition of an accumulating activation: store each result, sum them in f64 and
@@ -578,6 +626,11 @@ fn bf16_bits(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
     b.ins().ireduce(types::I16, r)
 }
 
+/// The activation functions with a vector form: those computed inline (no call per element).
+pub(crate) fn simd_act(func: ActFunc) -> bool {
+    matches!(func, ActFunc::Identity | ActFunc::Relu)
+}
+
 /// Whether the innermost loop may run four f32 lanes at a time: every memory operand is a
 /// 4-byte type, the destination is contiguous and each source contiguous or broadcast (stride
 /// 0), and the body has an `f32x4` form.
@@ -587,7 +640,8 @@ pub(crate) fn simd_ok(key: &KernelKey) -> bool {
         Body::Binary(op) => alu_supported(*op),
         Body::Scalar(steps) => steps.iter().all(|(op, _)| alu_supported(*op)),
         Body::Memset => true,
-        Body::Convert | Body::Act(_) | Body::Reduce(_) | Body::ActAccum(_) => false,
+        Body::Act(func) => simd_act(*func),
+        Body::Convert | Body::Reduce(_) | Body::ActAccum(_) => false,
     };
     if !body_ok || key.shape.is_empty() {
         return false;

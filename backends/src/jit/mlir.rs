@@ -544,8 +544,8 @@ impl<'k> Gen<'k> {
                 self.store_to(0, p, &x, vector);
             }
             Body::Act(func) => {
-                let r = self.act_value(func, p);
-                self.store_to(0, p, &r, false);
+                let r = self.act_value(func, p, vector);
+                self.store_to(0, p, &r, vector);
             }
             Body::Reduce(_) | Body::ActAccum(_) => {}
         }
@@ -569,19 +569,55 @@ impl<'k> Gen<'k> {
         self.def(&format!("arith.{name} {x}, {y} : {ty}"))
     }
 
-    /// `func(src * scale + bias)` in f64 like interp, rounded to f32.
-    fn act_value(&mut self, func: ActFunc, p: &[String]) -> String {
-        let x = self.load_f64(1, p);
-        let scale = self.load_f64(2, p);
-        let bias = self.load_f64(3, p);
-        let xs = self.def(&format!("arith.mulf {x}, {scale} : f64"));
-        let y = self.def(&format!("arith.addf {xs}, {bias} : f64"));
+    /// `func(src * scale + bias)` in f64 like interp, rounded to f32; with `vector` (only for
+    /// the functions `simd_act` admits) on `vector<8xf64>` lanes, each computed as the scalar
+    /// form computes it.
+    fn act_value(&mut self, func: ActFunc, p: &[String], vector: bool) -> String {
+        let (x, scale, bias) = if vector {
+            let (f64v, f32v) = (
+                format!("vector<{LANES}xf64>"),
+                format!("vector<{LANES}xf32>"),
+            );
+            let x = self.load_f32(1, p, true);
+            let x = self.def(&format!("arith.extf {x} : {f32v} to {f64v}"));
+            let scale = self.load_f64(2, p);
+            let scale = self.def(&format!("vector.broadcast {scale} : f64 to {f64v}"));
+            let bias = self.load_f64(3, p);
+            let bias = self.def(&format!("vector.broadcast {bias} : f64 to {f64v}"));
+            (x, scale, bias)
+        } else {
+            (
+                self.load_f64(1, p),
+                self.load_f64(2, p),
+                self.load_f64(3, p),
+            )
+        };
+        let (ty, narrow) = if vector {
+            (
+                format!("vector<{LANES}xf64>"),
+                format!("vector<{LANES}xf32>"),
+            )
+        } else {
+            ("f64".to_string(), "f32".to_string())
+        };
+        let xs = self.def(&format!("arith.mulf {x}, {scale} : {ty}"));
+        let y = self.def(&format!("arith.addf {xs}, {bias} : {ty}"));
         let z = match func {
             ActFunc::Identity => y,
             ActFunc::Relu => {
                 let zero = self.def("arith.constant 0.0 : f64");
-                let keep = self.def(&format!("arith.cmpf ugt, {y}, {zero} : f64"));
-                self.def(&format!("arith.select {keep}, {y}, {zero} : f64"))
+                let zero = if vector {
+                    self.def(&format!("vector.broadcast {zero} : f64 to {ty}"))
+                } else {
+                    zero
+                };
+                let keep = self.def(&format!("arith.cmpf ugt, {y}, {zero} : {ty}"));
+                let keep_ty = if vector {
+                    format!("vector<{LANES}xi1>, {ty}")
+                } else {
+                    ty.clone()
+                };
+                self.def(&format!("arith.select {keep}, {y}, {zero} : {keep_ty}"))
             }
             f => {
                 let code = ALL_ACT_FUNCS.iter().position(|&g| g == f).unwrap_or(0);
@@ -591,7 +627,7 @@ impl<'k> Gen<'k> {
                 ))
             }
         };
-        self.def(&format!("arith.truncf {z} : f64 to f32"))
+        self.def(&format!("arith.truncf {z} : {ty} to {narrow}"))
     }
 
     /// `scf.for` over the inner dims carrying an f64 accumulator; returns the final value.
@@ -651,7 +687,7 @@ impl<'k> Gen<'k> {
         let init = self.def("arith.constant 0.0 : f64");
         let inner = self.inner.clone();
         let total = self.accumulate(&inner, p, init, &mut |g, q, a| {
-            let y = g.act_value(func, q);
+            let y = g.act_value(func, q, false);
             g.store_to(0, q, &y, false);
             let yd = g.def(&format!("arith.extf {y} : f32 to f64"));
             g.def(&format!("arith.addf {a}, {yd} : f64"))
