@@ -107,25 +107,32 @@ impl Panel {
     fn gather(&self, mem: &JitMemory<'_>, out: &mut Vec<f32>) -> Option<()> {
         let bytes = mem.bytes(self.loc)?;
         out.clear();
-        out.reserve(self.rows * self.free);
+        out.resize(self.rows * self.free, 0.0);
+        let mut next = out.chunks_exact_mut(self.free.max(1));
         for r in 0..self.rows {
+            let mut row = next.next()?;
             for (i, &(_, len)) in self.runs.iter().enumerate() {
                 let at = self.at(r, i);
                 let run = bytes.get(at..at + len * self.dtype.size_bytes())?;
+                let (dst, rest) = std::mem::take(&mut row).split_at_mut_checked(len)?;
+                row = rest;
+                // Element-wise over exact-size slices, which the compiler vectorises.
                 match self.dtype {
-                    DType::F32 => out.extend(
-                        run.chunks_exact(4)
-                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-                    ),
-                    DType::Bf16 => {
-                        out.extend(run.chunks_exact(2).map(|c| {
-                            f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)
-                        }))
+                    DType::F32 => {
+                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(4)) {
+                            *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        }
                     }
-                    DType::F16 => out.extend(
-                        run.chunks_exact(2)
-                            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-                    ),
+                    DType::Bf16 => {
+                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(2)) {
+                            *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
+                        }
+                    }
+                    DType::F16 => {
+                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(2)) {
+                            *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                        }
+                    }
                     _ => return None,
                 }
             }
