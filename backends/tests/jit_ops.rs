@@ -537,6 +537,35 @@ proptest! {
     }
 
     #[test]
+    fn transpose_matches(
+        p in 1u32..40,
+        f in 1u32..40,
+        dt in pe_dtype(),
+        reversed in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut b = B::new();
+        let src = b.loaded(dt, p, &values((p * f) as usize, seed));
+        // The source plain, or read column-reversed (gathered an element at a time).
+        let src = if reversed {
+            TileAccess { offset: f as u64 - 1, dims: vec![Dim::new(-1, f)], ..B::whole(src, p, f as usize) }
+        } else {
+            B::whole(src, p, f as usize)
+        };
+        let d = b.buffer(DType::F32, f, p as usize, Space::Psum);
+        b.push(Engine::Pe, Op::Transpose { dst: B::whole(d, f, p as usize), src });
+        let (prog, inputs) = b.finish(&[d]);
+        let stats = compare(&prog, &inputs, true);
+        if dt == DType::F16 {
+            // As for the matmul: the f16 operand loads take the interpreter path.
+            assert!(stats.fallback_ops.keys().all(|op| *op == "dma_copy"), "{stats:?}");
+        } else {
+            assert_eq!(stats.fallbacks, 0, "{stats:?}");
+        }
+        assert_eq!(stats.microkernel, 1);
+    }
+
+    #[test]
     fn matmul_within_tolerance(
         k in 1u32..40,
         m in 1u32..20,

@@ -267,3 +267,35 @@ pub(crate) fn run(
     }
     Ok(())
 }
+
+/// A planned `nc_transpose`: `dst[f][p] = src[p][f]`, widened to the f32 destination.
+#[derive(Clone, Debug)]
+pub(crate) struct TransposePlan {
+    pub src: Panel,
+    pub dst: Panel,
+}
+
+/// `nc_transpose` on the host: gather the source (f32, bf16 or f16, each widening to f32
+/// exactly, as interp's conversion does), transpose, scatter to the f32 destination. The
+/// result is bit-identical to interp's.
+pub(crate) fn transpose(
+    mem: &mut JitMemory<'_>,
+    t: &TransposePlan,
+    s: &mut Scratch,
+    at: impl Fn() -> String,
+) -> Result<(), JitError> {
+    let internal = || JitError::BadInstruction {
+        inst: at(),
+        detail: "internal: a transpose operand left its memory".into(),
+    };
+    let (p, f) = (t.src.rows(), t.src.free());
+    t.src.gather(mem, &mut s.a).ok_or_else(internal)?;
+    s.c.clear();
+    s.c.resize(p * f, 0.0);
+    for (pi, row) in s.a.chunks_exact(f.max(1)).enumerate() {
+        for (fi, &v) in row.iter().enumerate() {
+            s.c[fi * p + pi] = v;
+        }
+    }
+    t.dst.scatter(mem, &s.c).ok_or_else(internal)
+}

@@ -102,7 +102,7 @@ use crate::interp::InterpError;
 use crate::interp::error::Ctx;
 use crate::interp::exec;
 use codegen::{Compiler, KernelFn, alu_supported};
-use matmul::{MatmulPlan, Panel};
+use matmul::{MatmulPlan, Panel, TransposePlan};
 use memory::{JitMemory, Loc};
 use plan::{Body, Invocation, KernelKey, Raw, Resolver, Src, is_f32ish};
 use std::cell::RefCell;
@@ -165,7 +165,7 @@ pub struct JitStats {
     pub compiled: u64,
     /// Instructions whose kernel was already in the cache.
     pub cache_hits: u64,
-    /// `nc_matmul` instructions run by the Rust microkernel.
+    /// `nc_matmul` and `nc_transpose` instructions run by Rust microkernels.
     pub microkernel: u64,
     /// Instructions run through interp's `exec`.
     pub fallbacks: u64,
@@ -249,6 +249,7 @@ enum Step {
     #[cfg_attr(not(feature = "mlir"), allow(dead_code))]
     Pending(Invocation, &'static str),
     Matmul(Box<MatmulPlan>),
+    Transpose(Box<TransposePlan>),
     Fallback,
 }
 
@@ -312,7 +313,8 @@ pub fn mlir_module(program: &MachineProgram, target: &TargetSpec) -> Result<Stri
         .map_err(|detail| JitError::BadMachineProgram { detail })?;
     let mut keys: Vec<KernelKey> = Vec::new();
     let mut uses: HashMap<KernelKey, (usize, BTreeMap<&'static str, usize>)> = HashMap::new();
-    let (mut matmuls, mut fallbacks) = (0usize, BTreeMap::<&'static str, usize>::new());
+    let (mut matmuls, mut transposes) = (0usize, 0usize);
+    let mut fallbacks = BTreeMap::<&'static str, usize>::new();
     for (q, queue) in program.queues.iter().enumerate() {
         for (i, inst) in queue.insts.iter().enumerate() {
             let res = Resolver {
@@ -334,6 +336,12 @@ pub fn mlir_module(program: &MachineProgram, target: &TargetSpec) -> Result<Stri
                 matmuls += 1;
                 continue;
             }
+            if let Op::Transpose { dst, src } = op
+                && plan_transpose(&res, dst, src)?.is_some()
+            {
+                transposes += 1;
+                continue;
+            }
             match invocation(&res, op)? {
                 Some(inv) if mlir::generates(&inv.key) => {
                     let entry = uses.entry(inv.key.clone()).or_insert_with(|| {
@@ -350,11 +358,12 @@ pub fn mlir_module(program: &MachineProgram, target: &TargetSpec) -> Result<Stri
     }
     let names: Vec<String> = (0..keys.len()).map(|k| format!("k{k}")).collect();
     let mut out = format!(
-        "// tessera mlir backend: program `{}`\n// {} kernels for {} instructions; {} nc_matmul by the microkernel; fallback to interp: {}\n",
+        "// tessera mlir backend: program `{}`\n// {} kernels for {} instructions; {} nc_matmul and {} nc_transpose by Rust microkernels; fallback to interp: {}\n",
         program.name,
         keys.len(),
         uses.values().map(|u| u.0).sum::<usize>(),
         matmuls,
+        transposes,
         if fallbacks.is_empty() {
             "none".to_string()
         } else {
@@ -497,7 +506,7 @@ impl Jit {
             for (i, step) in queue.iter().enumerate() {
                 match step {
                     Step::Kernel { .. } => counts.cache_hits += 1,
-                    Step::Matmul(_) => counts.microkernel += 1,
+                    Step::Matmul(_) | Step::Transpose(_) => counts.microkernel += 1,
                     Step::Fallback | Step::Pending(..) => {
                         counts.fallbacks += 1;
                         if let Some(inst) = program.queues.get(q).and_then(|s| s.insts.get(i)) {
@@ -593,6 +602,11 @@ impl Jit {
                         inst_ref(q, i).describe(program)
                     })?;
                 }
+                Step::Transpose(t) => {
+                    matmul::transpose(&mut mem, t, &mut scratch, || {
+                        inst_ref(q, i).describe(program)
+                    })?;
+                }
                 Step::Fallback | Step::Pending(..) => {
                     let ctx = Ctx {
                         index: i,
@@ -641,6 +655,13 @@ impl Jit {
                 if let Some(p) = plan_matmul(res, dst, stationary, moving, *start)? {
                     self.stats.microkernel += 1;
                     return Ok(Step::Matmul(Box::new(p)));
+                }
+                None
+            }
+            Op::Transpose { dst, src } => {
+                if let Some(t) = plan_transpose(res, dst, src)? {
+                    self.stats.microkernel += 1;
+                    return Ok(Step::Transpose(Box::new(t)));
                 }
                 None
             }
@@ -962,6 +983,25 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
         }
         _ => None,
     })
+}
+
+fn plan_transpose(
+    res: &Resolver<'_>,
+    dst: &TileAccess,
+    src: &TileAccess,
+) -> Result<Option<TransposePlan>, JitError> {
+    let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
+    let ok = d.dtype == DType::F32
+        && (is_f32ish(s.dtype) || s.dtype == DType::F16)
+        && d.rows == s.free
+        && d.free == s.rows
+        && !d.is_empty()
+        && !s.is_empty()
+        && !d.may_overlap(&s);
+    Ok(ok.then(|| TransposePlan {
+        src: Panel::new(&s, src),
+        dst: Panel::new(&d, dst),
+    }))
 }
 
 fn plan_matmul(
