@@ -104,6 +104,7 @@ pub fn sigmoid(x: f64) -> f64 {
 
 /// The activation function `func(x)`, unrounded. The engine's `x * scale + bias` is applied by
 /// the caller before this.
+#[inline]
 pub fn activation(func: ActFunc, x: f64) -> f64 {
     match func {
         ActFunc::Identity => x,
