@@ -571,7 +571,7 @@ proptest! {
         m in 1u32..20,
         n in 1u32..40,
         dt in pe_dtype(),
-        layout in 0u8..3,
+        layout in 0u8..4,
         dst_reversed in any::<bool>(),
         accumulate in any::<bool>(),
         seed in any::<u64>(),
@@ -579,8 +579,8 @@ proptest! {
         let mut b = B::new();
         let st = b.loaded(dt, k, &values((k * m) as usize, seed));
         let stationary = B::whole(st, k, m as usize);
-        // The moving operand plain (read in place when f32), read column-reversed, or a
-        // window of pairs of adjacent columns with gaps (both gathered).
+        // The moving operand plain (read in place when f32), read column-reversed, a window
+        // of pairs of adjacent columns with gaps, or every other column (all gathered).
         let half = n.div_ceil(2);
         let (moving, n) = match layout {
             0 => {
@@ -592,10 +592,16 @@ proptest! {
                 let reversed = vec![Dim::new(-1, n)];
                 (TileAccess { offset: n as u64 - 1, dims: reversed, ..B::whole(mv, k, n as usize) }, n)
             }
-            _ => {
+            2 => {
                 let mv = b.loaded(dt, k, &values((k * 4 * half) as usize, seed ^ 9));
                 let window = vec![Dim::new(4, half), Dim::new(1, 2)];
                 (TileAccess { dims: window, ..B::whole(mv, k, 4 * half as usize) }, 2 * half)
+            }
+            _ => {
+                // Every other column (a stride-2 convolution's window): evenly spaced runs.
+                let mv = b.loaded(dt, k, &values((k * 2 * n) as usize, seed ^ 9));
+                let strided = vec![Dim::new(2, n)];
+                (TileAccess { dims: strided, ..B::whole(mv, k, 2 * n as usize) }, n)
             }
         };
         let d = b.buffer(DType::F32, m, n as usize, Space::Psum);

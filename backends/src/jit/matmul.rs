@@ -23,8 +23,8 @@ use super::memory::{JitMemory, Loc};
 use super::plan::Raw;
 use tessera_ir::{DType, TileAccess};
 
-/// One operand: row `r`'s elements are the runs `row0 + r * pb + runs[i].0 ..` (`runs[i].1`
-/// elements each, in order) of `loc`.
+/// One operand: row `r`'s elements are, run after run, `runs[i].len` elements of `loc` from
+/// byte `row0 + r * pb + runs[i].at`, `runs[i].step` bytes apart.
 #[derive(Clone, Debug)]
 pub(crate) struct Panel {
     loc: Loc,
@@ -33,10 +33,28 @@ pub(crate) struct Panel {
     pb: u64,
     rows: usize,
     free: usize,
-    /// Maximal runs of adjacent elements: (byte offset within the row, element count).
-    runs: Vec<(usize, usize)>,
+    /// The row's elements as runs of evenly spaced elements (maximal, built greedily).
+    runs: Vec<Run>,
     /// One past the highest byte the panel touches.
     end: usize,
+}
+
+/// Evenly spaced elements of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    /// Byte offset of the first within the row.
+    at: usize,
+    /// Elements.
+    len: usize,
+    /// Bytes from one to the next (the element size when adjacent).
+    step: usize,
+}
+
+impl Run {
+    /// Bytes from the first element's start to the last element's end.
+    fn span(&self, size: usize) -> usize {
+        (self.len - 1) * self.step + size
+    }
 }
 
 impl Panel {
@@ -52,19 +70,24 @@ impl Panel {
             offsets = next;
         }
         let size = raw.dtype.size_bytes();
-        let mut runs: Vec<(usize, usize)> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         // Non-negative: the view was checked to lie inside each partition.
         for o in offsets.iter().map(|&o| o.max(0) as usize) {
             match runs.last_mut() {
-                Some((start, len)) if *start + *len * size == o => *len += 1,
-                _ => runs.push((o, 1)),
+                // A second element fixes the run's spacing (forward, at least an element).
+                Some(r) if r.len == 1 && o >= r.at + size => {
+                    r.step = o - r.at;
+                    r.len = 2;
+                }
+                Some(r) if r.len > 1 && r.at + r.len * r.step == o => r.len += 1,
+                _ => runs.push(Run {
+                    at: o,
+                    len: 1,
+                    step: size,
+                }),
             }
         }
-        let high = runs
-            .iter()
-            .map(|&(o, len)| o + len * size)
-            .max()
-            .unwrap_or(0);
+        let high = runs.iter().map(|r| r.at + r.span(size)).max().unwrap_or(0);
         let rows = raw.rows as usize;
         Panel {
             loc: raw.loc,
@@ -88,7 +111,7 @@ impl Panel {
 
     /// Byte address of row `r`'s run `i`.
     fn at(&self, r: usize, i: usize) -> usize {
-        self.row0 as usize + r * self.pb as usize + self.runs[i].0
+        self.row0 as usize + r * self.pb as usize + self.runs[i].at
     }
 
     /// `(byte address of element 0, row stride in elements)` when the sgemm can read or write
@@ -97,6 +120,7 @@ impl Panel {
     fn in_place(&self, bytes: &[u8]) -> Option<(usize, isize)> {
         let ok = self.dtype == DType::F32
             && self.runs.len() == 1
+            && (self.runs[0].len == 1 || self.runs[0].step == 4)
             && self.pb.is_multiple_of(4)
             && self.end <= bytes.len()
             && (bytes.as_ptr() as usize + self.at(0, 0)).is_multiple_of(4);
@@ -106,30 +130,38 @@ impl Panel {
     /// Every element as f32, row-major.
     fn gather(&self, mem: &JitMemory<'_>, out: &mut Vec<f32>) -> Option<()> {
         let bytes = mem.bytes(self.loc)?;
+        let size = self.dtype.size_bytes();
         out.clear();
         out.resize(self.rows * self.free, 0.0);
         let mut next = out.chunks_exact_mut(self.free.max(1));
         for r in 0..self.rows {
             let mut row = next.next()?;
-            for (i, &(_, len)) in self.runs.iter().enumerate() {
+            for (i, run) in self.runs.iter().enumerate() {
                 let at = self.at(r, i);
-                let run = bytes.get(at..at + len * self.dtype.size_bytes())?;
-                let (dst, rest) = std::mem::take(&mut row).split_at_mut_checked(len)?;
+                let src = bytes.get(at..at + run.span(size))?;
+                let (dst, rest) = std::mem::take(&mut row).split_at_mut_checked(run.len)?;
                 row = rest;
-                // Element-wise over exact-size slices, which the compiler vectorises.
+                // Element-wise over exact-size iterators (vectorised when adjacent); `chunks`
+                // of `step` bytes start at the elements, the last one just an element long.
+                let elems = src.chunks(run.step).map(|c| &c[..size]);
                 match self.dtype {
+                    DType::F32 if run.step == 4 => {
+                        for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                            *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                        }
+                    }
                     DType::F32 => {
-                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(4)) {
+                        for (d, c) in dst.iter_mut().zip(elems) {
                             *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                         }
                     }
                     DType::Bf16 => {
-                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(2)) {
+                        for (d, c) in dst.iter_mut().zip(elems) {
                             *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
                         }
                     }
                     DType::F16 => {
-                        for (d, c) in dst.iter_mut().zip(run.chunks_exact(2)) {
+                        for (d, c) in dst.iter_mut().zip(elems) {
                             *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
                         }
                     }
@@ -145,11 +177,12 @@ impl Panel {
         let bytes = mem.bytes_mut(self.loc)?;
         let mut values = values.iter();
         for r in 0..self.rows {
-            for (i, &(_, len)) in self.runs.iter().enumerate() {
+            for (i, run) in self.runs.iter().enumerate() {
                 let at = self.at(r, i);
-                let run = bytes.get_mut(at..at + 4 * len)?;
-                for dst in run.chunks_exact_mut(4) {
-                    dst.copy_from_slice(&values.next()?.to_le_bytes());
+                let dst = bytes.get_mut(at..at + run.span(4))?;
+                for d in dst.chunks_mut(run.step) {
+                    d.get_mut(..4)?
+                        .copy_from_slice(&values.next()?.to_le_bytes());
                 }
             }
         }
