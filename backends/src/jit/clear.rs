@@ -115,7 +115,7 @@ fn runs(raw: &Raw, tile: bool) -> Option<Vec<(u64, u64)>> {
 /// Walks `insts` (each with the resolver naming it) in run order and returns the boxes of the
 /// reads not covered by earlier dense writes, without duplicates.
 pub(crate) fn uncovered_reads<'a>(
-    insts: impl Iterator<Item = (Resolver<'a>, &'a Op)>,
+    insts: impl Iterator<Item = (&'a Resolver<'a>, &'a Op)>,
 ) -> Result<Vec<Clear>, JitError> {
     let mut written: HashMap<(Loc, u64), Written> = HashMap::new();
     let mut clears: Vec<Clear> = Vec::new();

@@ -217,16 +217,22 @@ enum Place {
     Packed,
 }
 
+/// The error for an operand found outside its memory at run time (planning checked them all,
+/// so this is an internal bug).
+fn left_memory(at: &impl Fn() -> String, what: &str) -> JitError {
+    JitError::BadInstruction {
+        inst: at(),
+        detail: format!("internal: a {what} operand left its memory"),
+    }
+}
+
 pub(crate) fn run(
     mem: &mut JitMemory<'_>,
     p: &MatmulPlan,
     s: &mut Scratch,
     at: impl Fn() -> String,
 ) -> Result<(), JitError> {
-    let internal = || JitError::BadInstruction {
-        inst: at(),
-        detail: "internal: a matmul operand left its memory".into(),
-    };
+    let internal = || left_memory(&at, "matmul");
     let (k, m, n) = (p.stationary.rows(), p.stationary.free(), p.moving.free());
     let dst_bytes = mem.bytes(p.dst.loc).ok_or_else(internal)?;
     let c_place = match p.dst.in_place(dst_bytes) {
@@ -247,7 +253,6 @@ pub(crate) fn run(
     };
     let a_place = place(&p.stationary, &mut s.a).ok_or_else(internal)?;
     let b_place = place(&p.moving, &mut s.b).ok_or_else(internal)?;
-    let beta = if p.start { 0.0 } else { 1.0 };
     if let Place::Packed = c_place {
         if p.start {
             s.c.clear();
@@ -263,9 +268,9 @@ pub(crate) fn run(
         return Err(internal());
     }
     // Pointers and strides (in f32 elements). The sgemm computes
-    // `c[i][j] = beta c[i][j] + sum_l lhs[i][l] rhs[l][j]` (reading `c` only when
-    // accumulating), and the stationary operand is stored `k x m`, so the left operand is its
-    // transpose (row stride 1).
+    // `c[i][j] = c[i][j] + sum_l lhs[i][l] rhs[l][j]` when accumulating (`read_dst`; without
+    // it `c` is not read and its factor is ignored), and the stationary operand is stored
+    // `k x m`, so the left operand is its transpose (row stride 1).
     let (a_ptr, rsa, csa) = match a_place {
         Place::InPlace(at, rs) => (
             mem.base_ptr(p.stationary.loc).wrapping_add(at) as *const f32,
@@ -308,7 +313,7 @@ pub(crate) fn run(
             b_ptr,
             csb,
             rsb,
-            beta,
+            1.0,
             1.0,
             false,
             false,
@@ -338,10 +343,7 @@ pub(crate) fn transpose(
     s: &mut Scratch,
     at: impl Fn() -> String,
 ) -> Result<(), JitError> {
-    let internal = || JitError::BadInstruction {
-        inst: at(),
-        detail: "internal: a transpose operand left its memory".into(),
-    };
+    let internal = || left_memory(&at, "transpose");
     let (p, f) = (t.src.rows(), t.src.free());
     t.src.gather(mem, &mut s.a).ok_or_else(internal)?;
     s.c.clear();

@@ -317,12 +317,7 @@ pub fn mlir_module(program: &MachineProgram, target: &TargetSpec) -> Result<Stri
     let mut fallbacks = BTreeMap::<&'static str, usize>::new();
     for (q, queue) in program.queues.iter().enumerate() {
         for (i, inst) in queue.insts.iter().enumerate() {
-            let res = Resolver {
-                program,
-                sbuf_pb: target.sbuf_partition_bytes,
-                psum_pb: target.psum_partition_bytes,
-                at: inst_ref(q, i).describe(program),
-            };
+            let res = resolver(program, target, q, i);
             let op = &inst.op;
             if let Op::Matmul {
                 dst,
@@ -486,17 +481,19 @@ impl Jit {
         tessera_ir::check_machine_program(program, target)
             .map_err(|detail| JitError::BadMachineProgram { detail })?;
         let order = order(program)?;
+        // One resolver per instruction, kept for the clearing analysis below.
+        let resolvers: Vec<Vec<Resolver<'_>>> = (0..program.queues.len())
+            .map(|q| {
+                (0..program.queues[q].insts.len())
+                    .map(|i| resolver(program, target, q, i))
+                    .collect()
+            })
+            .collect();
         let mut steps: Vec<Vec<Step>> = Vec::with_capacity(program.queues.len());
-        for (q, queue) in program.queues.iter().enumerate() {
+        for (queue, res) in program.queues.iter().zip(&resolvers) {
             let mut qs = Vec::with_capacity(queue.insts.len());
-            for (i, inst) in queue.insts.iter().enumerate() {
-                let res = Resolver {
-                    program,
-                    sbuf_pb: target.sbuf_partition_bytes,
-                    psum_pb: target.psum_partition_bytes,
-                    at: inst_ref(q, i).describe(program),
-                };
-                qs.push(self.plan(&res, &inst.op)?);
+            for (inst, res) in queue.insts.iter().zip(res) {
+                qs.push(self.plan(res, &inst.op)?);
             }
             steps.push(qs);
         }
@@ -518,13 +515,7 @@ impl Jit {
         }
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
             let inst = program.queues.get(q)?.insts.get(i)?;
-            let res = Resolver {
-                program,
-                sbuf_pb: target.sbuf_partition_bytes,
-                psum_pb: target.psum_partition_bytes,
-                at: inst_ref(q, i).describe(program),
-            };
-            Some((res, &inst.op))
+            Some((resolvers.get(q)?.get(i)?, &inst.op))
         }))?;
         Ok(Prepared {
             program: program.clone(),
@@ -985,6 +976,26 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
     })
 }
 
+/// The resolver of instruction `i` of queue `q` (named in its errors).
+fn resolver<'p>(
+    program: &'p MachineProgram,
+    target: &TargetSpec,
+    q: usize,
+    i: usize,
+) -> Resolver<'p> {
+    Resolver {
+        program,
+        sbuf_pb: target.sbuf_partition_bytes,
+        psum_pb: target.psum_partition_bytes,
+        at: inst_ref(q, i).describe(program),
+    }
+}
+
+/// The tensor engine's float operand types: f32, bf16 and f16 (each widens to f32 exactly).
+fn pe_operand(t: DType) -> bool {
+    is_f32ish(t) || t == DType::F16
+}
+
 fn plan_transpose(
     res: &Resolver<'_>,
     dst: &TileAccess,
@@ -992,7 +1003,7 @@ fn plan_transpose(
 ) -> Result<Option<TransposePlan>, JitError> {
     let (d, s) = (res.tile("dst", dst)?, res.tile("src", src)?);
     let ok = d.dtype == DType::F32
-        && (is_f32ish(s.dtype) || s.dtype == DType::F16)
+        && pe_operand(s.dtype)
         && d.rows == s.free
         && d.free == s.rows
         && !d.is_empty()
@@ -1016,8 +1027,6 @@ fn plan_matmul(
         res.tile("stationary", stationary)?,
         res.tile("moving", moving)?,
     );
-    // The PE's float operand types: f32, bf16 and f16 (each widens to f32 exactly).
-    let pe_operand = |t: DType| is_f32ish(t) || t == DType::F16;
     let ok = d.dtype == DType::F32
         && pe_operand(st.dtype)
         && pe_operand(mv.dtype)
