@@ -72,7 +72,7 @@ const MAX_RUNS: usize = 1 << 12;
 /// excluded for tiles) that nest without gaps from the element width up form one block,
 /// repeated at the offsets the other dimensions enumerate. `None` when there are more than
 /// [`MAX_RUNS`] repetitions or the view is empty.
-fn runs(raw: &Raw, tile: bool) -> Option<Vec<(u64, u64)>> {
+pub(crate) fn runs(raw: &Raw, tile: bool) -> Option<Vec<(u64, u64)>> {
     let free = if tile { &raw.dims[1..] } else { &raw.dims[..] };
     if free.iter().any(|d| d.0 == 0) || raw.rows == 0 {
         return None;

@@ -103,6 +103,46 @@ impl Panel {
         }
     }
 
+    /// The same elements in `loc`, row 0 at byte `row0` and rows `pb` bytes apart.
+    pub fn relocated(&self, loc: Loc, row0: u64, pb: u64) -> Panel {
+        let high = self.end - self.row0 as usize - self.rows.saturating_sub(1) * self.pb as usize;
+        Panel {
+            loc,
+            row0,
+            pb,
+            end: row0 as usize + self.rows.saturating_sub(1) * pb as usize + high,
+            ..self.clone()
+        }
+    }
+
+    /// Asks the processor to start loading the panel's cache lines (it is read soon).
+    pub fn prefetch(&self, mem: &JitMemory<'_>) {
+        let Some(bytes) = mem.bytes(self.loc) else {
+            return;
+        };
+        let size = self.dtype.size_bytes();
+        for r in 0..self.rows {
+            for (i, run) in self.runs.iter().enumerate() {
+                let at = self.at(r, i);
+                let Some(row) = bytes.get(at..at + run.span(size)) else {
+                    return;
+                };
+                for line in row.chunks(64) {
+                    prefetch(line);
+                }
+            }
+        }
+    }
+
+    /// One past the highest byte the panel touches.
+    pub fn end(&self) -> usize {
+        self.end
+    }
+
+    pub fn loc(&self) -> Loc {
+        self.loc
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -189,6 +229,17 @@ impl Panel {
             }
         }
         Some(())
+    }
+}
+
+/// A hint to load the cache line holding `bytes[0]`.
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch only hints the cache; `sse` is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast()) };
     }
 }
 

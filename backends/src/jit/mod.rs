@@ -91,6 +91,7 @@
 
 mod clear;
 mod codegen;
+mod forward;
 mod matmul;
 mod memory;
 #[cfg(feature = "mlir")]
@@ -171,6 +172,9 @@ pub struct JitStats {
     pub fallbacks: u64,
     /// Fallbacks by opcode.
     pub fallback_ops: BTreeMap<&'static str, u64>,
+    /// Weight loads skipped because every instruction reading what they load reads the input
+    /// tensor instead (`forward`).
+    pub forwarded: u64,
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -199,6 +203,8 @@ struct Prepared {
     program: MachineProgram,
     target: TargetSpec,
     order: Vec<(usize, usize)>,
+    /// For each position in `order`, the next matmul (its queue and index), if any.
+    ahead: Vec<Option<(usize, usize)>>,
     steps: Vec<Vec<Step>>,
     /// What each run zeroes first.
     clears: Vec<clear::Clear>,
@@ -213,6 +219,7 @@ impl JitStats {
         self.cache_hits += other.cache_hits;
         self.microkernel += other.microkernel;
         self.fallbacks += other.fallbacks;
+        self.forwarded += other.forwarded;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -251,6 +258,8 @@ enum Step {
     Matmul(Box<MatmulPlan>),
     Transpose(Box<TransposePlan>),
     Fallback,
+    /// A load whose readers all read its source tensor (`forward`): nothing to do.
+    Skipped,
 }
 
 thread_local! {
@@ -504,6 +513,7 @@ impl Jit {
                 match step {
                     Step::Kernel { .. } => counts.cache_hits += 1,
                     Step::Matmul(_) | Step::Transpose(_) => counts.microkernel += 1,
+                    Step::Skipped => {}
                     Step::Fallback | Step::Pending(..) => {
                         counts.fallbacks += 1;
                         if let Some(inst) = program.queues.get(q).and_then(|s| s.insts.get(i)) {
@@ -513,14 +523,33 @@ impl Jit {
                 }
             }
         }
+        let forwarded = forward::forward_loads(
+            program,
+            target.sbuf_partition_bytes,
+            &order,
+            &resolvers,
+            &mut steps,
+        )?;
+        self.stats.forwarded += forwarded;
+        counts.forwarded = forwarded;
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
             let inst = program.queues.get(q)?.insts.get(i)?;
             Some((resolvers.get(q)?.get(i)?, &inst.op))
         }))?;
+        // For each position in the run order, the next matmul after it.
+        let mut ahead = vec![None; order.len()];
+        let mut next = None;
+        for (j, &(q, i)) in order.iter().enumerate().rev() {
+            ahead[j] = next;
+            if let Some(Step::Matmul(_)) = steps.get(q).and_then(|s| s.get(i)) {
+                next = Some((q, i));
+            }
+        }
         Ok(Prepared {
             program: program.clone(),
             target: target.clone(),
             order,
+            ahead,
             steps,
             clears,
             counts,
@@ -537,6 +566,7 @@ impl Jit {
             program,
             target,
             order,
+            ahead,
             steps,
             clears,
             ..
@@ -547,7 +577,7 @@ impl Jit {
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         #[cfg(feature = "mlir")]
         let mut packed = mlir_call::Args::default();
-        for &(q, i) in order {
+        for (j, &(q, i)) in order.iter().enumerate() {
             let (Some(step), Some(inst)) = (
                 steps.get(q).and_then(|s| s.get(i)),
                 program.queues.get(q).and_then(|s| s.insts.get(i)),
@@ -589,6 +619,20 @@ impl Jit {
                     unsafe { f(ptrs.as_ptr(), imms.as_ptr()) };
                 }
                 Step::Matmul(p) => {
+                    // The next matmul's operands read from an input tensor (forwarded loads)
+                    // come from memory, not cache: start loading them while this one computes.
+                    if let Some(Step::Matmul(next)) = ahead
+                        .get(j)
+                        .copied()
+                        .flatten()
+                        .and_then(|(q, i)| steps.get(q)?.get(i))
+                    {
+                        for panel in [&next.stationary, &next.moving] {
+                            if matches!(panel.loc(), Loc::Tensor(_)) {
+                                panel.prefetch(&mem);
+                            }
+                        }
+                    }
                     matmul::run(&mut mem, p, &mut scratch, || {
                         inst_ref(q, i).describe(program)
                     })?;
@@ -598,6 +642,7 @@ impl Jit {
                         inst_ref(q, i).describe(program)
                     })?;
                 }
+                Step::Skipped => {}
                 Step::Fallback | Step::Pending(..) => {
                     let ctx = Ctx {
                         index: i,
