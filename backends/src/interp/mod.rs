@@ -73,6 +73,7 @@ pub(crate) mod exec;
 mod machine;
 pub(crate) mod memory;
 pub mod semantics;
+pub mod vmath;
 
 pub use error::{InterpError, PoisonedElement, Site};
 pub use machine::{MachineRunOptions, run_machine};

@@ -2,8 +2,9 @@
 //! function and reduction, on decoded `f64` values.
 //!
 //! The emulator applies these element by element; other backends (the Cranelift JIT) call or
-//! mirror the same functions so the backends agree bit for bit. Transcendentals come from
-//! `libm` rather than the platform's C library so results do not depend on the host.
+//! mirror the same functions so the backends agree bit for bit. `exp`, `erf` and GELU are this
+//! crate's own vectorisable definitions (`vmath`); the other transcendentals come from `libm`
+//! rather than the platform's C library, so results never depend on the host.
 //!
 //! Precision (the rule of `tessera_ir::isa`): each function computes in `f64`; the caller rounds
 //! the result to fp32 with [`round_step`] when the instruction has a float operand or
@@ -118,21 +119,21 @@ pub fn activation(func: ActFunc, x: f64) -> f64 {
         }
         ActFunc::Sigmoid => sigmoid(x),
         ActFunc::Tanh => libm::tanh(x),
-        ActFunc::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        ActFunc::Gelu => super::vmath::gelu(x),
         ActFunc::GeluTanh => {
             // sqrt(2 / pi)
             let c = std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
             0.5 * x * (1.0 + libm::tanh(c * (x + 0.044715 * x * x * x)))
         }
         ActFunc::Silu => x * sigmoid(x),
-        ActFunc::Exp => libm::exp(x),
+        ActFunc::Exp => super::vmath::exp(x),
         ActFunc::Log => libm::log(x),
         ActFunc::Sqrt => libm::sqrt(x),
         ActFunc::Rsqrt => 1.0 / libm::sqrt(x),
         ActFunc::Reciprocal => 1.0 / x,
         ActFunc::Square => x * x,
         ActFunc::Abs => x.abs(),
-        ActFunc::Erf => libm::erf(x),
+        ActFunc::Erf => super::vmath::erf(x),
         ActFunc::Sin => libm::sin(x),
         ActFunc::Cos => libm::cos(x),
         ActFunc::Sign => {

@@ -89,6 +89,7 @@
 //! # Ok::<(), tessera_backends::jit::JitError>(())
 //! ```
 
+mod actrow;
 mod clear;
 mod codegen;
 mod forward;
@@ -166,7 +167,8 @@ pub struct JitStats {
     pub compiled: u64,
     /// Instructions whose kernel was already in the cache.
     pub cache_hits: u64,
-    /// `nc_matmul` and `nc_transpose` instructions run by Rust microkernels.
+    /// `nc_matmul`, `nc_transpose` and vector-defined `activation` instructions run by Rust
+    /// microkernels.
     pub microkernel: u64,
     /// Instructions run through interp's `exec`.
     pub fallbacks: u64,
@@ -257,6 +259,8 @@ enum Step {
     Pending(Invocation, &'static str),
     Matmul(Box<MatmulPlan>),
     Transpose(Box<TransposePlan>),
+    /// An activation whose function has a vector definition, run a row at a time (`actrow`).
+    ActRows(Box<actrow::ActRows>),
     Fallback,
     /// A load whose readers all read its source tensor (`forward`): nothing to do.
     Skipped,
@@ -512,7 +516,9 @@ impl Jit {
             for (i, step) in queue.iter().enumerate() {
                 match step {
                     Step::Kernel { .. } => counts.cache_hits += 1,
-                    Step::Matmul(_) | Step::Transpose(_) => counts.microkernel += 1,
+                    Step::Matmul(_) | Step::Transpose(_) | Step::ActRows(_) => {
+                        counts.microkernel += 1
+                    }
                     Step::Skipped => {}
                     Step::Fallback | Step::Pending(..) => {
                         counts.fallbacks += 1;
@@ -574,6 +580,7 @@ impl Jit {
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare, clears)?;
         let mut scratch = matmul::Scratch::default();
+        let mut rows = actrow::RowScratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         #[cfg(feature = "mlir")]
         let mut packed = mlir_call::Args::default();
@@ -642,6 +649,9 @@ impl Jit {
                         inst_ref(q, i).describe(program)
                     })?;
                 }
+                Step::ActRows(a) => {
+                    actrow::run(&mut mem, a, &mut rows, || inst_ref(q, i).describe(program))?;
+                }
                 Step::Skipped => {}
                 Step::Fallback | Step::Pending(..) => {
                     let ctx = Ctx {
@@ -708,6 +718,10 @@ impl Jit {
             *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
             return Ok(Step::Fallback);
         };
+        if let Some(rows) = actrow::ActRows::plan(&inv) {
+            self.stats.microkernel += 1;
+            return Ok(Step::ActRows(Box::new(rows)));
+        }
         match self.cache.get(&inv.key) {
             Some(&code) => {
                 self.stats.cache_hits += 1;

@@ -1,0 +1,273 @@
+//! `activation` of exp, erf and GELU a row at a time, in vector lanes.
+//!
+//! A compiled kernel would call interp's scalar definition once per element. These functions
+//! are written to vectorise instead ([`crate::interp::vmath`]), so the jit runs them here: the
+//! row's arguments `x * scale + bias` are computed in f64 exactly as interp does, the function
+//! is applied to the whole row at once ([`activation_row`]), and the results are rounded and
+//! stored (and, for `accum`, summed in f64 in element order and rounded once). Every value is
+//! bit-identical to interp's.
+//!
+//! The step takes the loop nest of the kernel it replaces (the same `KernelKey`): for a plain
+//! activation a row is the innermost loop, for an accumulating one all elements of a partition.
+//! Memory is read and written through checked slices, so this file has no `unsafe`.
+
+use super::JitError;
+use super::memory::{JitMemory, Loc};
+use super::plan::{Arg, Body, Invocation};
+use crate::interp::vmath::{activation_row, vectorised};
+use tessera_ir::{ActFunc, DType};
+
+/// A planned row-wise activation.
+#[derive(Clone, Debug)]
+pub(crate) struct ActRows {
+    func: ActFunc,
+    accum: bool,
+    /// The memory arguments (destination, source, then scale and bias when in memory, then
+    /// `accum`): where element 0 lies and its dtype.
+    mems: Vec<(Loc, u64, DType)>,
+    /// Which memory argument (or immediate value) scale and bias are.
+    scale: Operand,
+    bias: Operand,
+    /// Outer loops: sizes and each memory argument's byte stride.
+    outer: Loops,
+    /// Each memory argument's byte offset of each element of a row.
+    row: Vec<Vec<i64>>,
+    /// Per memory argument: the row's elements are adjacent f32 values (offsets 0, 4, 8, ...).
+    dense: Vec<bool>,
+}
+
+/// Loops: each one's size and each memory argument's byte stride.
+type Loops = Vec<(u64, Vec<i64>)>;
+
+#[derive(Clone, Copy, Debug)]
+enum Operand {
+    Mem(usize),
+    Imm(f64),
+}
+
+/// Reusable row buffer.
+#[derive(Default)]
+pub(crate) struct RowScratch {
+    values: Vec<f64>,
+}
+
+impl ActRows {
+    /// The row-wise form of an activation kernel's invocation, for the functions with a vector
+    /// definition and f32/bf16 operands.
+    pub fn plan(inv: &Invocation) -> Option<ActRows> {
+        let (func, accum) = match inv.key.body {
+            Body::Act(f) => (f, false),
+            Body::ActAccum(f) => (f, true),
+            _ => return None,
+        };
+        if !vectorised(func) {
+            return None;
+        }
+        let mut mems = Vec::new();
+        let mut operand = Vec::new();
+        let mut strides: Vec<&[i64]> = Vec::new();
+        for (arg, &(loc, at)) in inv
+            .key
+            .args
+            .iter()
+            .filter(|a| matches!(a, Arg::Mem { .. }))
+            .zip(&inv.ptrs)
+        {
+            if let Arg::Mem { dtype, strides: s } = arg {
+                if !matches!(dtype, DType::F32 | DType::Bf16) {
+                    return None;
+                }
+                mems.push((loc, at, *dtype));
+                strides.push(s);
+            }
+        }
+        let mut next_mem = 0;
+        for arg in &inv.key.args {
+            operand.push(match arg {
+                Arg::Mem { .. } => {
+                    next_mem += 1;
+                    Operand::Mem(next_mem - 1)
+                }
+                Arg::Imm(slot) => Operand::Imm(*inv.imms.get(*slot as usize)?),
+            });
+        }
+        if operand.len() != 4 + accum as usize || mems.len() != strides.len() {
+            return None;
+        }
+        let shape = &inv.key.shape;
+        let dim = |d: usize| -> Vec<i64> { strides.iter().map(|s| s[d]).collect() };
+        // The row: the innermost loop, or an accumulating activation's walk.
+        let (outer_dims, row_dims): (Loops, Loops) = if accum {
+            let outer = (0..shape.len()).map(|d| (shape[d], dim(d))).collect();
+            (outer, inv.key.inner.clone())
+        } else {
+            let last = shape.len().checked_sub(1)?;
+            let outer = (0..last).map(|d| (shape[d], dim(d))).collect();
+            (outer, vec![(shape[last], dim(last))])
+        };
+        if strides.iter().any(|s| s.len() != shape.len())
+            || row_dims.iter().any(|d| d.1.len() != mems.len())
+        {
+            return None;
+        }
+        let mut row: Vec<Vec<i64>> = vec![vec![0]; mems.len()];
+        for (size, st) in &row_dims {
+            for (offsets, &s) in row.iter_mut().zip(st) {
+                *offsets = offsets
+                    .iter()
+                    .flat_map(|&o| (0..*size as i64).map(move |i| o + i * s))
+                    .collect();
+            }
+        }
+        let dense = row
+            .iter()
+            .zip(&mems)
+            .map(|(o, m)| {
+                m.2 == DType::F32 && o.iter().enumerate().all(|(j, &o)| o == 4 * j as i64)
+            })
+            .collect();
+        Some(ActRows {
+            dense,
+            func,
+            accum,
+            mems,
+            scale: operand[2],
+            bias: operand[3],
+            outer: outer_dims,
+            row,
+        })
+    }
+}
+
+/// Decodes the f32 or bf16 element at byte `at`.
+fn load(bytes: &[u8], at: usize, dtype: DType) -> Option<f64> {
+    Some(match dtype {
+        DType::Bf16 => {
+            let b = bytes.get(at..at + 2)?;
+            f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64
+        }
+        _ => {
+            let b = bytes.get(at..at + 4)?;
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64
+        }
+    })
+}
+
+/// Stores `v` (rounded to f32 already) as the element at byte `at`.
+fn store(bytes: &mut [u8], at: usize, dtype: DType, v: f32) -> Option<()> {
+    match dtype {
+        DType::Bf16 => bytes
+            .get_mut(at..at + 2)?
+            .copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+        _ => bytes.get_mut(at..at + 4)?.copy_from_slice(&v.to_le_bytes()),
+    }
+    Some(())
+}
+
+/// Runs a planned activation.
+pub(crate) fn run(
+    mem: &mut JitMemory<'_>,
+    a: &ActRows,
+    s: &mut RowScratch,
+    at: impl Fn() -> String,
+) -> Result<(), JitError> {
+    let internal = || JitError::BadInstruction {
+        inst: at(),
+        detail: "internal: an activation operand left its memory".into(),
+    };
+    let rows: u64 = a.outer.iter().map(|d| d.0).product();
+    let mut index = vec![0u64; a.outer.len()];
+    for _ in 0..rows {
+        // Element 0 of this row in each memory argument.
+        let base: Vec<i64> = (0..a.mems.len())
+            .map(|m| {
+                let outer: i64 = a
+                    .outer
+                    .iter()
+                    .zip(&index)
+                    .map(|((_, st), &i)| st[m] * i as i64)
+                    .sum();
+                a.mems[m].1 as i64 + outer
+            })
+            .collect();
+        let addr = |m: usize, j: usize| usize::try_from(base[m] + a.row[m][j]).ok();
+        let n = a.row[0].len();
+        s.values.clear();
+        {
+            // Each operand's memory, looked up once per row.
+            let view = |o: Operand| -> Option<(Option<&[u8]>, usize, f64)> {
+                Some(match o {
+                    Operand::Imm(v) => (None, 0, v),
+                    Operand::Mem(m) => (Some(mem.bytes(a.mems[m].0)?), m, 0.0),
+                })
+            };
+            let ops = [Operand::Mem(1), a.scale, a.bias].map(view);
+            let [Some(x), Some(scale), Some(bias)] = ops else {
+                return Err(internal());
+            };
+            let get = |(bytes, m, v): (Option<&[u8]>, usize, f64), j: usize| match bytes {
+                None => Some(v),
+                Some(b) => load(b, addr(m, j)?, a.mems[m].2),
+            };
+            // Scale and bias the same along the row (immediates or per-partition values).
+            let uniform = |o: Operand| match o {
+                Operand::Imm(_) => true,
+                Operand::Mem(m) => a.row[m].iter().all(|&o| o == 0),
+            };
+            if a.dense[1] && uniform(a.scale) && uniform(a.bias) && n > 0 {
+                let (Some(sc), Some(bi)) = (get(scale, 0), get(bias, 0)) else {
+                    return Err(internal());
+                };
+                let at = addr(1, 0).ok_or_else(internal)?;
+                let src =
+                    x.0.and_then(|b| b.get(at..at + 4 * n))
+                        .ok_or_else(internal)?;
+                s.values.extend(
+                    src.chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * sc + bi),
+                );
+            } else {
+                for j in 0..n {
+                    let (x, sc, bi) = (get(x, j), get(scale, j), get(bias, j));
+                    let (Some(x), Some(sc), Some(bi)) = (x, sc, bi) else {
+                        return Err(internal());
+                    };
+                    s.values.push(x * sc + bi);
+                }
+            }
+        }
+        activation_row(a.func, &mut s.values);
+        let (dloc, _, dtype) = a.mems[0];
+        let bytes = mem.bytes_mut(dloc).ok_or_else(internal)?;
+        if a.dense[0] {
+            let at = addr(0, 0).ok_or_else(internal)?;
+            let dst = bytes.get_mut(at..at + 4 * n).ok_or_else(internal)?;
+            for (d, &y) in dst.chunks_exact_mut(4).zip(&s.values) {
+                d.copy_from_slice(&(y as f32).to_le_bytes());
+            }
+        } else {
+            for (j, &y) in s.values.iter().enumerate() {
+                let at = addr(0, j).ok_or_else(internal)?;
+                store(bytes, at, dtype, y as f32).ok_or_else(internal)?;
+            }
+        }
+        if a.accum {
+            // The f64 sum of the stored f32 results, in element order.
+            let sum: f64 = s.values.iter().fold(0.0, |acc, &y| acc + (y as f32) as f64);
+            let m = a.mems.len() - 1;
+            let (loc, _, dtype) = a.mems[m];
+            let bytes = mem.bytes_mut(loc).ok_or_else(internal)?;
+            let at = usize::try_from(base[m]).map_err(|_| internal())?;
+            store(bytes, at, dtype, sum as f32).ok_or_else(internal)?;
+        }
+        // The next row's index, innermost outer loop fastest.
+        for d in (0..index.len()).rev() {
+            index[d] += 1;
+            if index[d] < a.outer[d].0 {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    Ok(())
+}
