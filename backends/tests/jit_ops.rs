@@ -662,7 +662,7 @@ fn bf16_rounding_edges_match() {
     assert_eq!(stats.fallbacks, 0, "{stats:?}");
 }
 
-/// Identity and Relu run four (Cranelift) or eight (MLIR) lanes at a time; every lane equals
+/// Identity, Relu and Square run four (Cranelift) or eight (MLIR) lanes at a time; every lane equals
 /// interp's scalar f64 computation bit for bit on the awkward values: NaN (Relu keeps it),
 /// signed zeros (Relu gives +0), subnormals, overflow to infinity after scaling, and a tail
 /// shorter than a vector.
@@ -687,7 +687,7 @@ fn vector_activations_match_on_edge_values() {
     let (parts, free) = (2u32, row.len());
     let both: Vec<f32> = row.iter().chain(row.iter().rev()).copied().collect();
     let scalars = [(1.0, 0.0), (0.7, -0.3), (3.0, 1e-8), (-1.5, 0.0)];
-    for func in [ActFunc::Identity, ActFunc::Relu] {
+    for func in [ActFunc::Identity, ActFunc::Relu, ActFunc::Square] {
         for (scale, bias) in scalars {
             for per_partition in [false, true] {
                 let mut b = B::new();

@@ -222,10 +222,10 @@ pub(crate) fn run(
                 let src =
                     x.0.and_then(|b| b.get(at..at + 4 * n))
                         .ok_or_else(internal)?;
-                s.values.extend(
-                    src.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * sc + bi),
-                );
+                s.values.resize(n, 0.0);
+                for (v, c) in s.values.iter_mut().zip(src.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * sc + bi;
+                }
             } else {
                 for j in 0..n {
                     let (x, sc, bi) = (get(x, j), get(scale, j), get(bias, j));

@@ -11,8 +11,8 @@
 //! single f32 instructions, which equal interp's f64-then-round for add/sub/mul/div (binary64 has
 //! more than twice binary32's precision, so the double rounding is innocuous) and for max/min
 //! (Cranelift's `fmax`/`fmin` propagate NaN and order -0 below +0, as interp's `max`/`min` do).
-//! Activations compute `x * scale + bias` in f64 exactly as interp does; relu and identity are
-//! inline, every other function calls back into [`crate::interp::semantics::activation`] so the
+//! Activations compute `x * scale + bias` in f64 exactly as interp does; relu, identity and
+//! square are inline, every other function calls back into [`crate::interp::semantics::activation`] so the
 //! results are bit-identical. Reductions accumulate in f64 in element order and round once.
 //! Stores to bf16 round the f32 value to nearest even with the same bit rule as
 //! `half::bf16::from_f32` (the rule `DType::encode` uses).
@@ -487,6 +487,7 @@ impl<'k> Gen<'k> {
                 let keep = b.ins().fcmp(FloatCC::UnorderedOrGreaterThan, y, zero);
                 b.ins().select(keep, y, zero)
             }
+            ActFunc::Square => b.ins().fmul(y, y),
             f => {
                 let code = ALL_ACT_FUNCS.iter().position(|&g| g == f).unwrap_or(0);
                 let code = b.ins().iconst(types::I32, code as i64);
@@ -535,7 +536,8 @@ impl<'k> Gen<'k> {
                     let keep = b.ins().bitcast(types::F64X2, little, keep);
                     b.ins().bitselect(keep, y, zero)
                 }
-                // `simd_act` admits Identity and Relu only.
+                ActFunc::Square => b.ins().fmul(y, y),
+                // `simd_act` admits Identity, Relu and Square only.
                 _ => y,
             };
             b.ins().fvdemote(y)
@@ -628,7 +630,7 @@ fn bf16_bits(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
 
 /// The activation functions with a vector form: those computed inline (no call per element).
 pub(crate) fn simd_act(func: ActFunc) -> bool {
-    matches!(func, ActFunc::Identity | ActFunc::Relu)
+    matches!(func, ActFunc::Identity | ActFunc::Relu | ActFunc::Square)
 }
 
 /// Whether the innermost loop may run four f32 lanes at a time: every memory operand is a

@@ -619,6 +619,7 @@ impl<'k> Gen<'k> {
                 };
                 self.def(&format!("arith.select {keep}, {y}, {zero} : {keep_ty}"))
             }
+            ActFunc::Square => self.def(&format!("arith.mulf {y}, {y} : {ty}")),
             f => {
                 let code = ALL_ACT_FUNCS.iter().position(|&g| g == f).unwrap_or(0);
                 let c = self.def(&format!("arith.constant {code} : i32"));
