@@ -255,9 +255,9 @@ fn fused_conv(
     stride: usize,
     pad: i64,
     group: usize,
-    epi: (bool, Option<Activation>, bool),
+    epi: (bool, Option<Activation>, bool, Option<Activation>),
 ) -> Graph {
-    let (bias, act, residual) = epi;
+    let (bias, act, residual, post_act) = epi;
     let conv = ConvSpec {
         transpose: false,
         strides: vec![stride; 2],
@@ -283,6 +283,7 @@ fn fused_conv(
         bias,
         act,
         residual,
+        post_act,
     };
     let y = node(&mut g, "fused", GraphOp::Fused(FusedOp::Conv(spec)), &ins);
     g.outputs.push(y);
@@ -301,7 +302,7 @@ fn conv_epilogues() {
         1,
         1,
         1,
-        (true, relu, true),
+        (true, relu, true, None),
     ));
     // A bottleneck's 1x1 projection, and the 7x7 stride-2 stem (kernel rows folded).
     check(&fused_conv(
@@ -312,7 +313,7 @@ fn conv_epilogues() {
         1,
         0,
         1,
-        (true, relu, false),
+        (true, relu, false, None),
     ));
     check(&fused_conv(
         "stem",
@@ -322,7 +323,7 @@ fn conv_epilogues() {
         2,
         3,
         1,
-        (true, relu, false),
+        (true, relu, false, None),
     ));
     // Depthwise, no bias; a residual without an activation; batch 2 over 160 output channels.
     check(&fused_conv(
@@ -333,7 +334,7 @@ fn conv_epilogues() {
         1,
         1,
         32,
-        (false, relu, false),
+        (false, relu, false, None),
     ));
     check(&fused_conv(
         "residual_only",
@@ -343,7 +344,29 @@ fn conv_epilogues() {
         1,
         1,
         1,
-        (true, None, true),
+        (true, None, true, None),
+    ));
+    // ResNet's bottleneck ends: relu(conv + bias + residual), and another activation after a
+    // residual with the output channels in two partition chunks.
+    check(&fused_conv(
+        "residual_relu",
+        [1, 64, 8, 8],
+        256,
+        1,
+        1,
+        0,
+        1,
+        (true, None, true, relu),
+    ));
+    check(&fused_conv(
+        "relu_residual_sigmoid",
+        [2, 16, 8, 8],
+        160,
+        3,
+        1,
+        1,
+        1,
+        (true, relu, true, Some(Activation::Sigmoid)),
     ));
     for act in [
         Activation::Sigmoid,
@@ -360,7 +383,7 @@ fn conv_epilogues() {
             1,
             1,
             1,
-            (true, Some(act), false),
+            (true, Some(act), false, None),
         ));
     }
 }

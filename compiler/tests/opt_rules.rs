@@ -98,7 +98,12 @@ impl B {
 
 /// The rule fires on `g`, changes it, and keeps its meaning.
 fn verify(rule: &str, g: &Graph, seed: u64) -> Result<(), TestCaseError> {
-    let (r, stats) = rewrite_with(g, &TargetSpec::trn2(), &[rule])
+    verify_with(rule, &[rule], g, seed)
+}
+
+/// [`verify`] with `rules` enabled (a rule that extends another's result needs both).
+fn verify_with(rule: &str, rules: &[&str], g: &Graph, seed: u64) -> Result<(), TestCaseError> {
+    let (r, stats) = rewrite_with(g, &TargetSpec::trn2(), rules)
         .map_err(|e| TestCaseError::fail(format!("{rule}: {e}")))?;
     let fired = stats.fired.get(rule).copied().unwrap_or(0);
     prop_assert!(fired > 0, "{rule} did not fire on\n{}", print_graph(g));
@@ -175,6 +180,7 @@ const COVERED: &[&str] = &[
     "matmul-residual",
     "conv-activation",
     "conv-residual",
+    "conv-residual-activation",
     "flash-attention",
     "shared-input-matmuls",
     "transpose-into-matmul",
@@ -512,6 +518,23 @@ proptest! {
         let conv = b.node(GraphOp::Conv(conv_spec(1)), &[x, w]);
         let y = b.bin(BinaryOp::Add, conv, x, swap);
         verify("conv-residual", &b.finish(y), seed)?;
+    }
+
+    #[test]
+    fn conv_residual_activation(c in 1usize..5, hw in 3usize..7, seed in any::<u64>(), swap in any::<bool>(), act in 0usize..3) {
+        let mut b = B::new(seed);
+        let x = b.input(&[1, c, hw, hw]);
+        let w = b.weight(&[c, c, 3, 3], 0.5);
+        let bias = b.weight(&[c], 0.5);
+        let conv = b.node(GraphOp::Conv(conv_spec(1)), &[x, w, bias]);
+        let sum = b.bin(BinaryOp::Add, conv, x, swap);
+        let y = match act {
+            0 => b.un(UnaryOp::Relu, sum),
+            1 => b.un(UnaryOp::Sigmoid, sum),
+            _ => b.un(UnaryOp::Tanh, sum),
+        };
+        let rules = ["conv-residual", "conv-residual-activation"];
+        verify_with("conv-residual-activation", &rules, &b.finish(y), seed)?;
     }
 
     #[test]

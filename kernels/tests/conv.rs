@@ -127,6 +127,7 @@ fn conv2d_case(compute: DType) {
         compute_dtype: compute,
         act: None,
         residual: false,
+        post_act: None,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, 9, m], arrange(&wt, m, c, 9, false));
@@ -180,6 +181,7 @@ fn dilated_input_with_flipped_weights_is_conv_transpose() {
         compute_dtype: DType::F32,
         act: None,
         residual: false,
+        post_act: None,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     let wa = arr(&[1, c, taps, m], arrange(&wt, m, c, taps, true));
@@ -323,6 +325,7 @@ fn few_channels_fold_kernel_rows_into_partitions() {
         compute_dtype: DType::F32,
         act: None,
         residual: false,
+        post_act: None,
     };
     let p = library::conv(&TargetSpec::trn2(), &ks).unwrap();
     // The folded path issues one matmul per kernel column (3) per C_out chunk (2).

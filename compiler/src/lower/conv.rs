@@ -18,6 +18,14 @@ use tessera_ir::graph::conv::{ConvSpec, PoolKind, PoolSpec};
 use tessera_ir::{DType, HostTensor, TensorId, TensorKind};
 use tessera_kernels::library;
 
+/// A fused convolution's epilogue: the activation, the residual input, and the activation
+/// after the residual.
+pub(super) type ConvEpilogueParts = (
+    Option<tessera_ir::ActFunc>,
+    Option<TensorId>,
+    Option<tessera_ir::ActFunc>,
+);
+
 /// `v` (one entry per spatial axis) as three axes, leading entries `fill`.
 fn three<T: Copy>(v: &[T], fill: T) -> [T; 3] {
     let mut o = [fill; 3];
@@ -44,13 +52,12 @@ impl Lowering<'_> {
         out: TensorId,
     ) -> Result<(), LowerError> {
         let bias = ins.get(2).copied();
-        self.conv_with(node, spec, ins[0], bias, out, None, None)
+        self.conv_with(node, spec, ins[0], bias, out, (None, None, None))
     }
 
     /// A convolution of `x` (+ `bias`) into `out` by the node's constant weights (its second
-    /// input, rearranged here), with an activation and a residual applied while results leave
-    /// PSUM (the fused form's epilogue).
-    #[allow(clippy::too_many_arguments)] // operands, result and the two epilogue parts
+    /// input, rearranged here), with the fused form's epilogue applied while results leave
+    /// PSUM: an activation, a residual, and an activation after the residual.
     pub(super) fn conv_with(
         &mut self,
         node: &Node,
@@ -58,9 +65,9 @@ impl Lowering<'_> {
         x: TensorId,
         bias: Option<TensorId>,
         out: TensorId,
-        act: Option<tessera_ir::ActFunc>,
-        residual: Option<TensorId>,
+        epilogue: ConvEpilogueParts,
     ) -> Result<(), LowerError> {
+        let (act, residual, post_act) = epilogue;
         let g = self.graph;
         let xt = g.ty(node.inputs[0]).clone();
         let wt = g.ty(node.inputs[1]).clone();
@@ -148,6 +155,7 @@ impl Lowering<'_> {
             compute_dtype: self.compute_dtype(xt.dtype),
             act,
             residual: residual.is_some(),
+            post_act,
         };
         let k = self.kernel(node, library::conv(self.target, &kspec))?;
         let mut b = vec![

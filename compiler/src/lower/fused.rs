@@ -127,7 +127,8 @@ impl Lowering<'_> {
                 let bias = c.bias.then(|| ins[2]);
                 let residual = c.residual.then(|| ins[2 + c.bias as usize]);
                 let act = c.act.map(activation_func);
-                self.conv_with(node, &c.conv, ins[0], bias, out, act, residual)
+                let post = c.post_act.map(activation_func);
+                self.conv_with(node, &c.conv, ins[0], bias, out, (act, residual, post))
             }
             FusedOp::Attention(a) => self.fused_attention(node, a, ins),
             FusedOp::PeTranspose { perm } => self.pe_transpose(node, perm, ins[0]),

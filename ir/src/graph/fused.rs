@@ -115,9 +115,10 @@ impl Default for MatMulEpilogue {
     }
 }
 
-/// `act(conv(x, w) + b) + residual`: a convolution (not transposed) whose bias, activation and
-/// residual are applied while the result leaves PSUM. Inputs: `x`, `w`, then `b` `[C_out]` when
-/// `bias`, then `residual` of the result's shape when `residual`.
+/// `post(act(conv(x, w) + b) + residual)`: a convolution (not transposed) whose bias,
+/// activation, residual and post-residual activation are applied while the result leaves PSUM
+/// (ResNet's blocks end in `relu(conv + bias + residual)`). Inputs: `x`, `w`, then `b`
+/// `[C_out]` when `bias`, then `residual` of the result's shape when `residual`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvEpilogue {
     /// The convolution.
@@ -128,6 +129,8 @@ pub struct ConvEpilogue {
     pub act: Option<Activation>,
     /// A residual input is added after the activation.
     pub residual: bool,
+    /// The activation applied after the residual (only with `residual`).
+    pub post_act: Option<Activation>,
 }
 
 /// An operand of an element-wise program step.
@@ -255,10 +258,11 @@ impl fmt::Display for FusedOp {
             ),
             FusedOp::Conv(c) => write!(
                 f,
-                "conv{}{}{}",
+                "conv{}{}{}{}",
                 if c.bias { "+bias" } else { "" },
                 act(&c.act),
-                if c.residual { "+residual" } else { "" }
+                if c.residual { "+residual" } else { "" },
+                act(&c.post_act)
             ),
             FusedOp::Elementwise(p) => write!(f, "ewchain[{} steps]", p.steps.len()),
             FusedOp::Norm(n) => write!(
@@ -533,6 +537,9 @@ impl FusedOp {
                 }
                 if c.residual {
                     y = node(g, GraphOp::Binary(BinaryOp::Add), &[y, inputs[k]])?;
+                }
+                if let Some(a) = c.post_act {
+                    y = a.expand(g, y, &format!("{name}.post_act"))?;
                 }
                 Ok(y)
             }

@@ -70,6 +70,8 @@ pub struct ConvKernelSpec {
     pub act: Option<ActFunc>,
     /// A `residual` input of `y`'s shape is added after the activation.
     pub residual: bool,
+    /// An activation applied after the residual (only with `residual`).
+    pub post_act: Option<ActFunc>,
 }
 
 const KERNEL: &str = "conv";
@@ -424,7 +426,15 @@ pub fn conv(target: &TargetSpec, spec: &ConvKernelSpec) -> Result<TileProgram, K
                                     None => kb.activation(dst, &acc, func, 1.0, 0.0, None)?,
                                 }
                                 if let Some((t, r)) = tmp {
-                                    kb.tensor_tensor(&out, &t, AluOp::Add, &r)?;
+                                    match s.post_act {
+                                        // The sum stays fp32 until the activation's result
+                                        // is rounded to the output's dtype.
+                                        Some(post) => {
+                                            kb.tensor_tensor(&t, &t, AluOp::Add, &r)?;
+                                            kb.activation(&out, &t, post, 1.0, 0.0, None)?;
+                                        }
+                                        None => kb.tensor_tensor(&out, &t, AluOp::Add, &r)?,
+                                    }
                                     kb.free(t)?;
                                     kb.free(r)?;
                                 }

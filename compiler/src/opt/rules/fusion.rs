@@ -56,6 +56,12 @@ pub static RULES: &[Rule] = &[
         search: conv_residual,
     },
     Rule {
+        name: "conv-residual-activation",
+        theme: Theme::Fusion,
+        max_iterations: None,
+        search: conv_residual_activation,
+    },
+    Rule {
         name: "flash-attention",
         theme: Theme::Fusion,
         max_iterations: None,
@@ -367,6 +373,7 @@ fn convs(eg: &EG, id: Id) -> Vec<(ConvEpilogue, Vec<Id>)> {
                     bias: ch.len() == 3,
                     act: None,
                     residual: false,
+                    post_act: None,
                 },
                 ch.to_vec(),
             )),
@@ -410,6 +417,25 @@ fn conv_residual(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
             ch.push(r);
             let spec = ConvEpilogue {
                 residual: true,
+                ..c
+            };
+            out.push((id, Rhs::op(GraphOp::Fused(FusedOp::Conv(spec)), &ch)));
+        }
+    }
+    out
+}
+
+/// `act(conv ... + r)` = the convolution with the activation after its residual (the end of
+/// a ResNet block), so the sum never makes a round trip through HBM for the activation alone.
+fn conv_residual_activation(eg: &EG, id: Id, _: &Ctx) -> Vec<Proposal> {
+    let mut out = Vec::new();
+    for (act, x) in activations(eg, id) {
+        for (c, ch) in convs(eg, x) {
+            if !c.residual || c.post_act.is_some() {
+                continue;
+            }
+            let spec = ConvEpilogue {
+                post_act: Some(act),
                 ..c
             };
             out.push((id, Rhs::op(GraphOp::Fused(FusedOp::Conv(spec)), &ch)));
