@@ -880,3 +880,72 @@ fn loads_are_forwarded_only_when_the_matmul_alone_reads_them() {
         assert_eq!(stats.forwarded, forwarded, "{load:?}: {stats:?}");
     }
 }
+
+/// Two matmuls read the same strided window (gathered, not read in place) with different
+/// stationary operands, as a convolution's output-channel chunks do. The second reuses the
+/// first's gathered copy, unless something writes the window in between.
+#[test]
+fn shared_windows_are_gathered_once_unless_written_between() {
+    for (write_between, copied) in [(false, false), (false, true), (true, false), (true, true)] {
+        let (k, m, n) = (12u32, 6usize, 10usize);
+        let mut b = B::new();
+        let st1 = b.loaded(DType::F32, k, &values(k as usize * m, 1));
+        let st2 = b.loaded(DType::F32, k, &values(k as usize * m, 2));
+        let mut mv = b.loaded(DType::F32, k, &values(k as usize * 2 * n, 3));
+        if copied {
+            // In SBUF as a computed result rather than a load read from the input tensor.
+            let c = b.buffer(DType::F32, k, 2 * n, Space::Sbuf);
+            b.push(
+                Engine::Act,
+                Op::TensorCopy {
+                    engine: Engine::Act,
+                    dst: B::whole(c, k, 2 * n),
+                    src: B::whole(mv, k, 2 * n),
+                },
+            );
+            mv = c;
+        }
+        // Every other column: a stride-2 window, gathered.
+        let window = TileAccess {
+            dims: vec![Dim::new(2, n as u32)],
+            ..B::whole(mv, k, 2 * n)
+        };
+        let d1 = b.buffer(DType::F32, m as u32, n, Space::Psum);
+        let d2 = b.buffer(DType::F32, m as u32, n, Space::Psum);
+        let matmul = |d: BufId, st: BufId, window: &TileAccess| Op::Matmul {
+            dst: B::whole(d, m as u32, n),
+            stationary: B::whole(st, k, m),
+            moving: window.clone(),
+            start: true,
+            stop: true,
+        };
+        b.push(Engine::Pe, matmul(d1, st1, &window));
+        if write_between {
+            // Overwrite some of the window's elements (partitions 2..5, columns 4..9).
+            let part = TileAccess {
+                start_partition: 2,
+                partitions: 3,
+                offset: 4,
+                dims: vec![Dim::new(1, 5)],
+                ..B::whole(mv, k, 2 * n)
+            };
+            b.push(
+                Engine::Pool,
+                Op::Memset {
+                    engine: Engine::Pool,
+                    dst: part,
+                    value: 9.5,
+                },
+            );
+        }
+        b.push(Engine::Pe, matmul(d2, st2, &window));
+        let (p, inputs) = b.finish(&[d1, d2]);
+        let stats = compare(&p, &inputs, false);
+        assert_eq!(stats.microkernel, 2, "{stats:?}");
+        assert_eq!(
+            stats.shared_windows,
+            u64::from(!write_between),
+            "{copied} {stats:?}"
+        );
+    }
+}

@@ -27,7 +27,7 @@ use tessera_ir::{DType, TileAccess};
 
 /// One operand: row `r`'s elements are, run after run, `runs[i].len` elements of `loc` from
 /// byte `row0 + r * pb + runs[i].at`, `runs[i].step` bytes apart.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Panel {
     loc: Loc,
     dtype: DType,
@@ -250,7 +250,14 @@ pub(crate) struct MatmulPlan {
     pub moving: Panel,
     pub dst: Panel,
     pub start: bool,
+    /// Where a gathered moving panel is kept, `(slot, version)`: matmuls given the same pair
+    /// read the same elements with nothing written to them in between (`keep_windows`), so the
+    /// second reuses the first's gathered copy.
+    pub moving_slot: Option<(usize, u32)>,
 }
+
+/// How many gathered moving panels a run keeps (a 3x3 convolution's taps fit).
+pub(crate) const SLOTS: usize = 16;
 
 /// Reusable packing buffers.
 #[derive(Default)]
@@ -258,6 +265,17 @@ pub(crate) struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+    /// Kept moving panels (see [`MatmulPlan::moving_slot`]) and the version each holds.
+    slots: Vec<(Vec<f32>, Option<u32>)>,
+}
+
+impl Scratch {
+    /// Forgets the kept panels (a new run's memory holds new data).
+    pub fn reset(&mut self) {
+        for slot in &mut self.slots {
+            slot.1 = None;
+        }
+    }
 }
 
 /// Where the sgemm finds an operand: in place (byte address in its memory, row stride in
@@ -303,7 +321,26 @@ pub(crate) fn run(
         }
     };
     let a_place = place(&p.stationary, &mut s.a).ok_or_else(internal)?;
-    let b_place = place(&p.moving, &mut s.b).ok_or_else(internal)?;
+    let b_place = match p.moving_slot {
+        Some((slot, version)) => {
+            if s.slots.len() <= slot {
+                s.slots.resize_with(slot + 1, Default::default);
+            }
+            let (buf, held) = &mut s.slots[slot];
+            if *held == Some(version) {
+                Place::Packed
+            } else {
+                let placed = place(&p.moving, buf).ok_or_else(internal)?;
+                *held = matches!(placed, Place::Packed).then_some(version);
+                placed
+            }
+        }
+        None => place(&p.moving, &mut s.b).ok_or_else(internal)?,
+    };
+    let b_buf: &[f32] = match p.moving_slot {
+        Some((slot, _)) => s.slots.get(slot).map_or(&[], |x| x.0.as_slice()),
+        None => &s.b,
+    };
     if let Place::Packed = c_place {
         if p.start {
             s.c.clear();
@@ -314,7 +351,7 @@ pub(crate) fn run(
     }
     if s.c.len() < m * n && matches!(c_place, Place::Packed)
         || s.a.len() < k * m && matches!(a_place, Place::Packed)
-        || s.b.len() < k * n && matches!(b_place, Place::Packed)
+        || b_buf.len() < k * n && matches!(b_place, Place::Packed)
     {
         return Err(internal());
     }
@@ -336,7 +373,7 @@ pub(crate) fn run(
             rs,
             1,
         ),
-        Place::Packed => (s.b.as_ptr(), n as isize, 1),
+        Place::Packed => (b_buf.as_ptr(), n as isize, 1),
     };
     let (c_ptr, rsc, csc) = match c_place {
         Place::InPlace(at, rs) => (mem.base_ptr(p.dst.loc).wrapping_add(at) as *mut f32, rs, 1),

@@ -177,6 +177,9 @@ pub struct JitStats {
     /// Weight loads skipped because every instruction reading what they load reads the input
     /// tensor instead (`forward`).
     pub forwarded: u64,
+    /// Matmuls whose moving panel is the one an earlier matmul read, unchanged since, so a
+    /// gathered copy is reused rather than gathered again (`keep_windows`).
+    pub shared_windows: u64,
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -191,6 +194,8 @@ pub struct Jit {
     stats: JitStats,
     /// The memories of the last run, reused by the next.
     spare: memory::Spare,
+    /// The matmul packing buffers, reused by the next run.
+    scratch: matmul::Scratch,
     /// The plans of the programs run most recently (most recent last), so running a program
     /// again skips checking and planning it.
     prepared: Vec<Prepared>,
@@ -222,6 +227,7 @@ impl JitStats {
         self.microkernel += other.microkernel;
         self.fallbacks += other.fallbacks;
         self.forwarded += other.forwarded;
+        self.shared_windows += other.shared_windows;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -430,6 +436,7 @@ impl Jit {
             cache: HashMap::new(),
             stats: JitStats::default(),
             spare: memory::Spare::default(),
+            scratch: matmul::Scratch::default(),
             prepared: Vec::new(),
         })
     }
@@ -538,6 +545,9 @@ impl Jit {
         )?;
         self.stats.forwarded += forwarded;
         counts.forwarded = forwarded;
+        let shared = keep_windows(program, &order, &resolvers, &mut steps)?;
+        self.stats.shared_windows += shared;
+        counts.shared_windows = shared;
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
             let inst = program.queues.get(q)?.insts.get(i)?;
             Some((resolvers.get(q)?.get(i)?, &inst.op))
@@ -579,7 +589,9 @@ impl Jit {
         } = prepared;
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare, clears)?;
-        let mut scratch = matmul::Scratch::default();
+        // Packing buffers and kept windows, reused from run to run (the windows forgotten).
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.reset();
         let mut rows = actrow::RowScratch::default();
         let mut ptrs: Vec<*mut u8> = Vec::with_capacity(8);
         #[cfg(feature = "mlir")]
@@ -666,6 +678,7 @@ impl Jit {
         }
         let (outputs, spare) = mem.finish();
         self.spare = spare;
+        self.scratch = scratch;
         Ok(outputs)
     }
 
@@ -1100,5 +1113,74 @@ fn plan_matmul(
         moving: Panel::new(&mv, moving),
         dst: Panel::new(&d, dst),
         start,
+        moving_slot: None,
     }))
+}
+
+/// Gives matmuls that gather the same moving window a shared slot and version, so the window
+/// is gathered once: a convolution multiplies each shifted input window by every output-channel
+/// chunk's weights. Walking the run order, a matmul whose moving panel equals one kept in a slot
+/// (same memory, addresses and layout) takes that slot's version; any instruction writing
+/// memory a kept panel may touch retires it, so equal versions always mean equal contents. The
+/// least recently used slot is replaced when all are taken. (A panel forwarded to an input
+/// tensor, which nothing writes, is retired by writes to the SBUF view it replaced: needlessly,
+/// but safely.)
+fn keep_windows(
+    program: &MachineProgram,
+    order: &[(usize, usize)],
+    resolvers: &[Vec<Resolver<'_>>],
+    steps: &mut [Vec<Step>],
+) -> Result<u64, JitError> {
+    let mut shared = 0;
+    // Per slot: the kept panel, the view it reads (for overlap), its version, its last use.
+    let mut kept: Vec<Option<(Panel, Raw, u32, usize)>> = vec![None; matmul::SLOTS];
+    let mut version = 0u32;
+    for (at, &(q, i)) in order.iter().enumerate() {
+        let (Some(inst), Some(res), Some(step)) = (
+            program.queues.get(q).and_then(|s| s.insts.get(i)),
+            resolvers.get(q).and_then(|r| r.get(i)),
+            steps.get_mut(q).and_then(|s| s.get_mut(i)),
+        ) else {
+            continue;
+        };
+        if let (Step::Matmul(p), Op::Matmul { moving, .. }) = (&mut *step, &inst.op) {
+            let same = kept
+                .iter()
+                .position(|k| k.as_ref().is_some_and(|k| k.0 == p.moving));
+            let slot = match same {
+                Some(slot) => {
+                    shared += 1;
+                    slot
+                }
+                None => {
+                    // A free slot, else the least recently used.
+                    let slot = kept
+                        .iter()
+                        .position(Option::is_none)
+                        .or_else(|| {
+                            (0..kept.len()).min_by_key(|&s| kept[s].as_ref().map_or(0, |k| k.3))
+                        })
+                        .unwrap_or(0);
+                    version += 1;
+                    kept[slot] = Some((p.moving.clone(), res.tile("moving", moving)?, version, at));
+                    slot
+                }
+            };
+            if let Some(k) = kept[slot].as_mut() {
+                k.3 = at;
+                p.moving_slot = Some((slot, k.2));
+            }
+        }
+        for operand in inst.op.tile_operands() {
+            if operand.access == tessera_ir::program::Access::Write {
+                let w = res.tile(operand.role, operand.tile)?;
+                for k in kept.iter_mut() {
+                    if k.as_ref().is_some_and(|k| k.1.may_overlap(&w)) {
+                        *k = None;
+                    }
+                }
+            }
+        }
+    }
+    Ok(shared)
 }
