@@ -172,31 +172,23 @@ pub fn vectorised(func: ActFunc) -> bool {
     matches!(func, ActFunc::Exp | ActFunc::Erf | ActFunc::Gelu)
 }
 
+/// `$f` applied to every value of `$xs` in place, as a plain loop: closures and `for_each`
+/// are not inlined into the callers compiled for wider vectors, so this is a macro.
+macro_rules! each {
+    ($xs:expr, $f:expr) => {
+        for x in $xs {
+            *x = $f(*x);
+        }
+    };
+}
+
 #[inline(always)]
 fn row_generic(func: ActFunc, xs: &mut [f64]) {
-    // Plain loops (not `for_each` or closures, which are not inlined here and so would not be
-    // compiled with the caller's vector features).
     match func {
-        ActFunc::Exp => {
-            for x in xs {
-                *x = exp(*x);
-            }
-        }
-        ActFunc::Erf => {
-            for x in xs {
-                *x = erf(*x);
-            }
-        }
-        ActFunc::Gelu => {
-            for x in xs {
-                *x = gelu(*x);
-            }
-        }
-        f => {
-            for x in xs {
-                *x = super::semantics::activation(f, *x);
-            }
-        }
+        ActFunc::Exp => each!(xs, exp),
+        ActFunc::Erf => each!(xs, erf),
+        ActFunc::Gelu => each!(xs, gelu),
+        f => each!(xs, |x| super::semantics::activation(f, x)),
     }
 }
 

@@ -12,6 +12,7 @@
 //! Memory is read and written through checked slices, so this file has no `unsafe`.
 
 use super::JitError;
+use super::matmul::left_memory;
 use super::memory::{JitMemory, Loc};
 use super::plan::{Arg, Body, Invocation};
 use crate::interp::vmath::{activation_row, vectorised};
@@ -34,6 +35,9 @@ pub(crate) struct ActRows {
     row: Vec<Vec<i64>>,
     /// Per memory argument: the row's elements are adjacent f32 values (offsets 0, 4, 8, ...).
     dense: Vec<bool>,
+    /// The source row is dense and scale and bias are the same along it (immediates or
+    /// per-partition values): the row is read by the vectorised loop.
+    fast: bool,
 }
 
 /// Loops: each one's size and each memory argument's byte stride.
@@ -91,7 +95,7 @@ impl ActRows {
                 Arg::Imm(slot) => Operand::Imm(*inv.imms.get(*slot as usize)?),
             });
         }
-        if operand.len() != 4 + accum as usize || mems.len() != strides.len() {
+        if operand.len() != 4 + accum as usize {
             return None;
         }
         let shape = &inv.key.shape;
@@ -119,14 +123,20 @@ impl ActRows {
                     .collect();
             }
         }
-        let dense = row
+        let dense: Vec<bool> = row
             .iter()
             .zip(&mems)
             .map(|(o, m)| {
                 m.2 == DType::F32 && o.iter().enumerate().all(|(j, &o)| o == 4 * j as i64)
             })
             .collect();
+        let uniform = |o: Operand| match o {
+            Operand::Imm(_) => true,
+            Operand::Mem(m) => row[m].iter().all(|&o| o == 0),
+        };
+        let fast = dense[1] && uniform(operand[2]) && uniform(operand[3]) && !row[0].is_empty();
         Some(ActRows {
+            fast,
             dense,
             func,
             accum,
@@ -139,28 +149,14 @@ impl ActRows {
     }
 }
 
-/// Decodes the f32 or bf16 element at byte `at`.
+/// The element of `dtype` at byte `at`.
 fn load(bytes: &[u8], at: usize, dtype: DType) -> Option<f64> {
-    Some(match dtype {
-        DType::Bf16 => {
-            let b = bytes.get(at..at + 2)?;
-            f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64
-        }
-        _ => {
-            let b = bytes.get(at..at + 4)?;
-            f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64
-        }
-    })
+    Some(dtype.decode(bytes.get(at..at + dtype.size_bytes())?))
 }
 
-/// Stores `v` (rounded to f32 already) as the element at byte `at`.
+/// Stores `v` (rounded to f32 already) as the element of `dtype` at byte `at`.
 fn store(bytes: &mut [u8], at: usize, dtype: DType, v: f32) -> Option<()> {
-    match dtype {
-        DType::Bf16 => bytes
-            .get_mut(at..at + 2)?
-            .copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
-        _ => bytes.get_mut(at..at + 4)?.copy_from_slice(&v.to_le_bytes()),
-    }
+    dtype.encode(v as f64, bytes.get_mut(at..at + dtype.size_bytes())?);
     Some(())
 }
 
@@ -171,10 +167,7 @@ pub(crate) fn run(
     s: &mut RowScratch,
     at: impl Fn() -> String,
 ) -> Result<(), JitError> {
-    let internal = || JitError::BadInstruction {
-        inst: at(),
-        detail: "internal: an activation operand left its memory".into(),
-    };
+    let internal = || left_memory(&at, "activation");
     let rows: u64 = a.outer.iter().map(|d| d.0).product();
     let mut index = vec![0u64; a.outer.len()];
     for _ in 0..rows {
@@ -209,12 +202,7 @@ pub(crate) fn run(
                 None => Some(v),
                 Some(b) => load(b, addr(m, j)?, a.mems[m].2),
             };
-            // Scale and bias the same along the row (immediates or per-partition values).
-            let uniform = |o: Operand| match o {
-                Operand::Imm(_) => true,
-                Operand::Mem(m) => a.row[m].iter().all(|&o| o == 0),
-            };
-            if a.dense[1] && uniform(a.scale) && uniform(a.bias) && n > 0 {
+            if a.fast {
                 let (Some(sc), Some(bi)) = (get(scale, 0), get(bias, 0)) else {
                     return Err(internal());
                 };

@@ -20,11 +20,11 @@
 //! bytes are never read by anything that runs.
 
 use super::JitError;
-use super::Step;
 use super::clear::runs;
 use super::matmul::Panel;
 use super::memory::Loc;
 use super::plan::{Raw, Resolver};
+use super::{Step, planned};
 use std::collections::{BTreeMap, HashMap};
 use tessera_ir::program::Access;
 use tessera_ir::{DmaOperand, MachineProgram, Op, TensorKind};
@@ -146,9 +146,9 @@ struct Walk<'a> {
     program: &'a MachineProgram,
     sbuf_pb: u64,
     parts: HashMap<u64, Writers>,
-    /// Qualifying loads: their map and whether a run needs them.
-    loads: Vec<(Map, bool)>,
-    load_at: Vec<(usize, usize)>,
+    /// Qualifying loads: their map, whether a run needs them, and where they are (queue,
+    /// index).
+    loads: Vec<(Map, bool, (usize, usize))>,
 }
 
 impl Walk<'_> {
@@ -205,19 +205,20 @@ impl Walk<'_> {
         (moved.end() as u64 <= len).then_some(moved)
     }
 
-    fn write(&mut self, w: &Raw, tile: bool, load: Option<(Map, (u64, u64))>) {
+    /// Records the tile write `w`, by the qualifying load at `pos` when `load` is given.
+    fn write(&mut self, w: &Raw, load: Option<(Map, (u64, u64))>, pos: (usize, usize)) {
         if w.loc != Loc::Sbuf || w.rows * w.free == 0 {
             return;
         }
         if let Some((map, (lo, hi))) = load {
             let id = self.loads.len() as u32;
-            self.loads.push((map, false));
+            self.loads.push((map, false, pos));
             for p in w.parts.0..w.parts.1 {
                 assign(self.parts.entry(p).or_default(), lo, hi, id);
             }
             return;
         }
-        match runs(w, tile) {
+        match runs(w, true) {
             Some(spans) => {
                 for p in w.parts.0..w.parts.1 {
                     let m = self.parts.entry(p).or_default();
@@ -256,14 +257,9 @@ pub(crate) fn forward_loads(
         sbuf_pb,
         parts: HashMap::new(),
         loads: Vec::new(),
-        load_at: Vec::new(),
     };
-    for &(q, i) in order {
-        let (Some(inst), Some(res), Some(step)) = (
-            program.queues.get(q).and_then(|s| s.insts.get(i)),
-            resolvers.get(q).and_then(|r| r.get(i)),
-            steps.get_mut(q).and_then(|s| s.get_mut(i)),
-        ) else {
+    for &pos in order {
+        let Some((inst, res, step)) = planned(program, resolvers, steps, pos) else {
             continue;
         };
         let op = &inst.op;
@@ -293,15 +289,12 @@ pub(crate) fn forward_loads(
             } => load_map(program, &res.tile("dst", d)?, &res.hbm("src", h)?),
             _ => None,
         };
-        if load.is_some() {
-            walk.load_at.push((q, i));
-        }
         for w in &writes {
-            walk.write(w, true, load);
+            walk.write(w, load, pos);
         }
     }
     let mut skipped = 0;
-    for (&(_, needed), &(q, i)) in walk.loads.iter().zip(&walk.load_at) {
+    for &(_, needed, (q, i)) in &walk.loads {
         if !needed && let Some(step) = steps.get_mut(q).and_then(|s| s.get_mut(i)) {
             *step = Step::Skipped;
             skipped += 1;

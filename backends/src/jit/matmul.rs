@@ -20,10 +20,11 @@
 //!
 //! Memory is accessed through checked slices, so this file has no `unsafe`.
 
-use super::JitError;
 use super::memory::{JitMemory, Loc};
-use super::plan::Raw;
-use tessera_ir::{DType, TileAccess};
+use super::plan::{Raw, Resolver};
+use super::{JitError, Step, planned};
+use tessera_ir::program::Access;
+use tessera_ir::{DType, MachineProgram, Op, TileAccess};
 
 /// One operand: row `r`'s elements are, run after run, `runs[i].len` elements of `loc` from
 /// byte `row0 + r * pb + runs[i].at`, `runs[i].step` bytes apart.
@@ -288,7 +289,7 @@ enum Place {
 
 /// The error for an operand found outside its memory at run time (planning checked them all,
 /// so this is an internal bug).
-fn left_memory(at: &impl Fn() -> String, what: &str) -> JitError {
+pub(crate) fn left_memory(at: &impl Fn() -> String, what: &str) -> JitError {
     JitError::BadInstruction {
         inst: at(),
         detail: format!("internal: a {what} operand left its memory"),
@@ -442,4 +443,68 @@ pub(crate) fn transpose(
         }
     }
     t.dst.scatter(mem, &s.c).ok_or_else(internal)
+}
+
+/// Gives matmuls that gather the same moving window a shared slot and version, so the window
+/// is gathered once: a convolution multiplies each shifted input window by every output-channel
+/// chunk's weights. Walking the run order, a matmul whose moving panel equals one kept in a slot
+/// (same memory, addresses and layout) takes that slot's version; any instruction writing
+/// memory a kept panel may touch retires it, so equal versions always mean equal contents. The
+/// least recently used slot is replaced when all are taken. (A panel forwarded to an input
+/// tensor, which nothing writes, is retired by writes to the SBUF view it replaced: needlessly,
+/// but safely.)
+pub(crate) fn keep_windows(
+    program: &MachineProgram,
+    order: &[(usize, usize)],
+    resolvers: &[Vec<Resolver<'_>>],
+    steps: &mut [Vec<Step>],
+) -> Result<u64, JitError> {
+    let mut shared = 0;
+    // Per slot: the kept panel, the view it reads (for overlap), its version, its last use.
+    let mut kept: Vec<Option<(Panel, Raw, u32, usize)>> = vec![None; SLOTS];
+    let mut version = 0u32;
+    for (at, &pos) in order.iter().enumerate() {
+        let Some((inst, res, step)) = planned(program, resolvers, steps, pos) else {
+            continue;
+        };
+        if let (Step::Matmul(p), Op::Matmul { moving, .. }) = (&mut *step, &inst.op) {
+            let same = kept
+                .iter()
+                .position(|k| k.as_ref().is_some_and(|k| k.0 == p.moving));
+            let slot = match same {
+                Some(slot) => {
+                    shared += 1;
+                    slot
+                }
+                None => {
+                    // A free slot, else the least recently used.
+                    let slot = kept
+                        .iter()
+                        .position(Option::is_none)
+                        .or_else(|| {
+                            (0..kept.len()).min_by_key(|&s| kept[s].as_ref().map_or(0, |k| k.3))
+                        })
+                        .unwrap_or(0);
+                    version += 1;
+                    kept[slot] = Some((p.moving.clone(), res.tile("moving", moving)?, version, at));
+                    slot
+                }
+            };
+            if let Some(k) = kept[slot].as_mut() {
+                k.3 = at;
+                p.moving_slot = Some((slot, k.2));
+            }
+        }
+        for operand in inst.op.tile_operands() {
+            if operand.access == Access::Write {
+                let w = res.tile(operand.role, operand.tile)?;
+                for k in kept.iter_mut() {
+                    if k.as_ref().is_some_and(|k| k.1.may_overlap(&w)) {
+                        *k = None;
+                    }
+                }
+            }
+        }
+    }
+    Ok(shared)
 }

@@ -545,7 +545,7 @@ impl Jit {
         )?;
         self.stats.forwarded += forwarded;
         counts.forwarded = forwarded;
-        let shared = keep_windows(program, &order, &resolvers, &mut steps)?;
+        let shared = matmul::keep_windows(program, &order, &resolvers, &mut steps)?;
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
@@ -1048,6 +1048,21 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
     })
 }
 
+/// Instruction `i` of queue `q` with its resolver and its planned step (the planning walks
+/// over the run order look instructions up this way).
+fn planned<'a, 'p>(
+    program: &'a MachineProgram,
+    resolvers: &'a [Vec<Resolver<'p>>],
+    steps: &'a mut [Vec<Step>],
+    (q, i): (usize, usize),
+) -> Option<(&'a tessera_ir::MachineInst, &'a Resolver<'p>, &'a mut Step)> {
+    Some((
+        program.queues.get(q)?.insts.get(i)?,
+        resolvers.get(q)?.get(i)?,
+        steps.get_mut(q)?.get_mut(i)?,
+    ))
+}
+
 /// The resolver of instruction `i` of queue `q` (named in its errors).
 fn resolver<'p>(
     program: &'p MachineProgram,
@@ -1115,72 +1130,4 @@ fn plan_matmul(
         start,
         moving_slot: None,
     }))
-}
-
-/// Gives matmuls that gather the same moving window a shared slot and version, so the window
-/// is gathered once: a convolution multiplies each shifted input window by every output-channel
-/// chunk's weights. Walking the run order, a matmul whose moving panel equals one kept in a slot
-/// (same memory, addresses and layout) takes that slot's version; any instruction writing
-/// memory a kept panel may touch retires it, so equal versions always mean equal contents. The
-/// least recently used slot is replaced when all are taken. (A panel forwarded to an input
-/// tensor, which nothing writes, is retired by writes to the SBUF view it replaced: needlessly,
-/// but safely.)
-fn keep_windows(
-    program: &MachineProgram,
-    order: &[(usize, usize)],
-    resolvers: &[Vec<Resolver<'_>>],
-    steps: &mut [Vec<Step>],
-) -> Result<u64, JitError> {
-    let mut shared = 0;
-    // Per slot: the kept panel, the view it reads (for overlap), its version, its last use.
-    let mut kept: Vec<Option<(Panel, Raw, u32, usize)>> = vec![None; matmul::SLOTS];
-    let mut version = 0u32;
-    for (at, &(q, i)) in order.iter().enumerate() {
-        let (Some(inst), Some(res), Some(step)) = (
-            program.queues.get(q).and_then(|s| s.insts.get(i)),
-            resolvers.get(q).and_then(|r| r.get(i)),
-            steps.get_mut(q).and_then(|s| s.get_mut(i)),
-        ) else {
-            continue;
-        };
-        if let (Step::Matmul(p), Op::Matmul { moving, .. }) = (&mut *step, &inst.op) {
-            let same = kept
-                .iter()
-                .position(|k| k.as_ref().is_some_and(|k| k.0 == p.moving));
-            let slot = match same {
-                Some(slot) => {
-                    shared += 1;
-                    slot
-                }
-                None => {
-                    // A free slot, else the least recently used.
-                    let slot = kept
-                        .iter()
-                        .position(Option::is_none)
-                        .or_else(|| {
-                            (0..kept.len()).min_by_key(|&s| kept[s].as_ref().map_or(0, |k| k.3))
-                        })
-                        .unwrap_or(0);
-                    version += 1;
-                    kept[slot] = Some((p.moving.clone(), res.tile("moving", moving)?, version, at));
-                    slot
-                }
-            };
-            if let Some(k) = kept[slot].as_mut() {
-                k.3 = at;
-                p.moving_slot = Some((slot, k.2));
-            }
-        }
-        for operand in inst.op.tile_operands() {
-            if operand.access == tessera_ir::program::Access::Write {
-                let w = res.tile(operand.role, operand.tile)?;
-                for k in kept.iter_mut() {
-                    if k.as_ref().is_some_and(|k| k.1.may_overlap(&w)) {
-                        *k = None;
-                    }
-                }
-            }
-        }
-    }
-    Ok(shared)
 }
