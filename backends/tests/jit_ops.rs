@@ -722,6 +722,40 @@ fn vector_activations_match_on_edge_values() {
     }
 }
 
+/// Accumulating activations over more partitions than one group of rows the jit sums side by
+/// side (8), with a remainder: every partition's sum, and every element, equals interp's.
+#[test]
+fn accumulating_activations_over_many_partitions_match() {
+    for (parts, free) in [(19u32, 37usize), (128, 64), (9, 1)] {
+        for func in [
+            ActFunc::Exp,
+            ActFunc::Identity,
+            ActFunc::Square,
+            ActFunc::Gelu,
+        ] {
+            let mut b = B::new();
+            let src = b.loaded(DType::F32, parts, &values(parts as usize * free, 7));
+            let bias = b.loaded(DType::F32, parts, &values(parts as usize, 11));
+            let dst = b.dst(DType::F32, parts, free, Space::Sbuf);
+            let acc = b.dst(DType::F32, parts, 1, Space::Sbuf);
+            b.push(
+                Engine::Act,
+                Op::Activation {
+                    dst: B::whole(dst, parts, free),
+                    src: B::whole(src, parts, free),
+                    func,
+                    scale: Scalar::Imm(0.7),
+                    bias: Scalar::PerPartition(B::whole(bias, parts, 1)),
+                    accum: Some(B::whole(acc, parts, 1)),
+                },
+            );
+            let (p, inputs) = b.finish(&[dst, acc]);
+            let stats = compare(&p, &inputs, true);
+            assert_eq!(stats.fallbacks, 0, "{stats:?}");
+        }
+    }
+}
+
 #[test]
 fn f32_arithmetic_equals_f64_then_round() {
     let xs = values(4096, 7);

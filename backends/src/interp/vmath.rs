@@ -5,6 +5,13 @@
 //! fuses a multiply and an add on its own), so the results are bit-identical whatever the
 //! vector width.
 //!
+//! One branch is taken per row, not per value: arithmetic whose result is subnormal is slow on
+//! x86 processors (a microcode assist of a hundred cycles or more, for every vector holding
+//! such a lane), and `exp` of a large negative argument (a masked attention score) passes
+//! through it on its way to 0. A row none of whose arguments give a subnormal result is computed
+//! by a variant that never forms one ([`exp_normal`], the same values); only a row holding an
+//! argument in [-746, -708) takes the general one.
+//!
 //! The polynomials use fused multiply-adds (`f64::mul_add`, exactly rounded everywhere: one
 //! instruction where the processor has FMA, a correctly rounded library call where it does not),
 //! so every host computes the same bits.
@@ -73,8 +80,40 @@ fn pow2(m: f64) -> f64 {
 /// `e^x`. NaN stays NaN; overflow gives +inf, underflow gradual to 0.
 #[inline(always)]
 pub fn exp(x: f64) -> f64 {
-    // Beyond these bounds the result is +inf or 0 anyway (the scaling below saturates).
-    let xc = x.clamp(-746.0, 710.0);
+    if subnormal_range(x) {
+        exp_any(x)
+    } else {
+        exp_normal(x)
+    }
+}
+
+/// Arguments whose `e^x` may be subnormal: `e^-708` is above the smallest normal number
+/// (2^-1022), `e^-746` rounds to 0.
+#[inline(always)]
+fn subnormal_range(x: f64) -> bool {
+    (-746.0..-708.0).contains(&x)
+}
+
+/// `e^x` for an argument outside [`subnormal_range`]: the same value as [`exp_any`], but no
+/// operation produces a subnormal number (which costs a processor a slow microcode assist, on
+/// every lane of a vector that holds one): below the range the result is 0.
+#[inline(always)]
+fn exp_normal(x: f64) -> f64 {
+    let y = exp_from(x, -708.0);
+    if x < -746.0 { 0.0 } else { y }
+}
+
+/// `e^x` for any argument.
+#[inline(always)]
+fn exp_any(x: f64) -> f64 {
+    // Below -746 the result is 0 anyway (the scaling below saturates).
+    exp_from(x, -746.0)
+}
+
+/// `e^max(x, lo)` (NaN stays NaN; overflow gives +inf) for `lo` in [-746, -708].
+#[inline(always)]
+fn exp_from(x: f64, lo: f64) -> f64 {
+    let xc = x.clamp(lo, 710.0);
     let n = xc.mul_add(std::f64::consts::LOG2_E, MAGIC) - MAGIC;
     let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, xc));
     let p = poly(&EXP_TAYLOR, r);
@@ -149,6 +188,12 @@ const ERFC_POLY: [f64; 30] = [
 /// of 1). Both are computed and one is selected, so the code has no branch.
 #[inline(always)]
 pub fn erf(x: f64) -> f64 {
+    erf_with(x, exp)
+}
+
+/// [`erf`] with `exp` for `e^(-x^2)`: any of this file's (they agree).
+#[inline(always)]
+fn erf_with(x: f64, exp: impl Fn(f64) -> f64) -> f64 {
     let x2 = x * x;
     let s = poly(&ERF_TAYLOR, x2);
     let small = x * s;
@@ -163,7 +208,19 @@ pub fn erf(x: f64) -> f64 {
 /// `0.5 x (1 + erf(x / sqrt 2))` (the division as a multiplication by `1 / sqrt 2`).
 #[inline(always)]
 pub fn gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))
+    gelu_with(x, exp)
+}
+
+#[inline(always)]
+fn gelu_with(x: f64, exp: impl Fn(f64) -> f64) -> f64 {
+    0.5 * x * (1.0 + erf_with(x * std::f64::consts::FRAC_1_SQRT_2, exp))
+}
+
+/// The argument of the `exp` inside `gelu(x)`.
+#[inline(always)]
+fn gelu_exp_arg(x: f64) -> f64 {
+    let z = x * std::f64::consts::FRAC_1_SQRT_2;
+    -(z * z)
 }
 
 /// Whether [`activation_row`] computes `func` in vector lanes (others go one value at a time
@@ -182,12 +239,33 @@ macro_rules! each {
     };
 }
 
+/// `$fast` (with [`exp_normal`]) applied to every value of `$xs` when no value gives `exp` an
+/// argument (`$arg`) in [`subnormal_range`], else `$any` (with [`exp_any`]): both give the
+/// scalar function's result, the first without slow subnormal arithmetic.
+macro_rules! split {
+    ($xs:expr, $arg:expr, $fast:expr, $any:expr) => {{
+        // Without short-circuiting, so the test is a vector comparison.
+        if $xs
+            .iter()
+            .fold(false, |any, &x| any | subnormal_range($arg(x)))
+        {
+            each!($xs, $any);
+        } else {
+            each!($xs, $fast);
+        }
+    }};
+}
+
 #[inline(always)]
 fn row_generic(func: ActFunc, xs: &mut [f64]) {
     match func {
-        ActFunc::Exp => each!(xs, exp),
-        ActFunc::Erf => each!(xs, erf),
-        ActFunc::Gelu => each!(xs, gelu),
+        ActFunc::Exp => split!(xs, |x| x, exp_normal, exp_any),
+        ActFunc::Erf => split!(xs, |x: f64| -(x * x), |x| erf_with(x, exp_normal), |x| {
+            erf_with(x, exp_any)
+        }),
+        ActFunc::Gelu => split!(xs, gelu_exp_arg, |x| gelu_with(x, exp_normal), |x| {
+            gelu_with(x, exp_any)
+        }),
         f => each!(xs, |x| super::semantics::activation(f, x)),
     }
 }
@@ -280,15 +358,54 @@ mod tests {
         assert_eq!(erf(30.0), 1.0);
     }
 
+    /// The two ways of computing `exp` agree bit for bit outside the subnormal range, so a
+    /// row may take either for a vector that holds no argument inside it.
+    #[test]
+    fn exp_without_subnormals_agrees() {
+        let specials = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -708.0,
+            -746.1,
+            -1e300,
+            0.0,
+        ];
+        for x in points(-800.0, 720.0, 400_000).chain(specials) {
+            if !subnormal_range(x) {
+                assert_eq!(exp_normal(x).to_bits(), exp_any(x).to_bits(), "exp({x})");
+            }
+        }
+    }
+
     /// A row gives each value's scalar result, bit for bit, in every vector width (tails too).
     #[test]
     fn rows_equal_scalars() {
+        // Also arguments whose `exp` is subnormal (exp near -720; erf near 26.8; gelu near 38),
+        // next to ordinary values in the same vector, and far below them (masked scores).
         let values: Vec<f64> = points(-12.0, 12.0, 1000)
             .chain([f64::NAN, f64::INFINITY, -0.0, 1e-310, 0.99999999, 1.0, 6.0])
+            .chain([-720.0, 0.5, -745.5, -1e4, -708.0, -707.9, -746.0, -746.1])
+            .chain([26.8, -27.0, 0.3, 38.0, -38.2, 1e3, -1e4])
+            .chain(points(-760.0, -700.0, 300))
             .collect();
+        // A row without them, but with arguments far below (taking the faster variant).
+        let masked = [
+            -1e4,
+            0.5,
+            -800.0,
+            -746.1,
+            3.0,
+            f64::NAN,
+            -1e300,
+            2.0,
+            -0.0,
+            -707.0,
+        ];
         for func in [ActFunc::Exp, ActFunc::Erf, ActFunc::Gelu, ActFunc::Tanh] {
-            for len in [1, 3, 7, 8, 9, 17, values.len()] {
-                let mut row = values[..len].to_vec();
+            let rows = [1, 3, 7, 8, 9, 17, values.len()].map(|len| &values[..len]);
+            for values in rows.into_iter().chain([&masked[..]]) {
+                let mut row = values.to_vec();
                 activation_row(func, &mut row);
                 for (&x, &y) in values.iter().zip(&row) {
                     let want = super::super::semantics::activation(func, x);
