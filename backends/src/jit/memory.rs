@@ -34,9 +34,9 @@ pub(crate) struct JitMemory<'p> {
     program: &'p MachineProgram,
     pub sbuf_partition_bytes: u64,
     pub psum_partition_bytes: u64,
-    sbuf: Vec<u8>,
-    psum: Vec<u8>,
-    arena: Vec<u8>,
+    sbuf: Pages,
+    psum: Pages,
+    arena: Pages,
     /// Output tensors; empty for inputs (borrowed, below) and for scratch tensors, which live
     /// in the arena.
     tensors: Vec<Vec<u8>>,
@@ -45,28 +45,64 @@ pub(crate) struct JitMemory<'p> {
     inputs: Vec<Option<&'p [u8]>>,
 }
 
-/// SBUF, PSUM and the arena of a finished run, kept for the next one. Allocating them afresh
-/// every run is not free: once the allocator has recycled a freed memory of this size from
-/// its heap, a zeroed allocation is a full memset (24 MiB of SBUF on trn2), however little of it
-/// the program uses. What a run must see zeroed is cleared at its start ([`super::clear`]).
+/// SBUF, PSUM and the arena of a finished run, kept for the next one. Mapping them afresh
+/// every run is not free: every page the run touches is faulted in and zeroed again. What a
+/// run must see zeroed is cleared at its start ([`super::clear`]).
 #[derive(Debug, Default)]
 pub(crate) struct Spare {
-    sbuf: Vec<u8>,
-    psum: Vec<u8>,
-    arena: Vec<u8>,
+    sbuf: Pages,
+    psum: Pages,
+    arena: Pages,
+}
+
+/// Zeroed memory straight from the kernel (an anonymous mapping, untouched pages costing
+/// nothing) that asks for transparent huge pages: a run touches a few bytes of every one of
+/// SBUF's 128 partition rows at a time, each row 192 KiB or more from the next, so with 4 KiB
+/// pages nearly every row is a different page, and the address translations miss the TLB.
+#[derive(Debug, Default)]
+pub(crate) struct Pages(Option<memmap2::MmapMut>);
+
+impl Pages {
+    fn zeroed(len: usize) -> std::io::Result<Pages> {
+        if len == 0 {
+            return Ok(Pages(None));
+        }
+        let map = memmap2::MmapMut::map_anon(len)?;
+        // Only advice: where the system has no transparent huge pages the memory is as good.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(Pages(Some(map)))
+    }
+}
+
+impl std::ops::Deref for Pages {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+impl std::ops::DerefMut for Pages {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.0.as_deref_mut().unwrap_or(&mut [])
+    }
 }
 
 /// `spare` when it has `bytes` bytes (as the previous run left it), else a zeroed memory of
 /// `bytes` bytes.
-fn reused(what: &str, spare: Vec<u8>, bytes: u64) -> Result<Vec<u8>, InterpError> {
+fn reused(what: &str, spare: Pages, bytes: u64) -> Result<Pages, InterpError> {
     if spare.len() as u64 == bytes {
-        Ok(spare)
-    } else {
-        zeroed(what, bytes)
+        return Ok(spare);
     }
+    drop(spare);
+    let n = checked_size(what, bytes)?;
+    Pages::zeroed(n).map_err(|e| InterpError::BadProgram {
+        detail: format!("cannot map {bytes} bytes for {what}: {e}"),
+    })
 }
 
-fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
+/// `bytes` as a size, within the emulator's limit.
+fn checked_size(what: &str, bytes: u64) -> Result<usize, InterpError> {
     let too_large = || InterpError::BadProgram {
         detail: format!(
             "{what} needs {bytes} bytes, more than the emulator's limit of {MAX_STORAGE_BYTES}"
@@ -75,7 +111,11 @@ fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
     if bytes > MAX_STORAGE_BYTES {
         return Err(too_large());
     }
-    let n = usize::try_from(bytes).map_err(|_| too_large())?;
+    usize::try_from(bytes).map_err(|_| too_large())
+}
+
+fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
+    let n = checked_size(what, bytes)?;
     // Zeroed allocations are lazily mapped: a 28 MiB SBUF costs only the pages touched.
     Ok(vec![0; n])
 }
