@@ -756,6 +756,59 @@ fn accumulating_activations_over_many_partitions_match() {
     }
 }
 
+/// Transposing loads as the compiler emits them for a matmul's stationary operand (an HBM
+/// `[tokens, features]` tensor read feature-major into partitions): the jit runs them in tiles
+/// (`plan::block_transposed`) with unrolled rows; the result equals interp's. Sizes where the
+/// row does not divide into tiles, and a bf16 copy, too.
+#[test]
+fn transposing_loads_match() {
+    for (dtype, parts, chunks, rows) in [
+        (DType::F32, 128u32, 2u32, 64u32),
+        (DType::F32, 64, 4, 48),
+        (DType::F32, 32, 1, 40),
+        (DType::Bf16, 16, 2, 32),
+    ] {
+        let mut b = B::new();
+        // Tensor [rows, chunks * parts]: element (r, c * parts + p) goes to partition p,
+        // free element c * rows + r.
+        let width = (chunks * parts) as usize;
+        let t = b.tensor(TensorKind::Input, &[rows as usize, width]);
+        let data: Vec<f64> = values(rows as usize * width, 9)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        b.inputs.insert(
+            b.p.tensors[t.0 as usize].name.clone(),
+            HostTensor::from_f64(dtype, &[rows as usize, width], &data),
+        );
+        b.p.tensors[t.0 as usize].dtype = dtype;
+        let buf = b.buffer(dtype, parts, (chunks * rows) as usize, Space::Sbuf);
+        let dst = TileAccess {
+            dims: vec![Dim::new(rows as i64, chunks), Dim::new(1, rows)],
+            ..B::whole(buf, parts, (chunks * rows) as usize)
+        };
+        let src = HbmAccess {
+            tensor: t,
+            offset: 0,
+            dims: vec![
+                Dim::new(1, parts),
+                Dim::new(parts as i64, chunks),
+                Dim::new(width as i64, rows),
+            ],
+        };
+        b.push(
+            Engine::Dma,
+            Op::DmaCopy {
+                dst: DmaOperand::Tile(dst),
+                src: DmaOperand::Hbm(src),
+            },
+        );
+        let (p, inputs) = b.finish(&[buf]);
+        let stats = compare(&p, &inputs, true);
+        assert_eq!(stats.fallbacks, 0, "{stats:?}");
+    }
+}
+
 #[test]
 fn f32_arithmetic_equals_f64_then_round() {
     let xs = values(4096, 7);

@@ -137,6 +137,9 @@ impl Compiler {
     }
 }
 
+/// Innermost loops of at most this many scalar elements are unrolled.
+const UNROLL: u64 = 16;
+
 fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
@@ -254,6 +257,17 @@ impl<'k> Gen<'k> {
                                 .iter()
                                 .zip(&strides)
                                 .map(|(&v, &s)| b.ins().iadd_imm_s(v, s * t as i64))
+                                .collect();
+                            self.element(b, &q, false);
+                        }
+                    } else if n <= UNROLL {
+                        // Short scalar rows (a transposing copy's tiles): unrolled, the
+                        // offsets folded into the loads' and stores' addresses.
+                        for t in 0..n as i64 {
+                            let q: Vec<Value> = p
+                                .iter()
+                                .zip(&strides)
+                                .map(|(&v, &s)| b.ins().iadd_imm_s(v, s * t))
                                 .collect();
                             self.element(b, &q, false);
                         }

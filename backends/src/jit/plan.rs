@@ -385,7 +385,10 @@ pub(crate) fn elementwise(body: Body, dst: Raw, srcs: Vec<Src>) -> Option<Invoca
         return None;
     }
     let dims: Vec<&[(u64, i64)]> = mems.iter().map(|r| r.dims.as_slice()).collect();
-    let (shape, strides) = refine(&dims)?;
+    let (mut shape, mut strides) = refine(&dims)?;
+    if matches!(body, Body::Copy { .. } | Body::Convert) {
+        block_transposed(&mut shape, &mut strides, dst.dtype.size_bytes() as i64);
+    }
     // A source in the destination's memory must either not overlap it or be read exactly where
     // it is written (in place); anything else needs interp's read-all-then-write order.
     for (r, st) in mems.iter().zip(&strides).skip(1) {
@@ -428,6 +431,59 @@ pub(crate) fn elementwise(body: Body, dst: Raw, srcs: Vec<Src>) -> Option<Invoca
         ptrs,
         imms,
     })
+}
+
+/// Reorders the loops of a transposing copy (`dst` contiguous along the innermost loop, the
+/// source along another, reading elements far apart) into tiles: the innermost loop is cut
+/// into blocks of `TILE` that become the outermost loop, so the source lines read for one
+/// destination row stay cached while the next rows use them. A copy's elements are independent
+/// (`elementwise` admits no source overlapping the destination except in place), so any
+/// order writes the same bytes, provided no two elements share a destination address, which is
+/// checked: each destination stride spans the loops inside it.
+fn block_transposed(shape: &mut Vec<u64>, strides: &mut [Vec<i64>], width: i64) {
+    /// Elements per tile: a cache line of f32.
+    const TILE: u64 = 16;
+    let [dst, src] = strides else {
+        return;
+    };
+    let Some(last) = shape.len().checked_sub(1) else {
+        return;
+    };
+    let n = shape[last];
+    // Innermost: contiguous in the destination, 256 bytes or more apart in the source; some
+    // other loop reads the source contiguously.
+    let transposing = dst[last] == width
+        && src[last].abs() >= 256
+        && n.is_multiple_of(TILE)
+        && n >= 2 * TILE
+        && (0..last).any(|d| src[d].abs() == width && shape[d] >= TILE);
+    if !transposing || !distinct_addresses(shape, dst, width) {
+        return;
+    }
+    shape.insert(0, n / TILE);
+    shape[last + 1] = TILE;
+    for st in [dst, src] {
+        st.insert(0, st[last] * TILE as i64);
+    }
+}
+
+/// Whether a loop nest over `width`-byte elements visits every element's bytes once: ordered by
+/// stride, each loop's stride is at least the span of the loops inside it.
+fn distinct_addresses(shape: &[u64], strides: &[i64], width: i64) -> bool {
+    let mut loops: Vec<(i64, u64)> = strides
+        .iter()
+        .map(|s| s.abs())
+        .zip(shape.iter().copied())
+        .collect();
+    loops.sort_unstable();
+    let mut span = width;
+    for (stride, size) in loops {
+        if stride < span {
+            return false;
+        }
+        span = stride.saturating_mul(size as i64);
+    }
+    true
 }
 
 /// A reduction over the trailing `axes` free dims of `src` into `dst`.
@@ -558,6 +614,32 @@ pub(crate) fn is_f32ish(d: DType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transposing_copies_are_tiled_only_when_safe() {
+        // BERT's stationary load: [128 partitions, 2, 64] from a [64, 256] tensor.
+        let (mut shape, mut st) = (
+            vec![128, 2, 64],
+            vec![vec![229376, 256, 4], vec![4, 512, 1024]],
+        );
+        block_transposed(&mut shape, &mut st, 4);
+        assert_eq!(shape, [4, 128, 2, 16]);
+        assert_eq!(st, [vec![64, 229376, 256, 4], vec![16384, 4, 512, 1024]]);
+        // Not when two elements share a destination (a broadcast row), nor when the source is
+        // read contiguously, nor when the row does not split into tiles.
+        for (shape0, st0) in [
+            (vec![128, 64], vec![vec![0, 4], vec![4, 1024]]),
+            (vec![128, 64], vec![vec![1024, 4], vec![1024, 4]]),
+            (vec![128, 40], vec![vec![1024, 4], vec![4, 1024]]),
+        ] {
+            let (mut shape, mut st) = (shape0.clone(), st0.clone());
+            block_transposed(&mut shape, &mut st, 4);
+            assert_eq!((shape, st), (shape0, st0));
+        }
+        assert!(distinct_addresses(&[4, 8], &[32, 4], 4));
+        assert!(!distinct_addresses(&[4, 8], &[16, 4], 4));
+        assert!(!distinct_addresses(&[4, 8], &[0, 4], 4));
+    }
 
     #[test]
     fn refine_nests_and_merges() {
