@@ -968,6 +968,37 @@ fn loads_are_forwarded_only_when_the_matmul_alone_reads_them() {
     }
 }
 
+/// A matmul reading the upper partitions of loaded tiles (a contraction chunk that starts at
+/// partition 8) reads the right rows of the input tensors once the loads are forwarded: the
+/// operand's first partition maps to the tensor row it was loaded from, whatever the host's
+/// partition pitch.
+#[test]
+fn forwarded_operands_starting_past_partition_zero_match() {
+    let (k, m, n) = (16u32, 8usize, 12usize);
+    let mut b = B::new();
+    let st = b.loaded(DType::F32, k, &values(k as usize * m, 3));
+    let mv = b.loaded(DType::F32, k, &values(k as usize * n, 5));
+    let d = b.buffer(DType::F32, m as u32, n, Space::Psum);
+    let upper = |buf, free| TileAccess {
+        start_partition: 8,
+        partitions: 8,
+        ..B::whole(buf, k, free)
+    };
+    b.push(
+        Engine::Pe,
+        Op::Matmul {
+            dst: B::whole(d, m as u32, n),
+            stationary: upper(st, m),
+            moving: upper(mv, n),
+            start: true,
+            stop: true,
+        },
+    );
+    let (p, inputs) = b.finish(&[d]);
+    let stats = compare(&p, &inputs, false);
+    assert_eq!(stats.forwarded, 2, "{stats:?}");
+}
+
 /// Two matmuls read the same strided window (gathered, not read in place) with different
 /// stationary operands, as a convolution's output-channel chunks do. The second reuses the
 /// first's gathered copy, unless something writes the window in between.

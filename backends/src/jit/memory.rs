@@ -1,6 +1,7 @@
 //! Physical memory of a jit run: SBUF and PSUM as `partitions x bytes` arrays, one byte array
-//! per Input/Output tensor and the HBM scratch arena, laid out exactly as interp's machine level
-//! lays them out, but without poison bits (poison and race checking stay with interp).
+//! per Input/Output tensor and the HBM scratch arena, laid out as interp's machine level lays
+//! them out except for a gap after each partition row ([`host_pitch`]), and without poison bits
+//! (poison and race checking stay with interp).
 //!
 //! Compiled kernels address this memory through raw base pointers ([`JitMemory::base_ptr`]);
 //! instructions that fall back to interp's `exec` see it through the same [`Store`] trait as
@@ -28,12 +29,23 @@ pub(crate) enum Loc {
     Tensor(usize),
 }
 
+/// Bytes from one partition row of SBUF or PSUM to the next in host memory: the target's
+/// partition size and five cache lines more. The target's sizes are multiples of 4 KiB (trn2:
+/// 224 KiB of SBUF, 16 KiB of PSUM per partition), so the same column of every row would map to
+/// the same sets of the host's caches, and an operand read down the partitions (a matmul's,
+/// a transposing copy's) would keep evicting itself; an odd number of lines more spreads the
+/// rows over all sets. Every address the jit forms goes through this pitch (planning's
+/// resolvers and this memory alike), so nothing sees the gap.
+pub(crate) fn host_pitch(partition_bytes: u64) -> u64 {
+    partition_bytes + 5 * 64
+}
+
 /// All memories of one run.
 #[derive(Debug)]
 pub(crate) struct JitMemory<'p> {
     program: &'p MachineProgram,
-    pub sbuf_partition_bytes: u64,
-    pub psum_partition_bytes: u64,
+    pub sbuf_pitch: u64,
+    pub psum_pitch: u64,
     sbuf: Pages,
     psum: Pages,
     arena: Pages,
@@ -136,7 +148,10 @@ impl<'p> JitMemory<'p> {
     ) -> Result<Self, InterpError> {
         check_inputs(&program.tensors, inputs)?;
         let parts = target.partitions as u64;
-        let (spb, ppb) = (target.sbuf_partition_bytes, target.psum_partition_bytes);
+        let (spb, ppb) = (
+            host_pitch(target.sbuf_partition_bytes),
+            host_pitch(target.psum_partition_bytes),
+        );
         let sbuf_bytes = parts.saturating_mul(spb);
         let psum_bytes = parts.saturating_mul(ppb);
         let mut sbuf = reused("SBUF", spare.sbuf, sbuf_bytes)?;
@@ -172,8 +187,8 @@ impl<'p> JitMemory<'p> {
         }
         Ok(JitMemory {
             program,
-            sbuf_partition_bytes: target.sbuf_partition_bytes,
-            psum_partition_bytes: target.psum_partition_bytes,
+            sbuf_pitch: spb,
+            psum_pitch: ppb,
             sbuf,
             psum,
             arena,
@@ -238,8 +253,8 @@ impl<'p> JitMemory<'p> {
                 let b = self.program.buffers.get(i)?;
                 let p = b.placement?;
                 let (loc, pb) = match b.space {
-                    Space::Sbuf => (Loc::Sbuf, self.sbuf_partition_bytes),
-                    Space::Psum => (Loc::Psum, self.psum_partition_bytes),
+                    Space::Sbuf => (Loc::Sbuf, self.sbuf_pitch),
+                    Space::Psum => (Loc::Psum, self.psum_pitch),
                 };
                 let first = (p.partition as u64).checked_add(view.first_row as u64)?;
                 Some((loc, first.checked_mul(pb)?.checked_add(p.byte_offset)?, pb))

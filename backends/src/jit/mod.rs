@@ -538,7 +538,7 @@ impl Jit {
         }
         let forwarded = forward::forward_loads(
             program,
-            target.sbuf_partition_bytes,
+            memory::host_pitch(target.sbuf_partition_bytes),
             &order,
             &resolvers,
             &mut steps,
@@ -1072,8 +1072,8 @@ fn resolver<'p>(
 ) -> Resolver<'p> {
     Resolver {
         program,
-        sbuf_pb: target.sbuf_partition_bytes,
-        psum_pb: target.psum_partition_bytes,
+        sbuf_pb: memory::host_pitch(target.sbuf_partition_bytes),
+        psum_pb: memory::host_pitch(target.psum_partition_bytes),
         at: inst_ref(q, i).describe(program),
     }
 }

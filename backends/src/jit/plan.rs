@@ -119,7 +119,8 @@ impl Raw {
     }
 }
 
-/// The geometry the resolver needs: the program and the bytes per partition of each memory.
+/// The geometry the resolver needs: the program and the bytes from one partition row to the
+/// next of each memory in the jit's host layout (`memory::host_pitch`).
 pub(crate) struct Resolver<'p> {
     pub program: &'p MachineProgram,
     pub sbuf_pb: u64,
