@@ -116,6 +116,18 @@ impl Panel {
         }
     }
 
+    /// Whether [`Panel::prefetch`] pays: rows shorter than 1 KiB (16 cache lines) each in its
+    /// own stretch of memory, as a convolution's weight chunk is (128 output channels of a
+    /// longer row), which the processor's own prefetcher does not follow. Longer rows it
+    /// streams by itself, and asking for all their lines at once only stalls the core until
+    /// they have arrived (measured: the BERT layer 5.7% slower with it, ResNet-50 10% faster).
+    pub fn worth_prefetching(&self) -> bool {
+        let size = self.dtype.size_bytes();
+        let row = self.runs.iter().map(|r| r.span(size)).sum::<usize>();
+        let contiguous = self.runs.len() == 1 && self.pb as usize == row;
+        row < 1024 && !contiguous
+    }
+
     /// Asks the processor to start loading the panel's cache lines (it is read soon).
     pub fn prefetch(&self, mem: &JitMemory<'_>) {
         let Some(bytes) = mem.bytes(self.loc) else {

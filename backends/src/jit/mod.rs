@@ -639,7 +639,8 @@ impl Jit {
                 }
                 Step::Matmul(p) => {
                     // The next matmul's operands read from an input tensor (forwarded loads)
-                    // come from memory, not cache: start loading them while this one computes.
+                    // come from memory, not cache: start loading them while this one computes
+                    // (where the processor would not stream them by itself).
                     if let Some(Step::Matmul(next)) = ahead
                         .get(j)
                         .copied()
@@ -647,7 +648,7 @@ impl Jit {
                         .and_then(|(q, i)| steps.get(q)?.get(i))
                     {
                         for panel in [&next.stationary, &next.moving] {
-                            if matches!(panel.loc(), Loc::Tensor(_)) {
+                            if matches!(panel.loc(), Loc::Tensor(_)) && panel.worth_prefetching() {
                                 panel.prefetch(&mem);
                             }
                         }
