@@ -211,9 +211,7 @@ pub(crate) fn run(
                     x.0.and_then(|b| b.get(at..at + 4 * n))
                         .ok_or_else(internal)?;
                 s.values.resize(n, 0.0);
-                for (v, c) in s.values.iter_mut().zip(src.chunks_exact(4)) {
-                    *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * sc + bi;
-                }
+                widen(src, sc, bi, &mut s.values);
             } else {
                 for j in 0..n {
                     let (x, sc, bi) = (get(x, j), get(scale, j), get(bias, j));
@@ -230,9 +228,7 @@ pub(crate) fn run(
         if a.dense[0] {
             let at = addr(0, 0).ok_or_else(internal)?;
             let dst = bytes.get_mut(at..at + 4 * n).ok_or_else(internal)?;
-            for (d, &y) in dst.chunks_exact_mut(4).zip(&s.values) {
-                d.copy_from_slice(&(y as f32).to_le_bytes());
-            }
+            narrow(&s.values, dst);
         } else {
             for (j, &y) in s.values.iter().enumerate() {
                 let at = addr(0, j).ok_or_else(internal)?;
@@ -258,4 +254,69 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// `out[j] = src[j] * scale + bias` in f64 for the little-endian f32 values of `src` (as many
+/// as `out` holds), with the widest vectors the processor has.
+fn widen(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
+    #[inline(always)]
+    fn generic(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
+        for (v, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * scale + bias;
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
+        generic(src, scale, bias, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
+        generic(src, scale, bias, out)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F (checked just above).
+            return unsafe { avx512(src, scale, bias, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked just above).
+            return unsafe { avx2(src, scale, bias, out) };
+        }
+    }
+    generic(src, scale, bias, out)
+}
+
+/// Each value of `values` rounded to f32, stored little-endian in `dst` (as many as fit).
+fn narrow(values: &[f64], dst: &mut [u8]) {
+    #[inline(always)]
+    fn generic(values: &[f64], dst: &mut [u8]) {
+        for (d, &y) in dst.chunks_exact_mut(4).zip(values) {
+            d.copy_from_slice(&(y as f32).to_le_bytes());
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn avx512(values: &[f64], dst: &mut [u8]) {
+        generic(values, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(values: &[f64], dst: &mut [u8]) {
+        generic(values, dst)
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the processor has AVX-512F (checked just above).
+            return unsafe { avx512(values, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked just above).
+            return unsafe { avx2(values, dst) };
+        }
+    }
+    generic(values, dst)
 }
