@@ -186,7 +186,8 @@ impl Panel {
     fn gather(&self, mem: &JitMemory<'_>, out: &mut Vec<f32>) -> Option<()> {
         let bytes = mem.bytes(self.loc)?;
         let size = self.dtype.size_bytes();
-        out.clear();
+        // Every element is written below: only a longer panel than the last zero-fills (the
+        // growth), none clears.
         out.resize(self.rows * self.free, 0.0);
         let mut next = out.chunks_exact_mut(self.free.max(1));
         for r in 0..self.rows {
