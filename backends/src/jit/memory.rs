@@ -128,7 +128,7 @@ fn checked_size(what: &str, bytes: u64) -> Result<usize, InterpError> {
 
 fn zeroed(what: &str, bytes: u64) -> Result<Vec<u8>, InterpError> {
     let n = checked_size(what, bytes)?;
-    // Zeroed allocations are lazily mapped: a 28 MiB SBUF costs only the pages touched.
+    // A large zeroed allocation is lazily mapped: an output costs only the pages written.
     Ok(vec![0; n])
 }
 
