@@ -722,8 +722,9 @@ fn vector_activations_match_on_edge_values() {
     }
 }
 
-/// Accumulating activations over more partitions than one group of rows the jit sums side by
-/// side (8), with a remainder: every partition's sum, and every element, equals interp's.
+/// Accumulating activations over many partitions (the property test above stops at 8), a
+/// count that no vector width divides among them, in the Rust row path (exp, GELU) and the
+/// compiled kernels (identity, square): every partition's sum and every element equal interp's.
 #[test]
 fn accumulating_activations_over_many_partitions_match() {
     for (parts, free) in [(19u32, 37usize), (128, 64), (9, 1)] {
