@@ -213,13 +213,19 @@ pub fn gelu(x: f64) -> f64 {
 
 #[inline(always)]
 fn gelu_with(x: f64, exp: impl Fn(f64) -> f64) -> f64 {
-    0.5 * x * (1.0 + erf_with(x * std::f64::consts::FRAC_1_SQRT_2, exp))
+    0.5 * x * (1.0 + erf_with(gelu_erf_arg(x), exp))
 }
 
-/// The argument of the `exp` inside `gelu(x)`.
+/// The argument of the `erf` inside `gelu(x)`.
+#[inline(always)]
+fn gelu_erf_arg(x: f64) -> f64 {
+    x * std::f64::consts::FRAC_1_SQRT_2
+}
+
+/// The argument of the `exp` inside `gelu(x)` (that of `erf_with`'s `exp`).
 #[inline(always)]
 fn gelu_exp_arg(x: f64) -> f64 {
-    let z = x * std::f64::consts::FRAC_1_SQRT_2;
+    let z = gelu_erf_arg(x);
     -(z * z)
 }
 

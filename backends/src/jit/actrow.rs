@@ -256,6 +256,35 @@ pub(crate) fn run(
     Ok(())
 }
 
+/// Calls `$generic($args)` compiled for AVX-512, else AVX2, else the baseline, as the
+/// processor allows (the same operations, so the same bits, in any of them).
+macro_rules! widest {
+    ($generic:ident($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        fn avx512($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn avx2($($arg: $ty),*) {
+            $generic($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F (checked just above).
+                return unsafe { avx512($($arg),*) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2 (checked just above).
+                return unsafe { avx2($($arg),*) };
+            }
+        }
+        $generic($($arg),*)
+    }};
+}
+
 /// `out[j] = src[j] * scale + bias` in f64 for the little-endian f32 values of `src` (as many
 /// as `out` holds), with the widest vectors the processor has.
 fn widen(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
@@ -265,28 +294,7 @@ fn widen(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
             *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * scale + bias;
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn avx512(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
-        generic(src, scale, bias, out)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
-        generic(src, scale, bias, out)
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (checked just above).
-            return unsafe { avx512(src, scale, bias, out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked just above).
-            return unsafe { avx2(src, scale, bias, out) };
-        }
-    }
-    generic(src, scale, bias, out)
+    widest!(generic(src: &[u8], scale: f64, bias: f64, out: &mut [f64]))
 }
 
 /// Each value of `values` rounded to f32, stored little-endian in `dst` (as many as fit).
@@ -297,26 +305,5 @@ fn narrow(values: &[f64], dst: &mut [u8]) {
             d.copy_from_slice(&(y as f32).to_le_bytes());
         }
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    fn avx512(values: &[f64], dst: &mut [u8]) {
-        generic(values, dst)
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2(values: &[f64], dst: &mut [u8]) {
-        generic(values, dst)
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (checked just above).
-            return unsafe { avx512(values, dst) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked just above).
-            return unsafe { avx2(values, dst) };
-        }
-    }
-    generic(values, dst)
+    widest!(generic(values: &[f64], dst: &mut [u8]))
 }

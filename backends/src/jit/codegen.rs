@@ -140,6 +140,14 @@ impl Compiler {
 /// Innermost loops of at most this many scalar elements are unrolled.
 const UNROLL: u64 = 16;
 
+/// The operands' pointers `t` steps of `strides` past `ptrs`.
+fn offsets(b: &mut FunctionBuilder<'_>, ptrs: &[Value], strides: &[i64], t: i64) -> Vec<Value> {
+    ptrs.iter()
+        .zip(strides)
+        .map(|(&v, &s)| b.ins().iadd_imm_s(v, s * t))
+        .collect()
+}
+
 fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
@@ -252,23 +260,15 @@ impl<'k> Gen<'k> {
                         let after = self.counted(b, n / 4, &vstrides, p.to_vec(), &mut |b, q| {
                             self.element(b, q, true)
                         });
-                        for t in 0..n % 4 {
-                            let q: Vec<Value> = after
-                                .iter()
-                                .zip(&strides)
-                                .map(|(&v, &s)| b.ins().iadd_imm_s(v, s * t as i64))
-                                .collect();
+                        for t in 0..(n % 4) as i64 {
+                            let q = offsets(b, &after, &strides, t);
                             self.element(b, &q, false);
                         }
                     } else if n <= UNROLL {
                         // Short scalar rows (a transposing copy's tiles): unrolled, the
                         // offsets folded into the loads' and stores' addresses.
                         for t in 0..n as i64 {
-                            let q: Vec<Value> = p
-                                .iter()
-                                .zip(&strides)
-                                .map(|(&v, &s)| b.ins().iadd_imm_s(v, s * t))
-                                .collect();
+                            let q = offsets(b, p, &strides, t);
                             self.element(b, &q, false);
                         }
                     } else {
