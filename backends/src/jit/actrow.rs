@@ -1,4 +1,5 @@
-//! `activation` of exp, erf and GELU a row at a time, in vector lanes.
+//! `activation` of exp, erf and GELU, and of identity and relu, a row at a time, in vector
+//! lanes.
 //!
 //! A compiled kernel would call interp's scalar definition once per element. These functions
 //! are written to vectorise instead ([`crate::interp::vmath`]), so the jit runs them here: the
@@ -6,6 +7,11 @@
 //! is applied to the whole row at once ([`activation_row`]), and the results are rounded and
 //! stored (and, for `accum`, summed in f64 in element order and rounded once). Every value is
 //! bit-identical to interp's.
+//!
+//! Identity and relu (a convolution's evacuation of PSUM, with its bias) go from source row to
+//! destination row in one pass of AVX-512 (or AVX2) lanes, each lane the same f64 operations:
+//! the Cranelift kernel they replace has two f64 lanes per instruction. They take this path when
+//! both rows are dense f32 and scale and bias are the same along the row.
 //!
 //! The step takes the loop nest of the kernel it replaces (the same `KernelKey`): for a plain
 //! activation a row is the innermost loop, for an accumulating one all elements of a partition.
@@ -64,7 +70,9 @@ impl ActRows {
             Body::ActAccum(f) => (f, true),
             _ => return None,
         };
-        if !vectorised(func) {
+        // Identity and relu only when `affine_row` can take them (checked below).
+        let affine = affine_func(func) && !accum;
+        if !vectorised(func) && !affine {
             return None;
         }
         let mut mems = Vec::new();
@@ -135,6 +143,9 @@ impl ActRows {
             Operand::Mem(m) => row[m].iter().all(|&o| o == 0),
         };
         let fast = dense[1] && uniform(operand[2]) && uniform(operand[3]) && !row[0].is_empty();
+        if affine && !(fast && dense[0]) {
+            return None;
+        }
         Some(ActRows {
             fast,
             dense,
@@ -170,80 +181,25 @@ pub(crate) fn run(
     let internal = || left_memory(&at, "activation");
     let rows: u64 = a.outer.iter().map(|d| d.0).product();
     let mut index = vec![0u64; a.outer.len()];
+    let mut base: Vec<i64> = Vec::with_capacity(a.mems.len());
     for _ in 0..rows {
         // Element 0 of this row in each memory argument.
-        let base: Vec<i64> = (0..a.mems.len())
-            .map(|m| {
-                let outer: i64 = a
-                    .outer
-                    .iter()
-                    .zip(&index)
-                    .map(|((_, st), &i)| st[m] * i as i64)
-                    .sum();
-                a.mems[m].1 as i64 + outer
-            })
-            .collect();
-        let addr = |m: usize, j: usize| usize::try_from(base[m] + a.row[m][j]).ok();
-        let n = a.row[0].len();
-        s.values.clear();
-        {
-            // Each operand's memory, looked up once per row.
-            let view = |o: Operand| -> Option<(Option<&[u8]>, usize, f64)> {
-                Some(match o {
-                    Operand::Imm(v) => (None, 0, v),
-                    Operand::Mem(m) => (Some(mem.bytes(a.mems[m].0)?), m, 0.0),
-                })
-            };
-            let ops = [Operand::Mem(1), a.scale, a.bias].map(view);
-            let [Some(x), Some(scale), Some(bias)] = ops else {
-                return Err(internal());
-            };
-            let get = |(bytes, m, v): (Option<&[u8]>, usize, f64), j: usize| match bytes {
-                None => Some(v),
-                Some(b) => load(b, addr(m, j)?, a.mems[m].2),
-            };
-            if a.fast {
-                let (Some(sc), Some(bi)) = (get(scale, 0), get(bias, 0)) else {
-                    return Err(internal());
-                };
-                let at = addr(1, 0).ok_or_else(internal)?;
-                let src =
-                    x.0.and_then(|b| b.get(at..at + 4 * n))
-                        .ok_or_else(internal)?;
-                s.values.resize(n, 0.0);
-                widen(src, sc, bi, &mut s.values);
-            } else {
-                for j in 0..n {
-                    let (x, sc, bi) = (get(x, j), get(scale, j), get(bias, j));
-                    let (Some(x), Some(sc), Some(bi)) = (x, sc, bi) else {
-                        return Err(internal());
-                    };
-                    s.values.push(x * sc + bi);
-                }
-            }
-        }
-        activation_row(a.func, &mut s.values);
-        let (dloc, _, dtype) = a.mems[0];
-        let bytes = mem.bytes_mut(dloc).ok_or_else(internal)?;
-        if a.dense[0] {
-            let at = addr(0, 0).ok_or_else(internal)?;
-            let dst = bytes.get_mut(at..at + 4 * n).ok_or_else(internal)?;
-            narrow(&s.values, dst);
+        base.clear();
+        base.extend((0..a.mems.len()).map(|m| {
+            let outer: i64 = a
+                .outer
+                .iter()
+                .zip(&index)
+                .map(|((_, st), &i)| st[m] * i as i64)
+                .sum();
+            a.mems[m].1 as i64 + outer
+        }));
+        let done = if affine_func(a.func) {
+            affine_row(mem, a, &base, s)
         } else {
-            for (j, &y) in s.values.iter().enumerate() {
-                let at = addr(0, j).ok_or_else(internal)?;
-                store(bytes, at, dtype, y as f32).ok_or_else(internal)?;
-            }
-        }
-        if a.accum {
-            // The f64 sum of the stored f32 results, in element order.
-            let sum: f64 = s.values.iter().fold(0.0, |acc, &y| acc + (y as f32) as f64);
-            let m = a.mems.len() - 1;
-            let (loc, _, dtype) = a.mems[m];
-            let bytes = mem.bytes_mut(loc).ok_or_else(internal)?;
-            let at = usize::try_from(base[m]).map_err(|_| internal())?;
-            store(bytes, at, dtype, sum as f32).ok_or_else(internal)?;
-        }
+            function_row(mem, a, &base, s)
+        };
+        done.ok_or_else(internal)?;
         // The next row's index, innermost outer loop fastest.
         for d in (0..index.len()).rev() {
             index[d] += 1;
@@ -254,6 +210,123 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// The functions run by [`affine_row`]: no more than a comparison after `x * scale + bias`.
+fn affine_func(func: ActFunc) -> bool {
+    matches!(func, ActFunc::Identity | ActFunc::Relu)
+}
+
+/// One row of identity or relu (planned only with dense f32 rows and per-row scale and bias),
+/// in one pass from source to destination. `None` when an operand leaves its memory.
+fn affine_row(
+    mem: &mut JitMemory<'_>,
+    a: &ActRows,
+    base: &[i64],
+    s: &mut RowScratch,
+) -> Option<()> {
+    let addr = |m: usize| usize::try_from(base[m]).ok();
+    let get = |o: Operand| match o {
+        Operand::Imm(v) => Some(v),
+        Operand::Mem(m) => load(mem.bytes(a.mems[m].0)?, addr(m)?, a.mems[m].2),
+    };
+    let (scale, bias) = (get(a.scale)?, get(a.bias)?);
+    let relu = a.func == ActFunc::Relu;
+    let n = 4 * a.row[0].len();
+    let (src_at, dst_at) = (addr(1)?, addr(0)?);
+    let (src_loc, dst_loc) = (a.mems[1].0, a.mems[0].0);
+    if let Some((src, dst)) = mem.two(src_loc, dst_loc) {
+        affine(
+            src.get(src_at..src_at + n)?,
+            scale,
+            bias,
+            relu,
+            dst.get_mut(dst_at..dst_at + n)?,
+        );
+        return Some(());
+    }
+    // One memory: in place, two disjoint rows, or (overlapping) through the row buffer.
+    if src_loc != dst_loc {
+        return None;
+    }
+    let bytes = mem.bytes_mut(dst_loc)?;
+    if src_at == dst_at {
+        affine_in_place(bytes.get_mut(src_at..src_at + n)?, scale, bias, relu);
+    } else if src_at + n <= dst_at || dst_at + n <= src_at {
+        let (lo, hi) = bytes.split_at_mut(src_at.max(dst_at));
+        let (src, dst) = if src_at < dst_at {
+            (lo.get(src_at..src_at + n)?, hi.get_mut(..n)?)
+        } else {
+            (hi.get(..n)?, lo.get_mut(dst_at..dst_at + n)?)
+        };
+        affine(src, scale, bias, relu, dst);
+    } else {
+        s.values.resize(n / 4, 0.0);
+        widen(bytes.get(src_at..src_at + n)?, scale, bias, &mut s.values);
+        activation_row(a.func, &mut s.values);
+        narrow(&s.values, bytes.get_mut(dst_at..dst_at + n)?);
+    }
+    Some(())
+}
+
+/// One row of a function with a vector definition: the arguments into the row buffer, the
+/// function over the whole row, the results stored (and for `accum` summed). `None` when an
+/// operand leaves its memory.
+fn function_row(
+    mem: &mut JitMemory<'_>,
+    a: &ActRows,
+    base: &[i64],
+    s: &mut RowScratch,
+) -> Option<()> {
+    let addr = |m: usize, j: usize| usize::try_from(base[m] + a.row[m][j]).ok();
+    let n = a.row[0].len();
+    s.values.clear();
+    {
+        // Each operand's memory, looked up once per row.
+        let view = |o: Operand| -> Option<(Option<&[u8]>, usize, f64)> {
+            Some(match o {
+                Operand::Imm(v) => (None, 0, v),
+                Operand::Mem(m) => (Some(mem.bytes(a.mems[m].0)?), m, 0.0),
+            })
+        };
+        let [x, scale, bias] = [Operand::Mem(1), a.scale, a.bias].map(view);
+        let (x, scale, bias) = (x?, scale?, bias?);
+        let get = |(bytes, m, v): (Option<&[u8]>, usize, f64), j: usize| match bytes {
+            None => Some(v),
+            Some(b) => load(b, addr(m, j)?, a.mems[m].2),
+        };
+        if a.fast {
+            let (sc, bi) = (get(scale, 0)?, get(bias, 0)?);
+            let at = addr(1, 0)?;
+            let src = x.0?.get(at..at + 4 * n)?;
+            s.values.resize(n, 0.0);
+            widen(src, sc, bi, &mut s.values);
+        } else {
+            for j in 0..n {
+                s.values.push(get(x, j)? * get(scale, j)? + get(bias, j)?);
+            }
+        }
+    }
+    activation_row(a.func, &mut s.values);
+    let (dloc, _, dtype) = a.mems[0];
+    let bytes = mem.bytes_mut(dloc)?;
+    if a.dense[0] {
+        let at = addr(0, 0)?;
+        narrow(&s.values, bytes.get_mut(at..at + 4 * n)?);
+    } else {
+        for (j, &y) in s.values.iter().enumerate() {
+            store(bytes, addr(0, j)?, dtype, y as f32)?;
+        }
+    }
+    if a.accum {
+        // The f64 sum of the stored f32 results, in element order.
+        let sum: f64 = s.values.iter().fold(0.0, |acc, &y| acc + (y as f32) as f64);
+        let m = a.mems.len() - 1;
+        let (loc, _, dtype) = a.mems[m];
+        let bytes = mem.bytes_mut(loc)?;
+        store(bytes, usize::try_from(base[m]).ok()?, dtype, sum as f32)?;
+    }
+    Some(())
 }
 
 /// Calls `$generic($args)` compiled for AVX-512, else AVX2, else the baseline, as the
@@ -295,6 +368,42 @@ fn widen(src: &[u8], scale: f64, bias: f64, out: &mut [f64]) {
         }
     }
     widest!(generic(src: &[u8], scale: f64, bias: f64, out: &mut [f64]))
+}
+
+/// `dst[j] = f(src[j] * scale + bias)` in f64 rounded to f32, f identity or relu (NaN kept).
+fn affine(src: &[u8], scale: f64, bias: f64, relu: bool, dst: &mut [u8]) {
+    #[inline(always)]
+    fn generic(src: &[u8], scale: f64, bias: f64, relu: bool, dst: &mut [u8]) {
+        if relu {
+            for (d, c) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                let y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * scale + bias;
+                let y = if y > 0.0 || y.is_nan() { y } else { 0.0 };
+                d.copy_from_slice(&(y as f32).to_le_bytes());
+            }
+        } else {
+            for (d, c) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                let y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64 * scale + bias;
+                d.copy_from_slice(&(y as f32).to_le_bytes());
+            }
+        }
+    }
+    widest!(generic(src: &[u8], scale: f64, bias: f64, relu: bool, dst: &mut [u8]))
+}
+
+fn affine_in_place(row: &mut [u8], scale: f64, bias: f64, relu: bool) {
+    #[inline(always)]
+    fn generic(row: &mut [u8], scale: f64, bias: f64, relu: bool) {
+        for d in row.chunks_exact_mut(4) {
+            let y = f32::from_le_bytes([d[0], d[1], d[2], d[3]]) as f64 * scale + bias;
+            let y = if !relu || y > 0.0 || y.is_nan() {
+                y
+            } else {
+                0.0
+            };
+            d.copy_from_slice(&(y as f32).to_le_bytes());
+        }
+    }
+    widest!(generic(row: &mut [u8], scale: f64, bias: f64, relu: bool))
 }
 
 /// Each value of `values` rounded to f32, stored little-endian in `dst` (as many as fit).

@@ -40,12 +40,12 @@ struct Map {
 
 /// The last writer of every byte of one SBUF partition: disjoint intervals `start -> (end,
 /// writer)`, the writer an index into the loads or [`OTHER`].
-type Writers = BTreeMap<u64, (u64, u32)>;
+pub(crate) type Writers = BTreeMap<u64, (u64, u32)>;
 
 /// Any writer that is not a qualifying load.
-const OTHER: u32 = u32::MAX;
+pub(crate) const OTHER: u32 = u32::MAX;
 
-fn assign(m: &mut Writers, lo: u64, hi: u64, w: u32) {
+pub(crate) fn assign(m: &mut Writers, lo: u64, hi: u64, w: u32) {
     if lo >= hi {
         return;
     }
@@ -69,7 +69,7 @@ fn assign(m: &mut Writers, lo: u64, hi: u64, w: u32) {
 }
 
 /// The writers of bytes `lo..hi`, and whether every byte has one.
-fn writers(m: &Writers, lo: u64, hi: u64) -> (Vec<u32>, bool) {
+pub(crate) fn writers(m: &Writers, lo: u64, hi: u64) -> (Vec<u32>, bool) {
     let start = m
         .range(..=lo)
         .next_back()

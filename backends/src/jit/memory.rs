@@ -220,6 +220,47 @@ impl<'p> JitMemory<'p> {
         }
     }
 
+    /// `src`'s bytes to read and `dst`'s to write at once, for two different memories (not
+    /// two output tensors, which share one vector; not an input as `dst`).
+    pub fn two(&mut self, src: Loc, dst: Loc) -> Option<(&[u8], &mut [u8])> {
+        let JitMemory {
+            sbuf,
+            psum,
+            arena,
+            tensors,
+            inputs,
+            ..
+        } = self;
+        let mut chip = [
+            Some(&mut sbuf[..]),
+            Some(&mut psum[..]),
+            Some(&mut arena[..]),
+        ];
+        // Output tensors share one vector: at most one of the two is taken from it.
+        let mut outputs = Some(tensors);
+        let slot = |loc: Loc| match loc {
+            Loc::Sbuf => Some(0),
+            Loc::Psum => Some(1),
+            Loc::Arena => Some(2),
+            Loc::Tensor(_) => None,
+        };
+        let dst: &mut [u8] = match (dst, slot(dst)) {
+            (_, Some(k)) => chip[k].take()?,
+            (Loc::Tensor(i), None) if matches!(inputs.get(i), Some(Some(_))) => return None,
+            (Loc::Tensor(i), None) => outputs.take()?.get_mut(i)?,
+            _ => return None,
+        };
+        let src: &[u8] = match (src, slot(src)) {
+            (_, Some(k)) => chip[k].take()?,
+            (Loc::Tensor(i), None) => match inputs.get(i) {
+                Some(Some(input)) => input,
+                _ => outputs.take()?.get(i)?,
+            },
+            _ => return None,
+        };
+        Some((src, dst))
+    }
+
     /// Length of `loc`'s bytes.
     #[cfg(feature = "mlir")]
     pub fn len(&self, loc: Loc) -> usize {

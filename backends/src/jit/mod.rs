@@ -97,6 +97,7 @@ mod matmul;
 mod memory;
 #[cfg(feature = "mlir")]
 mod mlir;
+mod place;
 mod plan;
 
 use crate::TensorSet;
@@ -180,6 +181,9 @@ pub struct JitStats {
     /// Matmuls whose moving panel is the one an earlier matmul read, unchanged since, so a
     /// gathered copy is reused rather than gathered again (`keep_windows`).
     pub shared_windows: u64,
+    /// Buffers the jit keeps at another host offset than the program places them at, so that
+    /// memory a tile has just left is the next one's (`place`).
+    pub moved_buffers: u64,
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -208,6 +212,8 @@ const PREPARED_PROGRAMS: usize = 4;
 /// program on this target (inputs are checked every run).
 struct Prepared {
     program: MachineProgram,
+    /// `program` with the buffers at their host offsets (`place`), when they moved.
+    host: Option<MachineProgram>,
     target: TargetSpec,
     order: Vec<(usize, usize)>,
     /// For each position in `order`, the next matmul (its queue and index), if any.
@@ -228,6 +234,7 @@ impl JitStats {
         self.fallbacks += other.fallbacks;
         self.forwarded += other.forwarded;
         self.shared_windows += other.shared_windows;
+        self.moved_buffers += other.moved_buffers;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -501,14 +508,17 @@ impl Jit {
         tessera_ir::check_machine_program(program, target)
             .map_err(|detail| JitError::BadMachineProgram { detail })?;
         let order = order(program)?;
+        // The buffers at host offsets of the jit's choosing, when that is the same program
+        // (`place`); everything below plans and runs that one.
+        let (host, moved) =
+            match place::host_program(program, target, &order, &resolvers(program, target))? {
+                Some((host, moved)) => (Some(host), moved),
+                None => (None, 0),
+            };
+        let original = program;
+        let program = host.as_ref().unwrap_or(program);
         // One resolver per instruction, kept for the clearing analysis below.
-        let resolvers: Vec<Vec<Resolver<'_>>> = (0..program.queues.len())
-            .map(|q| {
-                (0..program.queues[q].insts.len())
-                    .map(|i| resolver(program, target, q, i))
-                    .collect()
-            })
-            .collect();
+        let resolvers = resolvers(program, target);
         let mut steps: Vec<Vec<Step>> = Vec::with_capacity(program.queues.len());
         for (queue, res) in program.queues.iter().zip(&resolvers) {
             let mut qs = Vec::with_capacity(queue.insts.len());
@@ -548,6 +558,8 @@ impl Jit {
         let shared = matmul::keep_windows(program, &order, &resolvers, &mut steps)?;
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
+        self.stats.moved_buffers += moved;
+        counts.moved_buffers = moved;
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
             let inst = program.queues.get(q)?.insts.get(i)?;
             Some((resolvers.get(q)?.get(i)?, &inst.op))
@@ -562,7 +574,8 @@ impl Jit {
             }
         }
         Ok(Prepared {
-            program: program.clone(),
+            program: original.clone(),
+            host,
             target: target.clone(),
             order,
             ahead,
@@ -580,6 +593,7 @@ impl Jit {
     ) -> Result<BTreeMap<String, HostTensor>, JitError> {
         let Prepared {
             program,
+            host,
             target,
             order,
             ahead,
@@ -587,6 +601,7 @@ impl Jit {
             clears,
             ..
         } = prepared;
+        let program = host.as_ref().unwrap_or(program);
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare, clears)?;
         // Packing buffers and kept windows, reused from run to run (the windows forgotten).
@@ -1062,6 +1077,17 @@ fn planned<'a, 'p>(
         resolvers.get(q)?.get(i)?,
         steps.get_mut(q)?.get_mut(i)?,
     ))
+}
+
+/// One resolver per instruction of `program`, by queue and index.
+fn resolvers<'p>(program: &'p MachineProgram, target: &TargetSpec) -> Vec<Vec<Resolver<'p>>> {
+    (0..program.queues.len())
+        .map(|q| {
+            (0..program.queues[q].insts.len())
+                .map(|i| resolver(program, target, q, i))
+                .collect()
+        })
+        .collect()
 }
 
 /// The resolver of instruction `i` of queue `q` (named in its errors).
