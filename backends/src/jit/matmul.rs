@@ -190,6 +190,22 @@ impl Panel {
         // growth), none clears.
         out.resize(self.rows * self.free, 0.0);
         let mut next = out.chunks_exact_mut(self.free.max(1));
+        if self.dtype == DType::F32 && self.runs.iter().all(|r| r.len == 1 || r.step == 4) {
+            // Runs of adjacent f32 values (a convolution window's rows, often a few dozen
+            // bytes): one byte copy each, which for short runs costs far less than a loop of
+            // conversions.
+            for r in 0..self.rows {
+                let mut row = next.next()?;
+                for (i, run) in self.runs.iter().enumerate() {
+                    let at = self.at(r, i);
+                    let (dst, rest) = std::mem::take(&mut row).split_at_mut_checked(run.len)?;
+                    row = rest;
+                    bytemuck::cast_slice_mut::<f32, u8>(dst)
+                        .copy_from_slice(bytes.get(at..at + 4 * run.len)?);
+                }
+            }
+            return Some(());
+        }
         for r in 0..self.rows {
             let mut row = next.next()?;
             for (i, run) in self.runs.iter().enumerate() {

@@ -184,6 +184,8 @@ pub struct JitStats {
     /// Buffers the jit keeps at another host offset than the program places them at, so that
     /// memory a tile has just left is the next one's (`place`).
     pub moved_buffers: u64,
+    /// Scratch tensors the jit keeps at another offset in the arena than the program's.
+    pub moved_scratch: u64,
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -235,6 +237,7 @@ impl JitStats {
         self.forwarded += other.forwarded;
         self.shared_windows += other.shared_windows;
         self.moved_buffers += other.moved_buffers;
+        self.moved_scratch += other.moved_scratch;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -513,7 +516,7 @@ impl Jit {
         let (host, moved) =
             match place::host_program(program, target, &order, &resolvers(program, target))? {
                 Some((host, moved)) => (Some(host), moved),
-                None => (None, 0),
+                None => (None, place::Moved::default()),
             };
         let original = program;
         let program = host.as_ref().unwrap_or(program);
@@ -558,8 +561,10 @@ impl Jit {
         let shared = matmul::keep_windows(program, &order, &resolvers, &mut steps)?;
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
-        self.stats.moved_buffers += moved;
-        counts.moved_buffers = moved;
+        self.stats.moved_buffers += moved.buffers;
+        self.stats.moved_scratch += moved.scratch;
+        counts.moved_buffers = moved.buffers;
+        counts.moved_scratch = moved.scratch;
         let clears = clear::uncovered_reads(order.iter().filter_map(|&(q, i)| {
             let inst = program.queues.get(q)?.insts.get(i)?;
             Some((resolvers.get(q)?.get(i)?, &inst.op))
