@@ -184,6 +184,9 @@ struct Layout {
     reverse: bool,
     /// Logical dim given stride 0 (sources only).
     broadcast: Option<usize>,
+    /// Elements from one stored element to the next (sources only: 2 reads every other
+    /// element, as a stride-2 convolution or pooling window does).
+    spread: u64,
 }
 
 impl Layout {
@@ -196,7 +199,7 @@ impl Layout {
     fn view(&self, shape: &[u32]) -> (u64, Vec<Dim>, usize) {
         let n = shape.len();
         let mut strides = vec![0i64; n];
-        let mut span = 1i64;
+        let mut span = self.spread as i64;
         for (k, &d) in self.perm.iter().enumerate().rev() {
             let extra = if k == n - 1 { self.pad as i64 } else { 0 };
             strides[d] = span;
@@ -221,17 +224,23 @@ impl Layout {
 
 fn layout(n: usize, source: bool) -> impl Strategy<Value = Layout> {
     let perm = Just((0..n).collect::<Vec<_>>()).prop_shuffle();
-    let broadcast = if source {
-        prop_oneof![3 => Just(None), 1 => (0..n).prop_map(Some)].boxed()
+    let (broadcast, spread) = if source {
+        (
+            prop_oneof![3 => Just(None), 1 => (0..n).prop_map(Some)].boxed(),
+            prop_oneof![3 => Just(1u64), 1 => Just(2u64)].boxed(),
+        )
     } else {
-        Just(None).boxed()
+        (Just(None).boxed(), Just(1u64).boxed())
     };
-    (perm, 0u64..3, any::<bool>(), broadcast).prop_map(|(perm, pad, reverse, broadcast)| Layout {
-        perm,
-        pad,
-        reverse,
-        broadcast,
-    })
+    (perm, 0u64..3, any::<bool>(), broadcast, spread).prop_map(
+        |(perm, pad, reverse, broadcast, spread)| Layout {
+            perm,
+            pad,
+            reverse,
+            broadcast,
+            spread,
+        },
+    )
 }
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -385,26 +394,28 @@ proptest! {
     }
 
     /// Long contiguous f32 rows: the vectorised innermost loops (Cranelift's f32x4, MLIR's
-    /// vector<8xf32>) with their scalar tails, and broadcast (stride-0) sources.
+    /// vector<8xf32>) with their scalar tails, and broadcast (stride-0) and every-other-element
+    /// (stride-2) sources.
     #[test]
     fn contiguous_rows_match(
         parts in 1u32..5,
         n in 1u32..40,
         op in prop::sample::select(ALU.to_vec()),
         broadcast in prop::collection::vec(any::<bool>(), 2),
+        spread in prop::collection::vec(1u64..=2, 2),
         imm in -3.0f64..3.0,
         value in -5.0f64..5.0,
         seed in any::<u64>(),
     ) {
         let shape = [n];
-        let row = |bcast: bool| Layout { perm: vec![0], pad: 0, reverse: false, broadcast: bcast.then_some(0) };
+        let row = |bcast: bool, spread| Layout { perm: vec![0], pad: 0, reverse: false, broadcast: bcast.then_some(0), spread };
         let mut b = B::new();
-        let lhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[0]), seed);
-        let rhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[1]), seed ^ 0x55);
-        let dst = destination(&mut b, DType::F32, parts, &shape, &row(false));
-        let scaled = destination(&mut b, DType::F32, parts, &shape, &row(false));
-        let copied = destination(&mut b, DType::F32, parts, &shape, &row(false));
-        let set = destination(&mut b, DType::F32, parts, &shape, &row(false));
+        let lhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[0], spread[0]), seed);
+        let rhs = source(&mut b, DType::F32, parts, &shape, &row(broadcast[1], spread[1]), seed ^ 0x55);
+        let dst = destination(&mut b, DType::F32, parts, &shape, &row(false, 1));
+        let scaled = destination(&mut b, DType::F32, parts, &shape, &row(false, 1));
+        let copied = destination(&mut b, DType::F32, parts, &shape, &row(false, 1));
+        let set = destination(&mut b, DType::F32, parts, &shape, &row(false, 1));
         let outs = [dst.buf, scaled.buf, copied.buf, set.buf];
         b.push(Engine::Dve, Op::TensorTensor { engine: Engine::Dve, op, dst, lhs: lhs.clone(), rhs });
         let step = ScalarStep { op, operand: Scalar::Imm(imm), reverse: seed % 2 == 0 };

@@ -137,6 +137,9 @@ impl Compiler {
     }
 }
 
+/// Vectors an iteration of a long vectorised innermost loop.
+const VECTOR_UNROLL: u64 = 4;
+
 /// Innermost loops of at most this many scalar elements are unrolled.
 const UNROLL: u64 = 16;
 
@@ -257,7 +260,24 @@ impl<'k> Gen<'k> {
                 self.nest(b, outer, bases, &mut |b, p| {
                     if self.simd && n >= 4 {
                         let vstrides: Vec<i64> = strides.iter().map(|s| s * 4).collect();
-                        let after = self.counted(b, n / 4, &vstrides, p.to_vec(), &mut |b, q| {
+                        // Long rows: VECTOR_UNROLL vectors an iteration (fewer loop
+                        // instructions per vector), then the remaining vectors one at a time.
+                        let wide = n / 4 / VECTOR_UNROLL;
+                        let mut start = p.to_vec();
+                        if wide >= 2 {
+                            let ustrides: Vec<i64> =
+                                vstrides.iter().map(|s| s * VECTOR_UNROLL as i64).collect();
+                            start = self.counted(b, wide, &ustrides, start, &mut |b, q| {
+                                for t in 0..VECTOR_UNROLL as i64 {
+                                    let q = offsets(b, q, &vstrides, t);
+                                    self.element(b, &q, true);
+                                }
+                            });
+                        } else {
+                            start = p.to_vec();
+                        }
+                        let done = if wide >= 2 { wide * VECTOR_UNROLL } else { 0 };
+                        let after = self.counted(b, n / 4 - done, &vstrides, start, &mut |b, q| {
                             self.element(b, q, true)
                         });
                         for t in 0..(n % 4) as i64 {
@@ -383,6 +403,23 @@ impl<'k> Gen<'k> {
                         let w = b.ins().uextend(types::I32, h);
                         let bits = b.ins().ishl_imm_u(w, 16);
                         b.ins().bitcast(types::F32, MemFlagsData::new(), bits)
+                    }
+                    _ if vector && self.inner_stride(arg) == 8 => {
+                        // Every other element (a stride-2 window): elements 0..=3 and 3..=6
+                        // loaded (no byte past element 6 read), lanes 0, 2 of the first and
+                        // 1, 3 of the second kept.
+                        let little = MemFlagsData::new().with_endianness(Endianness::Little);
+                        let lo = b.ins().load(types::I8X16, flags(), at, 0);
+                        let hi = b.ins().load(types::I8X16, flags(), at, 12);
+                        const EVEN: [u8; 16] =
+                            [0, 1, 2, 3, 8, 9, 10, 11, 20, 21, 22, 23, 28, 29, 30, 31];
+                        let mask = b
+                            .func
+                            .dfg
+                            .immediates
+                            .push(ConstantData::from(EVEN.to_vec()));
+                        let r = b.ins().shuffle(lo, hi, mask);
+                        return b.ins().bitcast(types::F32X4, little, r);
                     }
                     _ if vector && self.inner_stride(arg) != 0 => {
                         return b.ins().load(types::F32X4, flags(), at, 0);
@@ -668,7 +705,9 @@ pub(crate) fn simd_ok(key: &KernelKey) -> bool {
             let inner = strides.last().copied().unwrap_or(0);
             let four = dtype.size_bytes() == 4
                 && (matches!(key.body, Body::Copy { .. }) || *dtype == DType::F32);
-            four && (inner == 4 || (i > 0 && inner == 0))
+            // Sources read through `load_f32` may also take every other element.
+            let halves = i > 0 && inner == 8 && !matches!(key.body, Body::Copy { .. });
+            four && (inner == 4 || (i > 0 && inner == 0) || halves)
         }
     })
 }

@@ -445,6 +445,24 @@ impl<'k> Gen<'k> {
                         let bits = self.def(&format!("arith.shli {w}, {c} : i32"));
                         self.def(&format!("arith.bitcast {bits} : i32 to f32"))
                     }
+                    _ if vector && self.strides[m].last().copied() == Some(2) => {
+                        // Every other element: elements 0..LANES and LANES - 1..2 * LANES - 1
+                        // loaded (nothing past the last element read), the even ones of the
+                        // first and the odd ones of the second kept.
+                        let c = self.index(LANES as i64 - 1);
+                        let at2 = self.def(&format!("arith.addi {at}, {c} : index"));
+                        let lo = self.def(&format!("vector.load %a{m}[{at}] : {mt}, {vty}"));
+                        let hi = self.def(&format!("vector.load %a{m}[{at2}] : {mt}, {vty}"));
+                        let picks: Vec<String> = (0..LANES / 2)
+                            .map(|j| 2 * j)
+                            .chain((0..LANES / 2).map(|j| LANES + 2 * j + 1))
+                            .map(|j| j.to_string())
+                            .collect();
+                        return self.def(&format!(
+                            "vector.shuffle {lo}, {hi} [{}] : {vty}, {vty}",
+                            picks.join(", ")
+                        ));
+                    }
                     _ if vector && self.strides[m].last().copied().unwrap_or(0) != 0 => {
                         return self.def(&format!("vector.load %a{m}[{at}] : {mt}, {vty}"));
                     }
