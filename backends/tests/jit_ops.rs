@@ -1205,3 +1205,137 @@ fn scratch_tensors_move_only_when_no_read_sees_another_tensors_bytes() {
     assert!(arena_case(false).moved_scratch > 0);
     assert_eq!(arena_case(true).moved_scratch, 0);
 }
+
+/// What else [`store_case`] does around its two stores.
+#[derive(Clone, Copy, Debug)]
+enum Around {
+    Nothing,
+    /// Another instruction reads the activation's tile.
+    TileRead,
+    /// Between the two stores, a DMA reads rows the first store wrote.
+    ReadStored,
+    /// Between the two stores, a DMA reads rows the second store writes later.
+    ReadUnstored,
+    /// Between the activation and the first store, a DMA writes rows the first store writes.
+    WriteBefore,
+}
+
+/// An activation into an SBUF tile whose halves (partitions 0..4 and 4..8) two DMAs copy to
+/// the rows of an output tensor, with `around` in between. Returns the jit's statistics after
+/// checking every output against interp, exactly.
+fn store_case(around: Around) -> JitStats {
+    let (parts, free) = (8u32, 24usize);
+    let mut b = B::new();
+    let a = b.loaded(DType::F32, parts, &values(parts as usize * free, 31));
+    let other = b.loaded(DType::F32, parts, &values(parts as usize * free, 32));
+    let y = b.buffer(DType::F32, parts, free, Space::Sbuf);
+    let out = b.tensor(TensorKind::Output, &[parts as usize, free]);
+    let half = |first: u32| TileAccess {
+        start_partition: first,
+        partitions: 4,
+        ..B::whole(y, parts, free)
+    };
+    let rows = |first: u32| {
+        DmaOperand::Hbm(HbmAccess {
+            tensor: out,
+            offset: first as u64 * free as u64,
+            dims: vec![Dim::new(free as i64, 4), Dim::new(1, free as u32)],
+        })
+    };
+    if let Around::ReadUnstored = around {
+        // Rows 4..8 hold `other`'s until the second store (so the read between sees them).
+        let src = DmaOperand::Tile(TileAccess {
+            start_partition: 4,
+            partitions: 4,
+            ..B::whole(other, parts, free)
+        });
+        b.push(Engine::Dma, Op::DmaCopy { dst: rows(4), src });
+    }
+    b.push(
+        Engine::Act,
+        Op::Activation {
+            dst: B::whole(y, parts, free),
+            src: B::whole(a, parts, free),
+            func: ActFunc::Relu,
+            scale: Scalar::Imm(0.5),
+            bias: Scalar::Imm(0.25),
+            accum: None,
+        },
+    );
+    let mut outs = Vec::new();
+    match around {
+        Around::TileRead => {
+            let copy = b.buffer(DType::F32, parts, free, Space::Sbuf);
+            b.push(
+                Engine::Dve,
+                Op::TensorCopy {
+                    engine: Engine::Dve,
+                    dst: B::whole(copy, parts, free),
+                    src: B::whole(y, parts, free),
+                },
+            );
+            outs.push(copy);
+        }
+        Around::WriteBefore => {
+            let src = DmaOperand::Tile(TileAccess {
+                partitions: 4,
+                ..B::whole(other, parts, free)
+            });
+            b.push(Engine::Dma, Op::DmaCopy { dst: rows(0), src });
+        }
+        _ => {}
+    }
+    b.push(
+        Engine::Dma,
+        Op::DmaCopy {
+            dst: rows(0),
+            src: DmaOperand::Tile(half(0)),
+        },
+    );
+    if let Around::ReadStored | Around::ReadUnstored = around {
+        let first = if matches!(around, Around::ReadStored) {
+            0
+        } else {
+            4
+        };
+        let seen = b.buffer(DType::F32, 4, free, Space::Sbuf);
+        b.push(
+            Engine::Dma,
+            Op::DmaCopy {
+                dst: DmaOperand::Tile(B::whole(seen, 4, free)),
+                src: rows(first),
+            },
+        );
+        outs.push(seen);
+    }
+    b.push(
+        Engine::Dma,
+        Op::DmaCopy {
+            dst: rows(4),
+            src: DmaOperand::Tile(half(4)),
+        },
+    );
+    let (p, inputs) = b.finish(&outs);
+    compare(&p, &inputs, true)
+}
+
+/// An element-wise result that only DMAs to HBM read is written there directly, unless the
+/// tile is read otherwise, or something between reads bytes the stores have not written yet
+/// or writes bytes they write.
+#[test]
+fn stores_are_forwarded_only_when_nothing_sees_the_difference() {
+    for (around, forwarded) in [
+        (Around::Nothing, true),
+        (Around::TileRead, false),
+        (Around::ReadStored, true),
+        (Around::ReadUnstored, false),
+        (Around::WriteBefore, false),
+    ] {
+        let stats = store_case(around);
+        assert_eq!(
+            stats.forwarded_stores >= 2,
+            forwarded,
+            "{around:?}: {stats:?}"
+        );
+    }
+}

@@ -99,6 +99,7 @@ mod memory;
 mod mlir;
 mod place;
 mod plan;
+mod store;
 
 use crate::TensorSet;
 use crate::interp::InterpError;
@@ -186,6 +187,9 @@ pub struct JitStats {
     pub moved_buffers: u64,
     /// Scratch tensors the jit keeps at another offset in the arena than the program's.
     pub moved_scratch: u64,
+    /// DMAs to HBM skipped because the instruction whose result they copy writes it there
+    /// itself (`store`).
+    pub forwarded_stores: u64,
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -238,6 +242,7 @@ impl JitStats {
         self.shared_windows += other.shared_windows;
         self.moved_buffers += other.moved_buffers;
         self.moved_scratch += other.moved_scratch;
+        self.forwarded_stores += other.forwarded_stores;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -530,6 +535,31 @@ impl Jit {
             }
             steps.push(qs);
         }
+        // Results that only DMAs to HBM read are written there directly.
+        let mut stored = 0;
+        for f in store::forward_stores(program, &order, &resolvers, &mut steps)? {
+            let (q, i) = f.at;
+            let (Some(inst), Some(res)) = (
+                program.queues.get(q).and_then(|s| s.insts.get(i)),
+                resolvers.get(q).and_then(|s| s.get(i)),
+            ) else {
+                continue;
+            };
+            let Some(inv) = invocation_into(res, &inst.op, Some(f.into))? else {
+                continue;
+            };
+            let step = self.step_for(inv, inst.op.opcode())?;
+            if matches!(step, Step::Fallback) {
+                continue;
+            }
+            steps[q][i] = step;
+            for (sq, si) in f.stores {
+                if let Some(s) = steps.get_mut(sq).and_then(|s| s.get_mut(si)) {
+                    *s = Step::Skipped;
+                    stored += 1;
+                }
+            }
+        }
         self.compile_pending(&mut steps)?;
         let mut counts = JitStats::default();
         for (q, queue) in steps.iter().enumerate() {
@@ -561,6 +591,8 @@ impl Jit {
         let shared = matmul::keep_windows(program, &order, &resolvers, &mut steps)?;
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
+        self.stats.forwarded_stores += stored;
+        counts.forwarded_stores = stored;
         self.stats.moved_buffers += moved.buffers;
         self.stats.moved_scratch += moved.scratch;
         counts.moved_buffers = moved.buffers;
@@ -752,6 +784,12 @@ impl Jit {
             *self.stats.fallback_ops.entry(op.opcode()).or_default() += 1;
             return Ok(Step::Fallback);
         };
+        self.step_for(inv, op.opcode())
+    }
+
+    /// The step running an element-wise invocation: a Rust row kernel, a cached or newly
+    /// compiled kernel, or (MLIR) pending the batch compilation.
+    fn step_for(&mut self, inv: Invocation, opcode: &'static str) -> Result<Step, JitError> {
         if let Some(rows) = actrow::ActRows::plan(&inv) {
             self.stats.microkernel += 1;
             return Ok(Step::ActRows(Box::new(rows)));
@@ -759,9 +797,9 @@ impl Jit {
         match self.cache.get(&inv.key) {
             Some(&code) => {
                 self.stats.cache_hits += 1;
-                Ok(self.kernel_step(code, inv, op.opcode()))
+                Ok(self.kernel_step(code, inv, opcode))
             }
-            None if self.batches() => Ok(Step::Pending(inv, op.opcode())),
+            None if self.batches() => Ok(Step::Pending(inv, opcode)),
             None => {
                 let f = self
                     .compiler
@@ -769,7 +807,7 @@ impl Jit {
                     .map_err(|detail| JitError::Codegen { detail })?;
                 self.stats.compiled += 1;
                 self.cache.insert(inv.key.clone(), Some(Code::Native(f)));
-                Ok(self.kernel_step(Some(Code::Native(f)), inv, op.opcode()))
+                Ok(self.kernel_step(Some(Code::Native(f)), inv, opcode))
             }
         }
     }
@@ -954,6 +992,30 @@ fn scalar(res: &Resolver<'_>, role: &str, s: &Scalar, main: &Raw) -> Result<Opti
 
 /// The kernel invocation for a compiled instruction, or `None` to fall back.
 fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitError> {
+    invocation_into(res, op, None)
+}
+
+/// [`invocation`], writing to `into` instead of the instruction's destination tile when given
+/// (the same elements in the same order, elsewhere: `store::forward_stores`); only for
+/// `tensor_copy`, `tensor_tensor`, `tensor_scalar` and plain `activation`.
+fn invocation_into(
+    res: &Resolver<'_>,
+    op: &Op,
+    into: Option<Raw>,
+) -> Result<Option<Invocation>, JitError> {
+    // The destination the kernel writes, given the instruction's own (checked) one.
+    let target = |d: Raw| into.clone().unwrap_or(d);
+    if into.is_some()
+        && !matches!(
+            op,
+            Op::TensorCopy { .. }
+                | Op::TensorTensor { .. }
+                | Op::TensorScalar { .. }
+                | Op::Activation { accum: None, .. }
+        )
+    {
+        return Ok(None);
+    }
     let copy_body = |s: DType, d: DType| {
         if s == d {
             Some(Body::Copy {
@@ -977,7 +1039,7 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
                 return Ok(None);
             }
             copy_body(s.dtype, d.dtype)
-                .and_then(|body| plan::elementwise(body, d, vec![Src::Mem(s)]))
+                .and_then(|body| plan::elementwise(body, target(d), vec![Src::Mem(s)]))
         }
         Op::TensorTensor {
             op, dst, lhs, rhs, ..
@@ -994,7 +1056,7 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
             if !ok {
                 return Ok(None);
             }
-            plan::elementwise(Body::Binary(*op), d, vec![Src::Mem(l), Src::Mem(r)])
+            plan::elementwise(Body::Binary(*op), target(d), vec![Src::Mem(l), Src::Mem(r)])
         }
         Op::TensorScalar {
             dst, src, op0, op1, ..
@@ -1018,7 +1080,7 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
             }
             srcs.insert(0, Src::Mem(s));
             let body = Body::Scalar(steps.iter().map(|st| (st.op, st.reverse)).collect());
-            plan::elementwise(body, d, srcs)
+            plan::elementwise(body, target(d), srcs)
         }
         Op::Activation {
             dst,
@@ -1039,7 +1101,7 @@ fn invocation(res: &Resolver<'_>, op: &Op) -> Result<Option<Invocation>, JitErro
                 return Ok(None);
             };
             match accum {
-                None => plan::elementwise(Body::Act(*func), d, vec![Src::Mem(s), sc, bi]),
+                None => plan::elementwise(Body::Act(*func), target(d), vec![Src::Mem(s), sc, bi]),
                 Some(a) => {
                     let a = res.tile("accum", a)?;
                     if !is_f32ish(a.dtype) {
