@@ -190,7 +190,12 @@ pub(crate) struct Moved {
 }
 
 /// Records that `who` last wrote bytes `spans` of partitions `parts` of one memory.
-fn write(rows: &mut Vec<Option<Rc<Writers>>>, parts: (u64, u64), spans: &[(u64, u64)], who: u32) {
+pub(crate) fn write(
+    rows: &mut Vec<Option<Rc<Writers>>>,
+    parts: (u64, u64),
+    spans: &[(u64, u64)],
+    who: u32,
+) {
     let (p0, p1) = (parts.0 as usize, parts.1 as usize);
     if rows.len() < p1 {
         rows.resize(p1, None);
@@ -234,7 +239,7 @@ fn same(a: &Option<Rc<Writers>>, b: &Option<Rc<Writers>>) -> bool {
 
 /// The distinct maps of partitions `parts` (consecutive partitions sharing one map give it
 /// once; `None` for a partition never written).
-fn groups(rows: &[Option<Rc<Writers>>], parts: (u64, u64)) -> Vec<Option<&Writers>> {
+pub(crate) fn groups(rows: &[Option<Rc<Writers>>], parts: (u64, u64)) -> Vec<Option<&Writers>> {
     let mut out = Vec::new();
     let mut prev: Option<&Option<Rc<Writers>>> = None;
     for p in parts.0 as usize..parts.1 as usize {

@@ -25,11 +25,12 @@
 
 use super::JitError;
 use super::clear::runs;
-use super::forward::{OTHER, Writers, assign, writers};
+use super::forward::{OTHER, Writers, writers};
 use super::memory::Loc;
+use super::place::{groups, write};
 use super::plan::{Raw, Resolver};
 use super::{Step, planned};
-use std::collections::HashMap;
+use std::rc::Rc;
 use tessera_ir::program::Access;
 use tessera_ir::{DmaOperand, MachineProgram, Op};
 
@@ -69,7 +70,8 @@ pub(crate) fn forward_stores(
     steps: &mut [Vec<Step>],
 ) -> Result<Vec<Forwarded>, JitError> {
     let mut cands: Vec<Candidate> = Vec::new();
-    let mut last: HashMap<u64, Writers> = HashMap::new();
+    // Each SBUF partition's last writers; partitions written alike share one map.
+    let mut last: Vec<Option<Rc<Writers>>> = Vec::new();
     // Every HBM view a DMA touches: run order index and view.
     let mut hbm: Vec<(usize, Raw)> = Vec::new();
     for (at, &pos) in order.iter().enumerate() {
@@ -100,10 +102,7 @@ pub(crate) fn forward_stores(
             }
             let spans = runs(&raw, true).unwrap_or_else(|| vec![raw.extent]);
             let mut ids: Vec<u32> = Vec::new();
-            for p in raw.parts.0..raw.parts.1 {
-                let Some(m) = last.get(&p) else {
-                    continue;
-                };
+            for m in groups(&last, raw.parts).into_iter().flatten() {
                 for &(lo, hi) in &spans {
                     ids.extend(writers(m, lo, hi).0);
                 }
@@ -162,12 +161,7 @@ pub(crate) fn forward_stores(
                 _ => OTHER,
             };
             let spans = precise.unwrap_or_else(|| vec![w.extent]);
-            for p in w.parts.0..w.parts.1 {
-                let m = last.entry(p).or_default();
-                for &(lo, hi) in &spans {
-                    assign(m, lo, hi, who);
-                }
-            }
+            write(&mut last, w.parts, &spans, who);
         }
     }
     Ok(cands
