@@ -284,6 +284,9 @@ pub(crate) struct MatmulPlan {
     /// read the same elements with nothing written to them in between (`keep_windows`), so the
     /// second reuses the first's gathered copy.
     pub moving_slot: Option<(usize, u32)>,
+    /// Which of (stationary, moving) to prefetch when this matmul runs next (forwarded to an
+    /// input tensor and [`Panel::worth_prefetching`]); set once planning is done.
+    pub prefetch: [bool; 2],
 }
 
 /// How many gathered moving panels a run keeps (a 3x3 convolution's taps fit).

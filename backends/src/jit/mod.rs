@@ -589,6 +589,14 @@ impl Jit {
         self.stats.forwarded += forwarded;
         counts.forwarded = forwarded;
         let shared = matmul::keep_windows(program, &order, &resolvers, &mut steps)?;
+        for step in steps.iter_mut().flatten() {
+            if let Step::Matmul(p) = step {
+                let wanted = |panel: &Panel| {
+                    matches!(panel.loc(), Loc::Tensor(_)) && panel.worth_prefetching()
+                };
+                p.prefetch = [wanted(&p.stationary), wanted(&p.moving)];
+            }
+        }
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
         self.stats.forwarded_stores += stored;
@@ -699,8 +707,11 @@ impl Jit {
                         .flatten()
                         .and_then(|(q, i)| steps.get(q)?.get(i))
                     {
-                        for panel in [&next.stationary, &next.moving] {
-                            if matches!(panel.loc(), Loc::Tensor(_)) && panel.worth_prefetching() {
+                        for (panel, wanted) in [&next.stationary, &next.moving]
+                            .into_iter()
+                            .zip(next.prefetch)
+                        {
+                            if wanted {
                                 panel.prefetch(&mem);
                             }
                         }
@@ -1223,5 +1234,6 @@ fn plan_matmul(
         dst: Panel::new(&d, dst),
         start,
         moving_slot: None,
+        prefetch: [false; 2],
     }))
 }
