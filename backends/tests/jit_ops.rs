@@ -141,6 +141,20 @@ impl B {
         buf
     }
 
+    /// `dst = lhs + rhs` over whole `[parts, free]` buffers.
+    fn add(&mut self, dst: BufId, lhs: BufId, rhs: BufId, parts: u32, free: usize) {
+        self.push(
+            Engine::Dve,
+            Op::TensorTensor {
+                engine: Engine::Dve,
+                op: AluOp::Add,
+                dst: Self::whole(dst, parts, free),
+                lhs: Self::whole(lhs, parts, free),
+                rhs: Self::whole(rhs, parts, free),
+            },
+        );
+    }
+
     /// Copies every buffer in `outs` to an output tensor (PSUM through an SBUF copy).
     fn finish(mut self, outs: &[BufId]) -> (MachineProgram, BTreeMap<String, HostTensor>) {
         for &buf in outs {
@@ -1118,16 +1132,7 @@ fn placement_case(reuse: Reuse) -> JitStats {
         b.p.buffers[c.0 as usize].placement = at;
     }
     let sum = b.buffer(DType::F32, parts, free, Space::Sbuf);
-    b.push(
-        Engine::Dve,
-        Op::TensorTensor {
-            engine: Engine::Dve,
-            op: AluOp::Add,
-            dst: B::whole(sum, parts, free),
-            lhs: B::whole(copy, parts, free),
-            rhs: B::whole(c, parts, free),
-        },
-    );
+    b.add(sum, copy, c, parts, free);
     let (p, inputs) = b.finish(&[sum]);
     compare(&p, &inputs, true)
 }
@@ -1178,22 +1183,8 @@ fn arena_case(alias: bool) -> JitStats {
         })
         .collect();
     let sum = b.buffer(DType::F32, parts, free, Space::Sbuf);
-    for (i, &l) in loads.iter().enumerate() {
-        let lhs = if i == 0 { loads[1] } else { sum };
-        if i == 1 {
-            continue;
-        }
-        b.push(
-            Engine::Dve,
-            Op::TensorTensor {
-                engine: Engine::Dve,
-                op: AluOp::Add,
-                dst: B::whole(sum, parts, free),
-                lhs: B::whole(lhs, parts, free),
-                rhs: B::whole(l, parts, free),
-            },
-        );
-    }
+    b.add(sum, loads[0], loads[1], parts, free);
+    b.add(sum, sum, loads[2], parts, free);
     let (p, inputs) = b.finish(&[sum]);
     compare(&p, &inputs, true)
 }

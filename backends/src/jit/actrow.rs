@@ -237,16 +237,16 @@ fn affine_row(
     };
     let (scale, bias) = (get(a.scale)?, get(a.bias)?);
     let relu = a.func == ActFunc::Relu;
-    let n = 4 * a.row[0].len();
+    let len = 4 * a.row[0].len();
     let (src_at, dst_at) = (addr(1)?, addr(0)?);
     let (src_loc, dst_loc) = (a.mems[1].0, a.mems[0].0);
     if let Some((src, dst)) = mem.two(src_loc, dst_loc) {
         affine(
-            src.get(src_at..src_at + n)?,
+            src.get(src_at..src_at + len)?,
             scale,
             bias,
             relu,
-            dst.get_mut(dst_at..dst_at + n)?,
+            dst.get_mut(dst_at..dst_at + len)?,
         );
         return Some(());
     }
@@ -256,20 +256,20 @@ fn affine_row(
     }
     let bytes = mem.bytes_mut(dst_loc)?;
     if src_at == dst_at {
-        affine_in_place(bytes.get_mut(src_at..src_at + n)?, scale, bias, relu);
-    } else if src_at + n <= dst_at || dst_at + n <= src_at {
+        affine_in_place(bytes.get_mut(src_at..src_at + len)?, scale, bias, relu);
+    } else if src_at + len <= dst_at || dst_at + len <= src_at {
         let (lo, hi) = bytes.split_at_mut(src_at.max(dst_at));
         let (src, dst) = if src_at < dst_at {
-            (lo.get(src_at..src_at + n)?, hi.get_mut(..n)?)
+            (lo.get(src_at..src_at + len)?, hi.get_mut(..len)?)
         } else {
-            (hi.get(..n)?, lo.get_mut(dst_at..dst_at + n)?)
+            (hi.get(..len)?, lo.get_mut(dst_at..dst_at + len)?)
         };
         affine(src, scale, bias, relu, dst);
     } else {
-        s.values.resize(n / 4, 0.0);
-        widen(bytes.get(src_at..src_at + n)?, scale, bias, &mut s.values);
+        s.values.resize(len / 4, 0.0);
+        widen(bytes.get(src_at..src_at + len)?, scale, bias, &mut s.values);
         activation_row(a.func, &mut s.values);
-        narrow(&s.values, bytes.get_mut(dst_at..dst_at + n)?);
+        narrow(&s.values, bytes.get_mut(dst_at..dst_at + len)?);
     }
     Some(())
 }

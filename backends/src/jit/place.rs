@@ -35,9 +35,9 @@ use tessera_ir::program::Access;
 use tessera_ir::{DmaOperand, MachineProgram, Op, Space, TargetSpec};
 
 /// `program` with its SBUF and PSUM buffers and its scratch tensors at host offsets, and how
-/// many buffers and how many scratch tensors moved; `None` when nothing moves. Each of the three memories moves only when no read in
-/// it sees another owner's bytes (see the module docs). `resolvers` are the program's own, by
-/// queue and index; `order` is the run order.
+/// many buffers and how many scratch tensors moved; `None` when nothing moves. Each of the
+/// three memories moves only when no read in it sees another owner's bytes (see the module
+/// docs). `resolvers` are the program's own, by queue and index; `order` is the run order.
 pub(crate) fn host_program(
     program: &MachineProgram,
     target: &TargetSpec,
