@@ -262,9 +262,12 @@ impl<'k> Gen<'k> {
                         let vstrides: Vec<i64> = strides.iter().map(|s| s * 4).collect();
                         // Long rows: VECTOR_UNROLL vectors an iteration (fewer loop
                         // instructions per vector), then the remaining vectors one at a time.
-                        let wide = n / 4 / VECTOR_UNROLL;
+                        let wide = match n / 4 / VECTOR_UNROLL {
+                            w if w >= 2 => w,
+                            _ => 0,
+                        };
                         let mut start = p.to_vec();
-                        if wide >= 2 {
+                        if wide > 0 {
                             let ustrides: Vec<i64> =
                                 vstrides.iter().map(|s| s * VECTOR_UNROLL as i64).collect();
                             start = self.counted(b, wide, &ustrides, start, &mut |b, q| {
@@ -273,10 +276,8 @@ impl<'k> Gen<'k> {
                                     self.element(b, &q, true);
                                 }
                             });
-                        } else {
-                            start = p.to_vec();
                         }
-                        let done = if wide >= 2 { wide * VECTOR_UNROLL } else { 0 };
+                        let done = wide * VECTOR_UNROLL;
                         let after = self.counted(b, n / 4 - done, &vstrides, start, &mut |b, q| {
                             self.element(b, q, true)
                         });

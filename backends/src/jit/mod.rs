@@ -518,15 +518,19 @@ impl Jit {
         let order = order(program)?;
         // The buffers at host offsets of the jit's choosing, when that is the same program
         // (`place`); everything below plans and runs that one.
-        let (host, moved) =
-            match place::host_program(program, target, &order, &resolvers(program, target))? {
-                Some((host, moved)) => (Some(host), moved),
-                None => (None, place::Moved::default()),
-            };
+        let own = resolvers(program, target);
+        let (host, moved) = match place::host_program(program, target, &order, &own)? {
+            Some((host, moved)) => (Some(host), moved),
+            None => (None, place::Moved::default()),
+        };
         let original = program;
         let program = host.as_ref().unwrap_or(program);
-        // One resolver per instruction, kept for the clearing analysis below.
-        let resolvers = resolvers(program, target);
+        // One resolver per instruction, kept for the clearing analysis below (the program's
+        // own when nothing moved).
+        let resolvers = match &host {
+            Some(host) => resolvers(host, target),
+            None => own,
+        };
         let mut steps: Vec<Vec<Step>> = Vec::with_capacity(program.queues.len());
         for (queue, res) in program.queues.iter().zip(&resolvers) {
             let mut qs = Vec::with_capacity(queue.insts.len());

@@ -231,7 +231,8 @@ fn combined(mut c: Candidate, hbm: &[(usize, Raw)]) -> Option<Forwarded> {
         }
         next = s.parts.1;
     }
-    if next != c.tile.parts.1 || first.parts.0 != c.tile.parts.0 {
+    // The first store starts at the tile's first partition (checked in the loop above).
+    if next != c.tile.parts.1 {
         return None;
     }
     let lo = c.stores.iter().map(|s| s.dst.extent.0).min()?;
