@@ -9,7 +9,7 @@ use jit_common::assert_close;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use tessera_backends::interp::{self, MachineRunOptions};
-use tessera_backends::jit::{Jit, JitStats};
+use tessera_backends::jit::{Frozen, Jit, JitStats};
 use tessera_ir::*;
 
 /// A machine program under construction: buffers laid out one after another in SBUF (PSUM for
@@ -992,6 +992,70 @@ fn loads_are_forwarded_only_when_the_matmul_alone_reads_them() {
         let stats = forwarding_case(load);
         assert_eq!(stats.forwarded, forwarded, "{load:?}: {stats:?}");
     }
+}
+
+/// Matmuls whose weight chunks come from an input tensor, rows apart (a half of each row):
+/// with the tensor frozen, the jit copies each distinct chunk once and reads the copy, with
+/// results identical to reading the tensor; a new `Frozen` copies afresh (the weights changed);
+/// a tensor not named is never copied. The matmuls have short rows (the tile kernel) and long
+/// rows (the sgemm); two read the same chunk.
+#[test]
+fn frozen_weights_are_copied_once_per_frozen_and_read_alike() {
+    let (k, m) = (16u32, 8usize);
+    let build = |seed: u64| {
+        let mut b = B::new();
+        let w = b.loaded(DType::F32, k, &values(k as usize * 2 * m, seed));
+        let half = |i: usize| TileAccess {
+            offset: (i * m) as u64,
+            dims: vec![Dim::new(1, m as u32)],
+            ..B::whole(w, k, 2 * m)
+        };
+        let mut outs = Vec::new();
+        for (i, n) in [(0, 12usize), (1, 80), (1, 20)] {
+            let mv = b.loaded(DType::F32, k, &values(k as usize * n, 7));
+            let d = b.buffer(DType::F32, m as u32, n, Space::Psum);
+            b.push(
+                Engine::Pe,
+                Op::Matmul {
+                    dst: B::whole(d, m as u32, n),
+                    stationary: half(i),
+                    moving: B::whole(mv, k, n),
+                    start: true,
+                    stop: true,
+                },
+            );
+            outs.push(d);
+        }
+        b.finish(&outs)
+    };
+    let (program, inputs) = build(1);
+    let (_, changed) = build(2);
+    let weights = program.tensors[0].name.clone();
+    assert!(inputs.contains_key(&weights) && changed[&weights] != inputs[&weights]);
+    let target = TargetSpec::trn2();
+    let mut jit = Jit::new().expect("jit");
+    let packed = |jit: &mut Jit, inputs: &BTreeMap<String, HostTensor>, frozen: &Frozen| {
+        let got = jit
+            .run_machine_frozen(&program, &target, inputs, frozen)
+            .expect("jit runs");
+        let plain = Jit::new()
+            .expect("jit")
+            .run_machine(&program, &target, inputs)
+            .expect("jit runs");
+        assert_eq!(
+            got, plain,
+            "reading the copies differs from reading the tensor"
+        );
+        compare(&program, inputs, false);
+        jit.stats().packed_weights
+    };
+    let frozen = Frozen::new([weights.clone()]);
+    assert_eq!(packed(&mut jit, &inputs, &frozen), 2, "both chunks copied");
+    assert_eq!(packed(&mut jit, &inputs, &frozen), 2, "copies reused");
+    let again = Frozen::new([weights.clone()]);
+    assert_eq!(packed(&mut jit, &changed, &again), 4, "copied again");
+    let other = Frozen::new(["not a weight"]);
+    assert_eq!(packed(&mut jit, &inputs, &other), 4, "nothing copied");
 }
 
 /// A matmul reading the upper partitions of loaded tiles (a contraction chunk that starts at

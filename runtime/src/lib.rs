@@ -116,6 +116,9 @@ pub enum RuntimeError {
 pub struct Session {
     artifact: Artifact,
     target: TargetSpec,
+    /// The weights' tensors, which a session never changes: the jit keeps copies of them in
+    /// the layout its matmul reads fastest.
+    frozen: tessera_backends::jit::Frozen,
 }
 
 fn describe(dtype: tessera_ir::DType, shape: &[usize]) -> String {
@@ -133,7 +136,18 @@ impl Session {
         artifact::validate(&artifact)?;
         let target = TargetSpec::by_name(&artifact.target)
             .map_err(|e| RuntimeError::Artifact(ArtifactError::Invalid(e.to_string())))?;
-        Ok(Session { artifact, target })
+        let frozen = tessera_backends::jit::Frozen::new(
+            artifact
+                .weights
+                .iter()
+                .filter_map(|(id, _)| artifact.program.tensor(*id))
+                .map(|t| t.name.clone()),
+        );
+        Ok(Session {
+            artifact,
+            target,
+            frozen,
+        })
     }
 
     /// The artifact.
@@ -210,11 +224,21 @@ impl Session {
                 interp::run_machine(program, &self.target, &bound, &run)
                     .map_err(|e| RuntimeError::Backend(Box::new(e)))?
             }
-            Backend::Jit => tessera_backends::jit::run_machine(program, &self.target, &bound)
-                .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
+            Backend::Jit => tessera_backends::jit::run_machine_frozen(
+                program,
+                &self.target,
+                &bound,
+                &self.frozen,
+            )
+            .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
             #[cfg(feature = "mlir")]
-            Backend::Mlir => tessera_backends::jit::run_machine_mlir(program, &self.target, &bound)
-                .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
+            Backend::Mlir => tessera_backends::jit::run_machine_mlir_frozen(
+                program,
+                &self.target,
+                &bound,
+                &self.frozen,
+            )
+            .map_err(|e| RuntimeError::Jit(Box::new(e)))?,
             #[cfg(not(feature = "mlir"))]
             Backend::Mlir => {
                 return Err(RuntimeError::NotBuilt {

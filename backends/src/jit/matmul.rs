@@ -1,34 +1,39 @@
-//! `nc_matmul` on the host with the `gemm` crate's sgemm (cache-blocked, AVX-512 or AVX2 FMA
-//! kernels chosen at run time, one thread). It measured 7% faster than matrixmultiply on
-//! ResNet-50 and the BERT layer (side by side, `tessera bench`), most on the small panels of
-//! late convolution stages.
+//! `nc_matmul` on the host: rows of up to [`tilemm::SHORT`] results (a late convolution
+//! stage's 7x7 positions) by the tile kernel of [`tilemm`] (AVX-512), longer ones, and any
+//! on hosts without AVX-512, by the `gemm` crate's sgemm (cache-blocked, AVX-512 or AVX2 FMA
+//! kernels chosen at run time, one thread; it measured 7% faster than matrixmultiply on
+//! ResNet-50 and the BERT layer, side by side, `tessera bench`).
 //!
 //! An operand whose rows are contiguous f32 at 4-byte-aligned addresses (the common case:
-//! weights and activations laid out by the compiler, PSUM accumulators) is handed to the sgemm
+//! weights and activations laid out by the compiler, PSUM accumulators) is handed to the kernel
 //! where it lies, with the partition pitch as its row stride, and an accumulating matmul
 //! (`start = false`) adds into PSUM in place. Others (bf16/f16 operands, strided windows such
 //! as a convolution's shifted input) are first gathered into packed f32 panels, a run of
-//! evenly spaced elements at a time; a gathered destination is scattered back afterwards.
+//! evenly spaced elements at a time; a gathered destination is scattered back afterwards. A
+//! weight chunk of a [`Frozen`](super::Frozen) input is read from its copy ([`Packs`]).
 //!
-//! Accumulation is fp32, as on the tensor engine, in the sgemm's blocked order (with fused
-//! multiply-adds where available). interp instead sums each dot product in f64 and rounds
-//! once, so the two differ by the fp32 rounding of the partial sums: at most about
-//! `K * 2^-24 * sum_k |s_k m_k|` per element, whatever the order (K <= 128 gives under 8e-6 of
-//! the sum of absolute products). The tests hold the jit within `1e-5 * ||result||_inf` (plus
-//! 1e-6 absolute) of interp. Accumulation into an existing `dst` (`start = false`) adds the new
-//! product to it in f32.
+//! Accumulation is fp32, as on the tensor engine, with fused multiply-adds, in the kernel's
+//! order (the sgemm's blocked order, or the tile kernel's `k = 0, 1, ...` chain). interp
+//! instead sums each dot product in f64 and rounds once, so the two differ by the fp32
+//! rounding of the partial sums: at most about `K * 2^-24 * sum_k |s_k m_k|` per element,
+//! whatever the order (K <= 128 gives under 8e-6 of the sum of absolute products). The tests
+//! hold the jit within `1e-5 * ||result||_inf` (plus 1e-6 absolute) of interp. Accumulation
+//! into an existing `dst` (`start = false`) adds the new product to it in f32.
 //!
-//! Memory is accessed through checked slices, so this file has no `unsafe`.
+//! Memory is accessed through checked slices, except for the kernel call: its pointers are
+//! formed from operands checked against their memories first.
 
 use super::memory::{JitMemory, Loc};
+use super::pack::Packs;
 use super::plan::{Raw, Resolver};
+use super::tilemm;
 use super::{JitError, Step, planned};
 use tessera_ir::program::Access;
 use tessera_ir::{DType, MachineProgram, Op, TileAccess};
 
 /// One operand: row `r`'s elements are, run after run, `runs[i].len` elements of `loc` from
 /// byte `row0 + r * pb + runs[i].at`, `runs[i].step` bytes apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Panel {
     loc: Loc,
     dtype: DType,
@@ -43,7 +48,7 @@ pub(crate) struct Panel {
 }
 
 /// Evenly spaced elements of a row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Run {
     /// Byte offset of the first within the row.
     at: usize,
@@ -141,10 +146,27 @@ impl Panel {
                     return;
                 };
                 for line in row.chunks(64) {
-                    prefetch(line);
+                    tilemm::hint(line.as_ptr());
                 }
             }
         }
+    }
+
+    /// The panel's cache lines, to be asked for while a kernel computes; `None` (after asking
+    /// for them all at once) when a row has several runs.
+    fn lines(&self, mem: &JitMemory<'_>) -> Option<tilemm::Lines> {
+        let bytes = mem.bytes(self.loc)?;
+        let [run] = self.runs[..] else {
+            self.prefetch(mem);
+            return None;
+        };
+        let size = self.dtype.size_bytes();
+        Some(tilemm::Lines::new(
+            bytes.as_ptr().wrapping_add(self.at(0, 0)),
+            self.rows,
+            run.span(size),
+            self.pb as usize,
+        ))
     }
 
     /// One past the highest byte the panel touches.
@@ -184,11 +206,19 @@ impl Panel {
 
     /// Every element as f32, row-major.
     fn gather(&self, mem: &JitMemory<'_>, out: &mut Vec<f32>) -> Option<()> {
+        // Every element is written: only a longer panel than the last zero-fills (the growth),
+        // none clears.
+        out.resize(self.rows * self.free, 0.0);
+        self.gather_into(mem, out)
+    }
+
+    /// Every element as f32, row-major, into `out` (`rows * free` long).
+    pub fn gather_into(&self, mem: &JitMemory<'_>, out: &mut [f32]) -> Option<()> {
         let bytes = mem.bytes(self.loc)?;
         let size = self.dtype.size_bytes();
-        // Every element is written below: only a longer panel than the last zero-fills (the
-        // growth), none clears.
-        out.resize(self.rows * self.free, 0.0);
+        if out.len() != self.rows * self.free {
+            return None;
+        }
         let mut next = out.chunks_exact_mut(self.free.max(1));
         if self.dtype == DType::F32 && self.runs.iter().all(|r| r.len == 1 || r.step == 4) {
             // Runs of adjacent f32 values (a convolution window's rows, often a few dozen
@@ -262,17 +292,6 @@ impl Panel {
     }
 }
 
-/// A hint to load the cache line holding `bytes[0]`.
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch only hints the cache; `sse` is part of the x86_64 baseline.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast()) };
-    }
-}
-
 /// A planned `nc_matmul`.
 #[derive(Clone, Debug)]
 pub(crate) struct MatmulPlan {
@@ -287,6 +306,8 @@ pub(crate) struct MatmulPlan {
     /// Which of (stationary, moving) to prefetch when this matmul runs next (forwarded to an
     /// input tensor and [`Panel::worth_prefetching`]); set once planning is done.
     pub prefetch: [bool; 2],
+    /// The stationary operand's entry in the program's [`Packs`], when it is a frozen input's.
+    pub packed: Option<usize>,
 }
 
 /// How many gathered moving panels a run keeps (a 3x3 convolution's taps fit).
@@ -328,9 +349,13 @@ pub(crate) fn left_memory(at: &impl Fn() -> String, what: &str) -> JitError {
     }
 }
 
+/// Runs `p`, asking for the operands of `next` (the matmul after it) as it goes; reads the
+/// stationary operand from `packs` when it was packed.
 pub(crate) fn run(
     mem: &mut JitMemory<'_>,
     p: &MatmulPlan,
+    next: Option<&MatmulPlan>,
+    packs: Option<&Packs>,
     s: &mut Scratch,
     at: impl Fn() -> String,
 ) -> Result<(), JitError> {
@@ -353,7 +378,12 @@ pub(crate) fn run(
             }
         }
     };
-    let a_place = place(&p.stationary, &mut s.a).ok_or_else(internal)?;
+    let packed = |plan: &MatmulPlan| Some(packs?.get(plan.packed?)?.as_ptr());
+    let a_packed = packed(p);
+    let a_place = match a_packed {
+        Some(_) => Place::Packed,
+        None => place(&p.stationary, &mut s.a).ok_or_else(internal)?,
+    };
     let b_place = match p.moving_slot {
         Some((slot, version)) => {
             if s.slots.len() <= slot {
@@ -383,7 +413,7 @@ pub(crate) fn run(
         }
     }
     if s.c.len() < m * n && matches!(c_place, Place::Packed)
-        || s.a.len() < k * m && matches!(a_place, Place::Packed)
+        || s.a.len() < k * m && matches!(a_place, Place::Packed) && a_packed.is_none()
         || b_buf.len() < k * n && matches!(b_place, Place::Packed)
     {
         return Err(internal());
@@ -398,7 +428,8 @@ pub(crate) fn run(
             1,
             rs,
         ),
-        Place::Packed => (s.a.as_ptr(), 1, m as isize),
+        // A packed copy holds `k x m` elements (`Packs::refresh`).
+        Place::Packed => (a_packed.unwrap_or(s.a.as_ptr()), 1, m as isize),
     };
     let (b_ptr, rsb, csb) = match b_place {
         Place::InPlace(at, rs) => (
@@ -412,35 +443,83 @@ pub(crate) fn run(
         Place::InPlace(at, rs) => (mem.base_ptr(p.dst.loc).wrapping_add(at) as *mut f32, rs, 1),
         Place::Packed => (s.c.as_mut_ptr(), n as isize, 1),
     };
+    // The next matmul's operands read from an input tensor (forwarded loads) come from
+    // memory, not cache: ask for them while this one computes (where the processor would not
+    // stream them by itself).
+    let mut lines = tilemm::Prefetch::default();
+    if let Some(next) = next {
+        let operands = [&next.stationary, &next.moving]
+            .into_iter()
+            .zip(next.prefetch);
+        for (i, ((panel, wanted), slot)) in operands.zip(&mut lines.panels).enumerate() {
+            *slot = match (i, packed(next)) {
+                (_, _) if !wanted => None,
+                (0, Some(copy)) => {
+                    let bytes = 4 * panel.rows() * panel.free();
+                    Some(tilemm::Lines::new(copy.cast(), 1, bytes, bytes))
+                }
+                _ => panel.lines(mem),
+            };
+        }
+    }
     // SAFETY: every pointer addresses f32 elements at 4-byte-aligned addresses. In place, the
     // panel's rows are single runs whose highest byte (`Panel::end`) was checked against the
-    // length of its memory (`Panel::in_place`), and the sgemm touches element `(r, e)` at
+    // length of its memory (`Panel::in_place`), and both kernels touch element `(r, e)` at
     // `r * row stride + e` for `r < rows`, `e < free` only, all inside; packed buffers hold at
     // least `rows * free` elements (checked above). The memories are not resized during the
     // call and no Rust reference to them is live; the destination does not overlap the
     // operands (operands in the destination's memory are packed copies).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c_ptr,
-            csc,
-            rsc,
-            !p.start,
-            a_ptr,
-            csa,
-            rsa,
-            b_ptr,
-            csb,
-            rsb,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        match (
+            usize::try_from(csa),
+            usize::try_from(rsb),
+            usize::try_from(rsc),
+        ) {
+            // Short rows (a late convolution stage's 7x7 positions) go to the tile kernel,
+            // which asks for the next operands a line per step; longer ones to the sgemm
+            // (the two measured alike there), the next operands asked for first.
+            (Ok(stationary_stride), Ok(moving_stride), Ok(dst_stride))
+                if n <= tilemm::SHORT
+                    && tilemm::available()
+                    && rsa == 1
+                    && csb == 1
+                    && csc == 1 =>
+            {
+                let ops = tilemm::Operands {
+                    stationary: a_ptr,
+                    stationary_stride,
+                    moving: b_ptr,
+                    moving_stride,
+                    dst: c_ptr,
+                    dst_stride,
+                };
+                tilemm::matmul(m, n, k, ops, !p.start, &mut lines);
+            }
+            _ => {
+                lines.all();
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c_ptr,
+                    csc,
+                    rsc,
+                    !p.start,
+                    a_ptr,
+                    csa,
+                    rsa,
+                    b_ptr,
+                    csb,
+                    rsb,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
     }
     if let Place::Packed = c_place {
         p.dst.scatter(mem, &s.c).ok_or_else(internal)?;

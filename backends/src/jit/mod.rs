@@ -97,9 +97,11 @@ mod matmul;
 mod memory;
 #[cfg(feature = "mlir")]
 mod mlir;
+mod pack;
 mod place;
 mod plan;
 mod store;
+mod tilemm;
 
 use crate::TensorSet;
 use crate::interp::InterpError;
@@ -190,6 +192,34 @@ pub struct JitStats {
     /// DMAs to HBM skipped because the instruction whose result they copy writes it there
     /// itself (`store`).
     pub forwarded_stores: u64,
+    /// Weight chunks copied from [`Frozen`] inputs into the layout the matmul reads fastest
+    /// (`pack`), counted when made (once per program and `Frozen`).
+    pub packed_weights: u64,
+}
+
+/// Input tensors that hold the same bytes in every run given this value, named by the caller:
+/// a model's weights. The jit keeps copies of what matmuls read from them in the layout it
+/// streams fastest, made on the first run given this `Frozen` and used by every later one; a
+/// new `Frozen` (even for the same names) makes new copies. Inputs not named are read afresh
+/// every run.
+#[derive(Debug)]
+pub struct Frozen {
+    /// Unique to this value (never reused in the process), so copies made for another
+    /// `Frozen` are never taken for this one's.
+    id: u64,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl Frozen {
+    /// Promises that the input tensors called `names` hold the same bytes in every run given
+    /// the value returned.
+    pub fn new<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Frozen {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Frozen {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            names: names.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// The JIT: code generator state and the kernel cache, kept across runs.
@@ -227,6 +257,8 @@ struct Prepared {
     steps: Vec<Vec<Step>>,
     /// What each run zeroes first.
     clears: Vec<clear::Clear>,
+    /// Copies of frozen weight chunks (made when a run is given a [`Frozen`]).
+    packs: pack::Packs,
     /// What one run adds to the statistics when the plan is reused (as re-planning would
     /// count it: every kernel a cache hit).
     counts: JitStats,
@@ -243,6 +275,7 @@ impl JitStats {
         self.moved_buffers += other.moved_buffers;
         self.moved_scratch += other.moved_scratch;
         self.forwarded_stores += other.forwarded_stores;
+        self.packed_weights += other.packed_weights;
         for (op, n) in &other.fallback_ops {
             *self.fallback_ops.entry(op).or_default() += n;
         }
@@ -298,7 +331,18 @@ pub fn run_machine<I: TensorSet + ?Sized>(
     target: &TargetSpec,
     inputs: &I,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
-    JIT.with(|cell| run_with(cell, Jit::new, program, target, inputs))
+    JIT.with(|cell| run_with(cell, Jit::new, program, target, inputs, None))
+}
+
+/// [`run_machine`] with the inputs `frozen` names held the same from run to run (see
+/// [`Frozen`]).
+pub fn run_machine_frozen<I: TensorSet + ?Sized>(
+    program: &MachineProgram,
+    target: &TargetSpec,
+    inputs: &I,
+    frozen: &Frozen,
+) -> Result<BTreeMap<String, HostTensor>, JitError> {
+    JIT.with(|cell| run_with(cell, Jit::new, program, target, inputs, Some(frozen)))
 }
 
 /// Runs `program` with the [`Jit`] in `cell`, made by `make` on first use.
@@ -308,13 +352,14 @@ fn run_with<I: TensorSet + ?Sized>(
     program: &MachineProgram,
     target: &TargetSpec,
     inputs: &I,
+    frozen: Option<&Frozen>,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
     let mut slot = cell.borrow_mut();
     if slot.is_none() {
         *slot = Some(make()?);
     }
     match slot.as_mut() {
-        Some(jit) => jit.run_machine(program, target, inputs),
+        Some(jit) => jit.run(program, target, inputs, frozen),
         None => Err(JitError::Codegen {
             detail: "no jit".into(),
         }),
@@ -334,7 +379,19 @@ pub fn run_machine_mlir<I: TensorSet + ?Sized>(
     target: &TargetSpec,
     inputs: &I,
 ) -> Result<BTreeMap<String, HostTensor>, JitError> {
-    MLIR.with(|cell| run_with(cell, Jit::with_mlir, program, target, inputs))
+    MLIR.with(|cell| run_with(cell, Jit::with_mlir, program, target, inputs, None))
+}
+
+/// [`run_machine_mlir`] with the inputs `frozen` names held the same from run to run (see
+/// [`Frozen`]).
+#[cfg(feature = "mlir")]
+pub fn run_machine_mlir_frozen<I: TensorSet + ?Sized>(
+    program: &MachineProgram,
+    target: &TargetSpec,
+    inputs: &I,
+    frozen: &Frozen,
+) -> Result<BTreeMap<String, HostTensor>, JitError> {
+    MLIR.with(|cell| run_with(cell, Jit::with_mlir, program, target, inputs, Some(frozen)))
 }
 
 /// The MLIR module the `mlir` backend generates for `program` (before lowering to LLVM): one
@@ -487,6 +544,28 @@ impl Jit {
         target: &TargetSpec,
         inputs: &I,
     ) -> Result<BTreeMap<String, HostTensor>, JitError> {
+        self.run(program, target, inputs, None)
+    }
+
+    /// [`Jit::run_machine`] with the inputs `frozen` names held the same from run to run (see
+    /// [`Frozen`]).
+    pub fn run_machine_frozen<I: TensorSet + ?Sized>(
+        &mut self,
+        program: &MachineProgram,
+        target: &TargetSpec,
+        inputs: &I,
+        frozen: &Frozen,
+    ) -> Result<BTreeMap<String, HostTensor>, JitError> {
+        self.run(program, target, inputs, Some(frozen))
+    }
+
+    fn run<I: TensorSet + ?Sized>(
+        &mut self,
+        program: &MachineProgram,
+        target: &TargetSpec,
+        inputs: &I,
+        frozen: Option<&Frozen>,
+    ) -> Result<BTreeMap<String, HostTensor>, JitError> {
         let reused = self
             .prepared
             .iter()
@@ -499,7 +578,8 @@ impl Jit {
             }
             None => self.prepare(program, target)?,
         };
-        let result = self.execute(&prepared, inputs);
+        let mut prepared = prepared;
+        let result = self.execute(&mut prepared, inputs, frozen);
         if self.prepared.len() >= PREPARED_PROGRAMS {
             self.prepared.remove(0);
         }
@@ -601,6 +681,7 @@ impl Jit {
                 p.prefetch = [wanted(&p.stationary), wanted(&p.moving)];
             }
         }
+        let packs = pack::Packs::plan(&order, &mut steps);
         self.stats.shared_windows += shared;
         counts.shared_windows = shared;
         self.stats.forwarded_stores += stored;
@@ -630,6 +711,7 @@ impl Jit {
             ahead,
             steps,
             clears,
+            packs,
             counts,
         })
     }
@@ -637,8 +719,9 @@ impl Jit {
     /// Runs a prepared program on `inputs`.
     fn execute<I: TensorSet + ?Sized>(
         &mut self,
-        prepared: &Prepared,
+        prepared: &mut Prepared,
         inputs: &I,
+        frozen: Option<&Frozen>,
     ) -> Result<BTreeMap<String, HostTensor>, JitError> {
         let Prepared {
             program,
@@ -648,11 +731,25 @@ impl Jit {
             ahead,
             steps,
             clears,
+            packs,
             ..
         } = prepared;
         let program = host.as_ref().unwrap_or(program);
         let spare = std::mem::take(&mut self.spare);
         let mut mem = JitMemory::new(program, target, inputs, spare, clears)?;
+        let packs = match frozen {
+            Some(frozen) => {
+                let made = packs.refresh(frozen, program, &mem).ok_or_else(|| {
+                    JitError::BadInstruction {
+                        inst: format!("program `{}`", program.name),
+                        detail: "internal: a packed weight chunk left its tensor".into(),
+                    }
+                })?;
+                self.stats.packed_weights += made;
+                Some(&*packs)
+            }
+            None => None,
+        };
         // Packing buffers and kept windows, reused from run to run (the windows forgotten).
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.reset();
@@ -702,25 +799,13 @@ impl Jit {
                     unsafe { f(ptrs.as_ptr(), imms.as_ptr()) };
                 }
                 Step::Matmul(p) => {
-                    // The next matmul's operands read from an input tensor (forwarded loads)
-                    // come from memory, not cache: start loading them while this one computes
-                    // (where the processor would not stream them by itself).
-                    if let Some(Step::Matmul(next)) = ahead
-                        .get(j)
-                        .copied()
-                        .flatten()
-                        .and_then(|(q, i)| steps.get(q)?.get(i))
-                    {
-                        for (panel, wanted) in [&next.stationary, &next.moving]
-                            .into_iter()
-                            .zip(next.prefetch)
-                        {
-                            if wanted {
-                                panel.prefetch(&mem);
-                            }
+                    let next = ahead.get(j).copied().flatten().and_then(|(q, i)| {
+                        match steps.get(q)?.get(i)? {
+                            Step::Matmul(next) => Some(&**next),
+                            _ => None,
                         }
-                    }
-                    matmul::run(&mut mem, p, &mut scratch, || {
+                    });
+                    matmul::run(&mut mem, p, next, packs, &mut scratch, || {
                         inst_ref(q, i).describe(program)
                     })?;
                 }
@@ -1239,5 +1324,6 @@ fn plan_matmul(
         start,
         moving_slot: None,
         prefetch: [false; 2],
+        packed: None,
     }))
 }
