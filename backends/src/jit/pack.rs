@@ -75,18 +75,22 @@ impl Packs {
             return Some(0);
         }
         self.made_for = None;
-        self.data.resize(self.len, 0.0);
-        self.copied.clear();
+        self.copied = self
+            .entries
+            .iter()
+            .map(|(_, tensor, _)| {
+                let name = program.tensors.get(*tensor).map(|t| &t.name);
+                name.is_some_and(|name| frozen.names.contains(name))
+            })
+            .collect();
+        if self.copied.contains(&true) {
+            self.data.resize(self.len, 0.0);
+        }
         let mut made = 0;
-        for (panel, tensor, at) in &self.entries {
-            let name = &program.tensors.get(*tensor)?.name;
-            let copy = frozen.names.contains(name);
-            if copy {
-                let len = panel.rows() * panel.free();
-                panel.gather_into(mem, self.data.get_mut(*at..*at + len)?)?;
-                made += 1;
-            }
-            self.copied.push(copy);
+        for ((panel, _, at), _) in self.entries.iter().zip(&self.copied).filter(|e| *e.1) {
+            let len = panel.rows() * panel.free();
+            panel.gather_into(mem, self.data.get_mut(*at..*at + len)?)?;
+            made += 1;
         }
         self.made_for = Some(frozen.id);
         Some(made)

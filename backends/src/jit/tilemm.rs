@@ -310,6 +310,27 @@ mod tests {
             .collect()
     }
 
+    /// Every cache line of each row (misaligned, shorter than a line, straddling two) is asked
+    /// for once, in order.
+    #[test]
+    fn lines_cover_each_row_once() {
+        // Never dereferenced: only the addresses are compared.
+        let base = std::ptr::without_provenance::<u8>(1 << 20);
+        for (offset, bytes) in [(0, 512), (32, 512), (60, 8), (0, 64), (63, 2), (5, 1)] {
+            let mut lines = Lines::new(base.wrapping_add(offset), 3, bytes, 1000);
+            let got: Vec<usize> = std::iter::from_fn(|| lines.next())
+                .map(|p| p as usize)
+                .collect();
+            let want: Vec<usize> = (0..3)
+                .flat_map(|r| {
+                    let lo = (1 << 20) + offset + r * 1000;
+                    (lo / 64..=(lo + bytes - 1) / 64).map(|line| line * 64)
+                })
+                .collect();
+            assert_eq!(got, want, "offset {offset}, {bytes} bytes");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// Every shape, stride and accumulation mode equals an f64 reference within the fp32
