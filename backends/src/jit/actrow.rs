@@ -162,12 +162,7 @@ impl ActRows {
 
 /// The element of `dtype` at byte `at`.
 fn load(bytes: &[u8], at: usize, dtype: DType) -> Option<f64> {
-    let b = bytes.get(at..at + dtype.size_bytes())?;
-    Some(match dtype {
-        // The common case (a per-partition bias) without the general decoder.
-        DType::F32 => f32::from_le_bytes(b.try_into().ok()?) as f64,
-        _ => dtype.decode(b),
-    })
+    Some(dtype.decode(bytes.get(at..at + dtype.size_bytes())?))
 }
 
 /// Stores `v` (rounded to f32 already) as the element of `dtype` at byte `at`.

@@ -448,19 +448,17 @@ pub(crate) fn run(
     // stream them by itself).
     let mut lines = tilemm::Prefetch::default();
     if let Some(next) = next {
-        let operands = [&next.stationary, &next.moving]
-            .into_iter()
-            .zip(next.prefetch);
-        for (i, ((panel, wanted), slot)) in operands.zip(&mut lines.panels).enumerate() {
-            *slot = match (i, packed(next)) {
-                (_, _) if !wanted => None,
-                (0, Some(copy)) => {
-                    let bytes = 4 * panel.rows() * panel.free();
-                    Some(tilemm::Lines::new(copy.cast(), 1, bytes, bytes))
-                }
-                _ => panel.lines(mem),
-            };
-        }
+        let [stationary, moving] = next.prefetch;
+        let st = &next.stationary;
+        let copy_bytes = 4 * st.rows() * st.free();
+        lines.panels = [
+            match (stationary, packed(next)) {
+                (false, _) => None,
+                (true, Some(copy)) => Some(tilemm::Lines::new(copy.cast(), 1, copy_bytes, 0)),
+                (true, None) => st.lines(mem),
+            },
+            moving.then(|| next.moving.lines(mem)).flatten(),
+        ];
     }
     // SAFETY: every pointer addresses f32 elements at 4-byte-aligned addresses. In place, the
     // panel's rows are single runs whose highest byte (`Panel::end`) was checked against the

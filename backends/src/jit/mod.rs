@@ -570,7 +570,7 @@ impl Jit {
             .prepared
             .iter()
             .position(|p| p.program == *program && p.target == *target);
-        let prepared = match reused {
+        let mut prepared = match reused {
             Some(i) => {
                 let p = self.prepared.remove(i);
                 self.stats.add(&p.counts);
@@ -578,7 +578,6 @@ impl Jit {
             }
             None => self.prepare(program, target)?,
         };
-        let mut prepared = prepared;
         let result = self.execute(&mut prepared, inputs, frozen);
         if self.prepared.len() >= PREPARED_PROGRAMS {
             self.prepared.remove(0);

@@ -252,14 +252,18 @@ fn combined(mut c: Candidate, hbm: &[(usize, Raw)]) -> Option<Forwarded> {
     // after it would see (a read) or be overwritten by (a write) the new values early. Once a
     // store has run, its bytes hold the same values either way, so later reads and writes of
     // them are unaffected.
-    let clash = hbm.iter().any(|(at, r)| {
-        let between = *at > c.at && *at <= end && !theirs.contains(at);
-        if !between || r.loc != loc || r.extent.0 >= hi || lo >= r.extent.1 {
-            return false;
-        }
-        let other = bytes(r);
-        stored.iter().any(|(s, b)| *s > *at && intersect(b, &other))
-    });
+    // `hbm` is in run order.
+    let from = hbm.partition_point(|(at, _)| *at <= c.at);
+    let between = hbm[from..].iter().take_while(|(at, _)| *at <= end);
+    let clash = between
+        .filter(|(at, _)| !theirs.contains(at))
+        .any(|(at, r)| {
+            if r.loc != loc || r.extent.0 >= hi || lo >= r.extent.1 {
+                return false;
+            }
+            let other = bytes(r);
+            stored.iter().any(|(s, b)| *s > *at && intersect(b, &other))
+        });
     if clash {
         return None;
     }

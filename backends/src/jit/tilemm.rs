@@ -159,17 +159,11 @@ pub(crate) unsafe fn matmul(
     accumulate: bool,
     prefetch: &mut Prefetch,
 ) {
-    // Register blocks, chosen by measurement (128x128 stationary, cold and warm; 8x3, 12x2,
-    // 4x4 and 7x4 tried): with `n` up to 64 one block of 6 rows by 4 vectors covers every
-    // column; longer rows go 8 by 3.
+    // Register blocks of 6 rows by 4 vectors, chosen by measurement (128x128x49, stationary
+    // cold and warm; 8x3, 12x2, 4x4 and 7x4 tried): up to `SHORT` columns, one block covers
+    // every column, so each stationary value is read once.
     // SAFETY: forwarded from the caller.
-    unsafe {
-        if n <= 64 {
-            x86::blocks::<6, 4>(m, n, k, ops, accumulate, prefetch)
-        } else {
-            x86::blocks::<8, 3>(m, n, k, ops, accumulate, prefetch)
-        }
-    }
+    unsafe { x86::blocks::<6, 4>(m, n, k, ops, accumulate, prefetch) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
